@@ -1,0 +1,27 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both create and reuse .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.flowkit-installed
+STEPS ?= 600
+OUT ?= out/demo
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.14.1"
+	$(PY) -m pip install --quiet -e ".[dev,image]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/flowkit image demo --steps $(STEPS) --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -1,0 +1,32 @@
+"""flowkit: normalizing flows for PyTorch across modalities.
+
+Exact likelihoods, exact encode/decode, fast sampling and latent editing, built from
+bijectors that work on any channel-first tensor.
+"""
+
+from .bijector import Bijector, Inverse, Sequential
+from .distributions import DiagNormal, StandardNormal
+from .errors import CheckpointError, DataError, FlowkitError, NonFiniteError, ShapeError
+from .flow import Flow
+from .layers import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    FactorOut,
+    Invertible1x1,
+    Invertible1x1LU,
+    LearnedPrior,
+    Permute,
+    RQSplineCoupling,
+    Squeeze,
+)
+from .manipulate import apply_direction, attribute_direction, interpolate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "CheckpointError", "DataError",
+    "DiagNormal", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1", "Invertible1x1LU",
+    "LearnedPrior", "NonFiniteError", "Permute", "RQSplineCoupling", "Sequential", "ShapeError",
+    "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "interpolate",
+]

@@ -1,0 +1,164 @@
+r"""The bijector contract: :class:`Bijector`, :class:`Inverse` and :class:`Sequential`.
+
+A bijector is an invertible map :math:`y = f(x)` that also returns
+:math:`\log |\det J_f(x)|`, one value per sample, summed over the event:
+
+.. code-block:: python
+
+    y, ladj = bijector(x, context)          # forward
+    x, ladj_inv = bijector.inverse(y, context)  # ladj_inv == -ladj
+
+Tensors are channel-first, ``(batch, channels, *spatial)`` with zero, one or two
+spatial dims; log-dets have shape ``(batch,)`` and the input's dtype and device.
+
+Example:
+    >>> import torch, flowkit
+    >>> flow = flowkit.Sequential(flowkit.ActNorm(4), flowkit.Invertible1x1(4))
+    >>> y, ladj = flow(torch.randn(8, 4, 16))
+    >>> ladj.shape
+    torch.Size([8])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ShapeError
+
+Shape = tuple[int, ...]
+
+
+class Bijector(nn.Module):
+    """Base class of every invertible layer and model in flowkit.
+
+    Subclasses implement :meth:`forward` and :meth:`inverse`; shape-changing
+    subclasses also override :meth:`forward_shape` and :meth:`inverse_shape`.
+    ``context`` is an optional conditioning tensor with the same batch size.
+    """
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map ``x`` to ``y``; return ``(y, log|det dy/dx|)`` with the log-det of shape ``(batch,)``."""
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map ``y`` back to ``x``; return ``(x, log|det dx/dy|)``."""
+        raise NotImplementedError
+
+    def forward_shape(self, shape: Sequence[int]) -> Shape:
+        """The event shape (no batch dim) of the output for an input event of ``shape``."""
+        return tuple(shape)
+
+    def inverse_shape(self, shape: Sequence[int]) -> Shape:
+        """The event shape of the input that produces an output event of ``shape``."""
+        return tuple(shape)
+
+    @property
+    def inv(self) -> Bijector:
+        """The inverse bijector: its forward is this one's inverse."""
+        return Inverse(self)
+
+
+class Inverse(Bijector):
+    """Swap the directions of a bijector; ``Inverse(b).inv is b``."""
+
+    def __init__(self, bijector: Bijector):
+        super().__init__()
+        self.bijector = bijector
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.bijector.inverse(x, context)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.bijector(y, context)
+
+    def forward_shape(self, shape: Sequence[int]) -> Shape:
+        return self.bijector.inverse_shape(shape)
+
+    def inverse_shape(self, shape: Sequence[int]) -> Shape:
+        return self.bijector.forward_shape(shape)
+
+    @property
+    def inv(self) -> Bijector:
+        return self.bijector
+
+
+class Sequential(Bijector):
+    r"""Compose bijectors: ``Sequential(f1, f2)(x) = f2(f1(x))``, log-dets summed.
+
+    Every member receives the same ``context``. Indexing with an int gives a member,
+    with a slice a new :class:`Sequential` sharing the members.
+
+    Example:
+        >>> flow = flowkit.Sequential(flowkit.Squeeze(2), flowkit.ActNorm(12))
+        >>> flow.forward_shape((3, 32, 32))
+        (12, 16, 16)
+    """
+
+    def __init__(self, *bijectors: Bijector | Iterable[Bijector]):
+        super().__init__()
+        if len(bijectors) == 1 and not isinstance(bijectors[0], nn.Module):
+            bijectors = tuple(bijectors[0])
+        for i, b in enumerate(bijectors):
+            if not isinstance(b, Bijector):
+                raise TypeError(f"Sequential member {i} is a {type(b).__name__}, not a flowkit.Bijector")
+        self.layers = nn.ModuleList(bijectors)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        ladj = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, step = layer(x, context)
+            ladj = ladj + step
+        return x, ladj
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        ladj = y.new_zeros(y.shape[0])
+        for layer in reversed(self.layers):
+            y, step = layer.inverse(y, context)
+            ladj = ladj + step
+        return y, ladj
+
+    def forward_shape(self, shape: Sequence[int]) -> Shape:
+        for layer in self.layers:
+            shape = layer.forward_shape(shape)
+        return tuple(shape)
+
+    def inverse_shape(self, shape: Sequence[int]) -> Shape:
+        for layer in reversed(self.layers):
+            shape = layer.inverse_shape(shape)
+        return tuple(shape)
+
+    def __getitem__(self, index: int | slice) -> Bijector:
+        if isinstance(index, slice):
+            return Sequential(*self.layers[index])
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Bijector]:
+        return iter(self.layers)
+
+
+def check_channels(x: Tensor, channels: int, layer: str, min_dim: int = 2) -> None:
+    """Raise :class:`ShapeError` unless ``x`` is ``(batch, channels, *spatial)``."""
+    if x.dim() < min_dim or x.dim() > 4:
+        raise ShapeError(
+            f"{layer} expects a tensor of shape (batch, channels, *spatial) with 0 to 2 spatial "
+            f"dims{'' if min_dim == 2 else ' (at least one)'}; got shape {tuple(x.shape)}"
+        )
+    if x.shape[1] != channels:
+        raise ShapeError(f"{layer} was built for {channels} channels; got shape {tuple(x.shape)}")
+
+
+def spatial_size(x: Tensor) -> int:
+    """Number of positions per channel: the product of the spatial dims (1 for vectors)."""
+    return math.prod(x.shape[2:])
+
+
+def sum_except_batch(x: Tensor) -> Tensor:
+    """Sum every dim but the first: per-sample totals of shape ``(batch,)``."""
+    return x.reshape(x.shape[0], -1).sum(1)

@@ -1,0 +1,33 @@
+"""Exceptions flowkit raises for bad input, so callers and the CLI can tell them apart."""
+
+from __future__ import annotations
+
+import torch
+
+
+class FlowkitError(ValueError):
+    """Base class of every error flowkit raises for bad input or bad state."""
+
+
+class ShapeError(FlowkitError):
+    """A tensor does not have the shape a bijector or flow expects."""
+
+
+class NonFiniteError(FlowkitError):
+    """A tensor holds NaN or infinite values where finite ones are required."""
+
+
+class CheckpointError(FlowkitError):
+    """A checkpoint is missing, corrupt or does not match the model."""
+
+
+class DataError(FlowkitError):
+    """A data file or folder is missing, corrupt or holds values out of range."""
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` if ``x`` holds NaN or inf."""
+    if not torch.isfinite(x).all():
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise NonFiniteError(f"{what} holds {n_nan} NaN and {n_inf} infinite values")

@@ -1,0 +1,22 @@
+"""Bijective layers that work on any channel-first tensor ``(B, C, *spatial)``."""
+
+from .actnorm import ActNorm
+from .coupling import AdditiveCoupling, AffineCoupling
+from .mixing import Invertible1x1, Invertible1x1LU
+from .multiscale import FactorOut, LearnedPrior
+from .permute import Permute
+from .spline import RQSplineCoupling
+from .squeeze import Squeeze
+
+__all__ = [
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "FactorOut",
+    "Invertible1x1",
+    "Invertible1x1LU",
+    "LearnedPrior",
+    "Permute",
+    "RQSplineCoupling",
+    "Squeeze",
+]

@@ -1,0 +1,120 @@
+r"""Affine and additive coupling layers (Dinh et al. 2016; Kingma and Dhariwal 2018).
+
+The channels split into :math:`x_a` (the first ``channels // 2``) and :math:`x_b`; a
+conditioner network :math:`h = NN(x_a, context)` transforms :math:`x_b`:
+
+.. math::
+    \text{affine:}\quad y_b = (x_b + t) \odot \sigma(r + 2),\quad
+        \log|\det J| = \sum \log \sigma(r + 2),\quad t = h_{0::2},\ r = h_{1::2}
+
+    \text{additive:}\quad y_b = x_b + h,\quad \log|\det J| = 0
+
+``scale="sigmoid"`` is openai's stable form; ``scale="exp"`` uses
+:math:`e^{c \tanh(r / c)}` (a soft clamp at ``±clamp``). The default conditioner is
+:class:`flowkit.nn.GlowConditioner`, zero-initialised, so a new coupling is the identity.
+
+Example:
+    >>> coupling = flowkit.AffineCoupling(4, hidden=32, spatial_dims=1)
+    >>> y, ladj = coupling(torch.randn(8, 4, 20))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..bijector import Bijector, check_channels, sum_except_batch
+from ..nn import GlowConditioner
+
+NetFactory = Callable[[int, int], nn.Module]
+
+
+class _Coupling(Bijector):
+    def __init__(self, channels: int, out_per_channel: int, hidden: int, spatial_dims: int | None,
+                 context_channels: int, net: NetFactory | None):
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"a coupling needs at least 2 channels, got {channels}")
+        self.channels = channels
+        self.split = channels // 2
+        self.uses_context = context_channels > 0
+        out_channels = (channels - self.split) * out_per_channel
+        if net is not None:
+            self.net = net(self.split + context_channels, out_channels)
+        elif spatial_dims is None:
+            raise ValueError("give spatial_dims (0 vectors, 1 sequences, 2 images) or a net factory")
+        else:
+            self.net = GlowConditioner(self.split, out_channels, hidden, spatial_dims, context_channels)
+
+    def _conditioner(self, x_a: Tensor, context: Tensor | None) -> Tensor:
+        return self.net(x_a, context) if self.uses_context else self.net(x_a)
+
+    def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_channels(x, self.channels, type(self).__name__)
+        return x[:, : self.split], x[:, self.split:]
+
+
+class AffineCoupling(_Coupling):
+    """Affine coupling: ``y_b = (x_b + shift) * scale(x_a)``.
+
+    Args:
+        channels: input channels.
+        hidden: width of the default conditioner.
+        spatial_dims: 0, 1 or 2, for the default conditioner.
+        context_channels: channels of the context fed to the conditioner; with 0 the
+            layer ignores any context it is given.
+        net: a factory ``(in_channels, out_channels) -> Module`` replacing the default
+            conditioner; the module is called as ``net(x_a)``, or ``net(x_a, context)``
+            when ``context_channels > 0``.
+        scale: ``"sigmoid"`` (openai) or ``"exp"`` (soft-clamped).
+        clamp: the soft clamp of the log-scale for ``scale="exp"``.
+    """
+
+    def __init__(self, channels: int, hidden: int = 512, spatial_dims: int | None = None,
+                 context_channels: int = 0, net: NetFactory | None = None,
+                 scale: Literal["sigmoid", "exp"] = "sigmoid", clamp: float = 2.0):
+        if scale not in ("sigmoid", "exp"):
+            raise ValueError(f"scale must be 'sigmoid' or 'exp', not {scale!r}")
+        super().__init__(channels, 2, hidden, spatial_dims, context_channels, net)
+        self.scale = scale
+        self.clamp = clamp
+
+    def _shift_and_log_scale(self, x_a: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        h = self._conditioner(x_a, context)
+        shift, raw = h[:, 0::2], h[:, 1::2]
+        if self.scale == "sigmoid":
+            return shift, F.logsigmoid(raw + 2.0)
+        return shift, self.clamp * torch.tanh(raw / self.clamp)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x_a, x_b = self._halves(x)
+        shift, log_scale = self._shift_and_log_scale(x_a, context)
+        y_b = (x_b + shift) * log_scale.exp()
+        return torch.cat([x_a, y_b], dim=1), sum_except_batch(log_scale)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y_a, y_b = self._halves(y)
+        shift, log_scale = self._shift_and_log_scale(y_a, context)
+        x_b = y_b * (-log_scale).exp() - shift
+        return torch.cat([y_a, x_b], dim=1), -sum_except_batch(log_scale)
+
+
+class AdditiveCoupling(_Coupling):
+    """Additive (volume-preserving) coupling: ``y_b = x_b + NN(x_a)``; arguments as in
+    :class:`AffineCoupling`."""
+
+    def __init__(self, channels: int, hidden: int = 512, spatial_dims: int | None = None,
+                 context_channels: int = 0, net: NetFactory | None = None):
+        super().__init__(channels, 1, hidden, spatial_dims, context_channels, net)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x_a, x_b = self._halves(x)
+        return torch.cat([x_a, x_b + self._conditioner(x_a, context)], dim=1), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y_a, y_b = self._halves(y)
+        return torch.cat([y_a, y_b - self._conditioner(y_a, context)], dim=1), y.new_zeros(y.shape[0])

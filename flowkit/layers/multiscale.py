@@ -1,0 +1,140 @@
+r"""Multiscale factor-out and learned priors, written as bijections.
+
+Glow factors out half of the channels after each level and models them with a
+Gaussian whose mean and log-scale depend on the kept half,
+:math:`z_2 \sim N(\mu(z_1), e^{2 s(z_1)})`. Standardising :math:`z_2` is itself an
+affine bijection,
+
+.. math:: \epsilon_2 = (z_2 - \mu(z_1))\, e^{-s(z_1)}, \qquad \log|\det J| = -\sum s(z_1),
+
+so the whole multiscale model maps ``x`` to ``eps`` with a standard normal base:
+``encode`` gives the standardised latent of every level, ``decode`` inverts exactly
+(the factored-out latents are kept, never re-sampled) and temperature means
+``eps ~ N(0, T^2 I)`` everywhere.
+
+:class:`FactorOut` keeps the layout: its output has its input's shape, with the
+``inner`` bijector's output (which must preserve its input's shape: wrap squeezes
+as ``Squeeze(2)`` ... ``Squeeze(2).inv``) in the first channels and ``eps_2`` in the
+rest. :class:`LearnedPrior` standardises with a learned per-channel mean and scale,
+optionally shifted by a linear function of the context (class-conditional prior).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..bijector import Bijector, Sequential, Shape, check_channels, sum_except_batch
+from ..errors import ShapeError
+from ..nn import ZeroConv
+
+
+def _standardise(z: Tensor, mean: Tensor, logs: Tensor) -> tuple[Tensor, Tensor]:
+    return (z - mean) * (-logs).exp(), -sum_except_batch(logs)
+
+
+def _unstandardise(eps: Tensor, mean: Tensor, logs: Tensor) -> tuple[Tensor, Tensor]:
+    return eps * logs.exp() + mean, sum_except_batch(logs)
+
+
+class FactorOut(Bijector):
+    """Split the channels, standardise the second part given the first, run ``inner``
+    on the first part.
+
+    Args:
+        channels: input channels; the first ``channels // 2`` are kept.
+        inner: the rest of the model, applied to the kept part; must preserve shape.
+        spatial_dims: 0, 1 or 2 (for the prior network).
+        prior: ``"learned"`` (openai's zero-initialised conv of the kept half) or
+            ``"standard"`` (``z_2`` is already N(0, I), as in WaveGlow's early outputs).
+        context_channels: channels of a context fed to the prior network.
+        edge_bias: give the prior's convolution openai's border channel.
+    """
+
+    def __init__(self, channels: int, inner: Bijector | None = None, spatial_dims: int = 2,
+                 prior: Literal["learned", "standard"] = "learned", context_channels: int = 0,
+                 edge_bias: bool = False):
+        super().__init__()
+        if prior not in ("learned", "standard"):
+            raise ValueError(f"prior must be 'learned' or 'standard', not {prior!r}")
+        self.channels = channels
+        self.split = channels // 2
+        self.inner = inner if inner is not None else Sequential()
+        self.prior = None
+        self.uses_context = context_channels > 0
+        if prior == "learned":
+            self.prior = ZeroConv(self.split + context_channels, 2 * (channels - self.split), spatial_dims,
+                                  edge_bias=edge_bias)
+
+    def _prior(self, z1: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        h = self.prior(z1, context if self.uses_context else None)
+        return h[:, 0::2], h[:, 1::2]
+
+    def _run_inner(self, z: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        out, ladj = self.inner.inverse(z, context) if inverse else self.inner(z, context)
+        if out.shape != z.shape:
+            raise ShapeError(f"the inner bijector of FactorOut must preserve shape; it mapped "
+                             f"{tuple(z.shape)} to {tuple(out.shape)} (close squeezes with Squeeze(f).inv)")
+        return out, ladj
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels(x, self.channels, "FactorOut")
+        z1, z2 = x[:, : self.split], x[:, self.split:]
+        ladj = x.new_zeros(x.shape[0])
+        if self.prior is not None:
+            z2, ladj = _standardise(z2, *self._prior(z1, context))
+        y1, inner_ladj = self._run_inner(z1, context, inverse=False)
+        return torch.cat([y1, z2], dim=1), ladj + inner_ladj
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels(y, self.channels, "FactorOut")
+        y1, eps2 = y[:, : self.split], y[:, self.split:]
+        z1, ladj = self._run_inner(y1, context, inverse=True)
+        if self.prior is not None:
+            eps2, prior_ladj = _unstandardise(eps2, *self._prior(z1, context))
+            ladj = ladj + prior_ladj
+        return torch.cat([z1, eps2], dim=1), ladj
+
+    def forward_shape(self, shape: Sequence[int]) -> Shape:
+        kept = (self.split, *shape[1:])
+        if self.inner.forward_shape(kept) != kept:
+            raise ShapeError(f"the inner bijector of FactorOut must preserve the shape {kept}")
+        return tuple(shape)
+
+
+class LearnedPrior(Bijector):
+    r"""Standardise with a learned Gaussian: ``eps = (z - mean) * exp(-logs)``.
+
+    ``mean`` and ``logs`` are per channel (openai's ``learntop``) and start at 0;
+    with ``context_channels > 0`` a zero-initialised linear map of the context
+    (e.g. a one-hot class) is added, which makes the prior class-conditional.
+    """
+
+    def __init__(self, channels: int, context_channels: int = 0):
+        super().__init__()
+        self.channels = channels
+        self.mean = nn.Parameter(torch.zeros(channels))
+        self.logs = nn.Parameter(torch.zeros(channels))
+        self.context_net = ZeroConv(context_channels, 2 * channels, 0) if context_channels else None
+
+    def _params(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        view = (1, -1, *([1] * (z.dim() - 2)))
+        mean, logs = self.mean.view(view), self.logs.view(view)
+        if self.context_net is not None:
+            if context is None:
+                raise ShapeError("this LearnedPrior is class-conditional: pass a context")
+            h = self.context_net(context.to(z.dtype)).view(z.shape[0], -1, *([1] * (z.dim() - 2)))
+            mean, logs = mean + h[:, 0::2], logs + h[:, 1::2]
+        return mean.expand_as(z), logs.expand_as(z)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels(x, self.channels, "LearnedPrior")
+        return _standardise(x, *self._params(x, context))
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels(y, self.channels, "LearnedPrior")
+        return _unstandardise(y, *self._params(y, context))
+

@@ -1,0 +1,190 @@
+"""``check_bijector``: the conformance checks every flowkit bijector passes.
+
+Run it on your own layer:
+
+    >>> from flowkit.testing import check_bijector
+    >>> check_bijector(MyCoupling(4), torch.randn(3, 4, 6), factory=lambda: MyCoupling(4))
+
+It raises :class:`ConformanceError` listing every property that failed.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..bijector import Bijector
+
+
+class ConformanceError(AssertionError):
+    """A bijector broke the contract; the message lists each failed property."""
+
+
+def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a, b, atol=atol, rtol=rtol))
+
+
+def _err(a: Tensor, b: Tensor) -> str:
+    if a.shape != b.shape:
+        return f"shapes {tuple(a.shape)} vs {tuple(b.shape)}"
+    return f"max abs error {float((a - b).abs().max()):.3g}"
+
+
+@torch.no_grad()
+def _perturb(module: nn.Module, scale: float, generator: torch.Generator) -> None:
+    """Move every parameter off its (often zero or identity) initial value."""
+    for p in module.parameters():
+        p.add_(scale * torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
+
+
+def _untracked_tensors(module: nn.Module) -> list[str]:
+    """Tensor attributes that are neither parameters nor persistent buffers."""
+    names = []
+    for prefix, sub in module.named_modules():
+        non_persistent = getattr(sub, "_non_persistent_buffers_set", set())
+        for key, value in vars(sub).items():
+            if isinstance(value, Tensor) and not isinstance(value, nn.Parameter):
+                names.append(f"{prefix}.{key}" if prefix else key)
+        names += [f"{prefix}.{key}" if prefix else key for key in non_persistent if not key.startswith("_")]
+    return names
+
+
+def _jacobian_logdet(b: Bijector, x: Tensor, context: Tensor | None) -> Tensor:
+    def f(flat: Tensor) -> Tensor:
+        return b(flat.view(1, *x.shape), context)[0].reshape(-1)
+
+    jac = torch.autograd.functional.jacobian(f, x.reshape(-1))
+    return torch.linalg.slogdet(jac)[1]
+
+
+def _slice(context: Tensor | None, i: int) -> Tensor | None:
+    return None if context is None else context[i:i + 1]
+
+
+def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None = None, *,
+                   factory: Callable[[], Bijector] | None = None, perturb: float = 0.05,
+                   atol: float = 1e-6, rtol: float = 1e-5, max_jacobian_dim: int = 1024,
+                   jacobian_samples: int = 2, seed: int = 0) -> None:
+    """Check the bijector contract on ``example`` (a batch of at least 2 samples).
+
+    The checks run on a copy; ``bijector`` is left untouched. The copy is run once
+    in training mode (data-dependent initialisation), its parameters are perturbed
+    by ``perturb`` (so zero-initialised networks do something) and it is moved to
+    float64. Then: output shapes, dtype, device and ``forward_shape``; round trips
+    both ways; inverse log-det equals minus the forward one; the log-det equals
+    ``log|det|`` of the autograd Jacobian; changing one sample changes no other
+    sample's output; gradients reach every parameter; training and evaluation mode
+    agree; a state_dict round trip (into ``factory()`` when given) reproduces the
+    outputs; no tensor state lives outside the state_dict; and ``example``'s own
+    dtype round trips to ``sqrt(atol)``.
+
+    Raises:
+        ConformanceError: listing every failed property.
+    """
+    if example.dim() < 2 or example.shape[0] < 2:
+        raise ValueError(f"check_bijector needs a batch of at least 2 samples, got shape {tuple(example.shape)}")
+    failures: list[str] = []
+
+    def expect(ok: bool, message: str) -> None:
+        if not ok:
+            failures.append(message)
+
+    generator = torch.Generator().manual_seed(seed)
+    b = copy.deepcopy(bijector).train()
+    with torch.no_grad():
+        b(example, context)  # data-dependent initialisation
+    _perturb(b, perturb, generator)
+
+    with torch.no_grad():
+        y_native, ladj_native = b(example, context)
+        x_native = b.inverse(y_native, context)[0]
+    expect(y_native.dtype == example.dtype, f"forward changed dtype {example.dtype} to {y_native.dtype}")
+    expect(y_native.device == example.device and ladj_native.device == example.device, "forward changed device")
+    expect(ladj_native.shape == (example.shape[0],),
+           f"log-det must have shape (batch,) = ({example.shape[0]},), got {tuple(ladj_native.shape)}")
+    expect(ladj_native.dtype == example.dtype, f"log-det dtype {ladj_native.dtype} differs from input {example.dtype}")
+    tol = max(atol, rtol) ** 0.5
+    expect(_close(x_native, example, tol, tol), f"round trip in {example.dtype}: {_err(x_native, example)}")
+    expect(tuple(y_native.shape[1:]) == tuple(b.forward_shape(example.shape[1:])),
+           f"forward_shape says {b.forward_shape(example.shape[1:])}, output event is {tuple(y_native.shape[1:])}")
+    expect(tuple(b.inverse_shape(y_native.shape[1:])) == tuple(example.shape[1:]),
+           f"inverse_shape says {b.inverse_shape(y_native.shape[1:])}, input event is {tuple(example.shape[1:])}")
+
+    b = b.double().eval()
+    x = example.double()
+    ctx = None if context is None or not context.is_floating_point() else context.double()
+    ctx = context if ctx is None else ctx
+    with torch.no_grad():
+        y, ladj = b(x, ctx)
+        x_back, ladj_back = b.inverse(y, ctx)
+        y_again, _ = b(x_back, ctx)
+    expect(_close(x_back, x, atol, rtol), f"inverse(forward(x)) != x: {_err(x_back, x)}")
+    expect(_close(y_again, y, atol, rtol), f"forward(inverse(y)) != y: {_err(y_again, y)}")
+    expect(_close(ladj_back, -ladj, atol, rtol), f"inverse log-det != -forward log-det: {_err(ladj_back, -ladj)}")
+    inv_y, inv_ladj = b.inv(y, ctx)
+    expect(_close(inv_y, x_back, atol, rtol) and _close(inv_ladj, ladj_back, atol, rtol),
+           ".inv does not run the inverse")
+
+    if x[0].numel() <= max_jacobian_dim:
+        for i in range(min(jacobian_samples, x.shape[0])):
+            expected = _jacobian_logdet(b, x[i], _slice(ctx, i))
+            expect(_close(ladj[i], expected, 1e-5, 1e-5),
+                   f"log-det of sample {i} is {float(ladj[i]):.6g}, autograd Jacobian gives {float(expected):.6g}")
+
+    x_changed = x.clone()
+    x_changed[0] = x_changed[0] + torch.randn(x[0].shape, generator=generator, dtype=x.dtype)
+    with torch.no_grad():
+        y_changed, ladj_changed = b(x_changed, ctx)
+        x_from_changed, _ = b.inverse(y_changed, ctx)
+    expect(_close(y_changed[1:], y[1:], atol, rtol) and _close(ladj_changed[1:], ladj[1:], atol, rtol),
+           "changing sample 0 changed the forward output of other samples (cross-sample leakage)")
+    expect(_close(x_from_changed[1:], x_back[1:], atol, rtol),
+           "changing sample 0 changed the inverse output of other samples (cross-sample leakage)")
+
+    if any(p.requires_grad for p in b.parameters()):
+        b.zero_grad()
+        y_grad, ladj_grad = b(x, ctx)
+        (y_grad.square().sum() + ladj_grad.sum()).backward()
+        dead = [n for n, p in b.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+        expect(not dead, f"no gradient reaches parameters {dead}")
+
+    with torch.no_grad():
+        y_train, ladj_train = b.train()(x, ctx)
+    b.eval()
+    expect(_close(y_train, y, atol, rtol) and _close(ladj_train, ladj, atol, rtol),
+           "training and evaluation mode give different outputs after initialisation")
+
+    untracked = _untracked_tensors(b)
+    expect(not untracked, f"tensor state outside the state_dict: {untracked}")
+    failures += _state_dict_failures(b, x, ctx, factory, perturb, generator, atol, rtol)
+
+    if failures:
+        raise ConformanceError(f"{type(bijector).__name__} failed {len(failures)} check(s):\n- " + "\n- ".join(failures))
+
+
+def _state_dict_failures(b: Bijector, x: Tensor, ctx: Tensor | None, factory: Callable[[], Bijector] | None,
+                         perturb: float, generator: torch.Generator, atol: float, rtol: float) -> list[str]:
+    buffer = io.BytesIO()
+    torch.save(b.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = factory() if factory is not None else copy.deepcopy(b)
+    fresh = fresh.double()
+    if factory is None:
+        _perturb(fresh, perturb, generator)
+    try:
+        fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    except RuntimeError as error:
+        return [f"state_dict does not load into a fresh instance: {error}"]
+    failures = []
+    with torch.no_grad():
+        expected = b.eval()(x, ctx)
+        for mode in ("eval", "train"):
+            got = fresh.train(mode == "train")(x, ctx)
+            if not (_close(got[0], expected[0], atol, rtol) and _close(got[1], expected[1], atol, rtol)):
+                failures.append(f"after a state_dict round trip the {mode}-mode output differs "
+                                f"({_err(got[0], expected[0])}); state kept outside the state_dict, or re-initialised?")
+    return failures

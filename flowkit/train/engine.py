@@ -1,0 +1,237 @@
+"""The training engine every plug-in shares.
+
+It owns the loop: data-dependent initialisation on a first batch, the optimiser with
+linear warmup, gradient clipping, Polyak (EMA) weights, a NaN/inf guard that names
+the step and layer, atomic checkpoints with exact resume, distributed data parallel
+under ``torchrun``, a tqdm bar and a JSONL metrics log with a PNG plot.
+
+A plug-in gives three things:
+
+* ``model``: an ``nn.Module`` whose ``forward`` is what the loss calls (a
+  :class:`flowkit.Flow`'s forward is ``log_prob``), so DDP can wrap it;
+* ``batches(step) -> tuple of tensors``: the *global* batch of a step, a
+  deterministic function of the step (resume and DDP rely on it);
+* ``loss_fn(model, batch) -> (loss, metrics)``: the mean loss of a (shard of a) batch.
+
+Each rank trains on its contiguous slice of the global batch, so ``N`` processes give
+the same weights as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from ..errors import NonFiniteError
+from . import distributed as dist
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .metrics import MetricsLog
+from .optim import linear_warmup, make_ema, make_optimizer
+
+Batch = tuple[Tensor, ...]
+LossFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of the loop (the model's own live in the plug-in's config)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adamax"
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float | None = None
+    ema_decay: float | None = 0.999
+    log_every: int = 10
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    max_minutes: float | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: (tuple(v) if k == "betas" else v) for k, v in values.items() if k in names}
+        return cls(**values)
+
+
+def first_nonfinite_layer(model: nn.Module, run: Callable[[], Any]) -> str:
+    """Re-run ``run`` with hooks and name the first module whose output is not finite."""
+    found: list[str] = []
+
+    def hook(name):
+        def check(_module, _inputs, output):
+            tensors = output if isinstance(output, tuple) else (output,)
+            if not found and any(torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()
+                                 for t in tensors):
+                found.append(name)
+        return check
+
+    handles = [m.register_forward_hook(hook(n or type(m).__name__)) for n, m in model.named_modules()]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else "(no layer output was non-finite; the loss itself is)"
+
+
+class Trainer:
+    """Run the loop for ``config.steps`` steps, writing to ``out_dir``.
+
+    Args:
+        model: the module to train (moved to ``device`` by the caller).
+        loss_fn: ``(model, batch) -> (mean loss, metrics)``.
+        batches: ``step -> global batch`` (deterministic).
+        config: loop hyper-parameters.
+        out_dir: folder for ``checkpoint/``, ``metrics.jsonl`` and ``metrics.png``.
+        model_config: JSON-able description to rebuild the model from a checkpoint.
+        evaluate: optional ``(eval_model) -> metrics``, run every ``eval_every`` steps
+            and at the end on the EMA weights.
+        resume: continue from ``out_dir/checkpoint`` if it exists.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Batch], config: TrainConfig,
+                 out_dir: str | Path, model_config: dict[str, Any] | None = None,
+                 evaluate: Callable[[nn.Module], dict[str, float]] | None = None, resume: bool = False,
+                 progress: bool = True):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.batches = batches
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.model_config = model_config or {}
+        self.evaluate = evaluate
+        self.progress = progress
+        self.step = 0
+        self.device = next(model.parameters()).device
+        dist.init_from_env(self.device)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        self.optimizer = make_optimizer(model.parameters(), config.optimizer, config.lr, config.betas,
+                                        config.weight_decay)
+        self.scheduler = linear_warmup(self.optimizer, config.warmup_steps)
+        self.ema = None
+        if resume and (self.out_dir / "checkpoint" / "config.json").exists():
+            self._resume()
+        else:
+            self._initialise()
+        self.wrapped = model
+        if dist.is_distributed():
+            self.wrapped = DistributedDataParallel(model, device_ids=None if self.device.type == "cpu" else [self.device])
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights to evaluate and sample with: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _initialise(self) -> None:
+        torch.manual_seed(self.config.seed)
+        with torch.no_grad():
+            self.model.train()
+            self.loss_fn(self.model, self._to_device(self.batches(0)))  # data-dependent init, same on all ranks
+        if self.config.ema_decay:
+            self.ema = make_ema(self.model, self.config.ema_decay)
+        if dist.is_main():
+            self.metrics.path.unlink(missing_ok=True)
+
+    def _resume(self) -> None:
+        checkpoint = load_checkpoint(self.out_dir / "checkpoint")
+        load_weights(self.model, checkpoint.model, "the checkpoint to resume")
+        if self.config.ema_decay:
+            self.ema = make_ema(self.model, self.config.ema_decay)
+            if checkpoint.ema is not None:
+                load_weights(self.ema.module, checkpoint.ema, "the checkpoint's EMA weights")
+            self.ema.n_averaged.fill_(max(1, checkpoint.step))
+        if checkpoint.optimizer is not None:
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.step = checkpoint.step
+        self.scheduler.last_epoch = self.step - 1
+        self.scheduler.step()
+        if dist.is_main():
+            self.metrics.truncate_after(self.step)
+
+    def _to_device(self, batch: Batch) -> Batch:
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
+
+    def _shard(self, batch: Batch) -> Batch:
+        world, rank = dist.world_size(), dist.rank()
+        if batch[0].shape[0] % world:
+            raise ValueError(f"global batch {batch[0].shape[0]} is not divisible by {world} processes")
+        size = batch[0].shape[0] // world
+        return tuple(t[rank * size:(rank + 1) * size] for t in batch)
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimiser step on the global ``batch``; raises :class:`NonFiniteError` on NaN/inf."""
+        shard = self._to_device(self._shard(batch))
+        self.model.train()
+        loss, metrics = self.loss_fn(self.wrapped, shard)
+        if not dist.all_finite(loss.detach()):
+            layer = first_nonfinite_layer(self.model, lambda: self.loss_fn(self.model, shard))
+            raise NonFiniteError(f"non-finite loss at step {self.step + 1}; first non-finite output in layer {layer}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.grad_clip or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if not torch.isfinite(grad_norm):
+            bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            raise NonFiniteError(f"non-finite gradient at step {self.step + 1} in parameter {bad[0] if bad else '?'}")
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **metrics}
+
+    def save(self) -> Path | None:
+        """Write ``out_dir/checkpoint`` (rank 0 only)."""
+        path = None
+        if dist.is_main():
+            config = {"model": self.model_config, "train": dataclasses.asdict(self.config), "step": self.step}
+            ema = self.ema.module if self.ema is not None else None
+            path = save_checkpoint(self.out_dir / "checkpoint", self.model, config, ema, self.optimizer)
+        dist.barrier()
+        return path
+
+    def fit(self) -> dict[str, float]:
+        """Train to ``config.steps`` (or ``max_minutes``); checkpoint and evaluate on the way."""
+        cfg = self.config
+        start = time.monotonic()
+        last: dict[str, float] = {}
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and dist.is_main()),
+                   dynamic_ncols=True, desc="train")
+        while self.step < cfg.steps:
+            metrics = self.train_step(self.batches(self.step))
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k != "grad_norm"})
+            out_of_time = cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes
+            done = self.step >= cfg.steps or out_of_time
+            record = {"step": self.step, **metrics, "lr": self.scheduler.get_last_lr()[0],
+                      "time_s": round(time.monotonic() - start, 3)}
+            if self.evaluate is not None and (done or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+                record.update({f"eval_{k}": v for k, v in self.evaluate(self.eval_model).items()})
+            if dist.is_main() and (done or self.step % cfg.log_every == 0 or "eval_loss" in record):
+                self.metrics.write(record)
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not done:
+                self.save()
+            last = record
+            if out_of_time:
+                break
+        bar.close()
+        self.save()
+        if dist.is_main() and self.metrics.read():
+            self.metrics.plot(self.out_dir / "metrics.png")
+        return last

@@ -1,0 +1,131 @@
+"""``flowkit image ...``: the Glow workflows on the command line.
+
+    flowkit image train --preset cpu --data PATH --steps N --out DIR [--resume] [--seed S]
+    flowkit image evaluate --checkpoint DIR --data PATH --json
+    flowkit image sample --checkpoint DIR --temperature T --n N --out FILE.png
+    flowkit image reconstruct | interpolate | manipulate | demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from . import workflows
+from .presets import PRESETS
+
+
+def _train(args: argparse.Namespace) -> None:
+    metrics = workflows.train(preset=args.preset, data=args.data, out=args.out, steps=args.steps, resume=args.resume,
+                              seed=args.seed, eval_data=args.eval_data, batch_size=args.batch_size, lr=args.lr,
+                              minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
+                              device=args.device)
+    print(json.dumps({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    result = workflows.evaluate(args.checkpoint, args.data, ema=not args.no_ema, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['bits_per_dim']:.4f} bits/dim ({result['n_bits']}-bit, {result['images']} images)")
+
+
+def _sample(args: argparse.Namespace) -> None:
+    print(workflows.sample(args.checkpoint, args.out, args.temperature, args.n, args.seed, args.label))
+
+
+def _reconstruct(args: argparse.Namespace) -> None:
+    print(json.dumps(workflows.reconstruct(args.checkpoint, args.data, args.n, args.out)))
+
+
+def _interpolate(args: argparse.Namespace) -> None:
+    pairs = [(args.a, args.b)] if args.a is not None else None
+    print(workflows.interpolate(args.checkpoint, args.out, args.data, pairs, args.steps))
+
+
+def _manipulate(args: argparse.Namespace) -> None:
+    alphas = tuple(float(a) for a in args.alphas.split(","))
+    print(json.dumps(workflows.manipulate(args.checkpoint, args.out, args.positive, args.negative, args.data,
+                                          args.edit_data, args.n, alphas, args.scale)))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    result = workflows.demo(args.out, args.steps, args.seed)
+    print(f"bits/dim on {result['images']} held-out CIFAR-10 images ({result['n_bits']}-bit): "
+          f"{result['initial_bits_per_dim']:.3f} untrained -> {result['bits_per_dim']:.3f} after {result['steps']} steps")
+    print(f"wrote {args.out}/: bits_per_dim.json samples.png samples_t0.7.png interpolation.png "
+          f"reconstruction.png manipulation.png metrics.jsonl metrics.png checkpoint/")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Entry point of the ``flowkit.plugins`` group: adds ``flowkit image``."""
+    image = subparsers.add_parser("image", help="Glow on images", description="Glow on images.")
+    commands = image.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("train", help="train a Glow")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--data", default=None, help=".npz, image folder, CIFAR-10 binary folder/file, or 'demo' (default)")
+    p.add_argument("--eval-data", default=None, help="held-out images (default: the demo test split, or 5%% of --data)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
+    p.add_argument("--out", default="out/glow")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="global batch (split across torchrun processes)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    p.add_argument("--class-conditional", action="store_true", help="class-conditional top prior")
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("evaluate", help="held-out bits/dim")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="demo")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA ones")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("sample", help="a grid of samples")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", type=int, default=None, help="class of a class-conditional model")
+    p.set_defaults(run=_sample)
+
+    p = commands.add_parser("reconstruct", help="encode/decode error on real images")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="demo")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--out", default=None)
+    p.set_defaults(run=_reconstruct)
+
+    p = commands.add_parser("interpolate", help="a strip between two images")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="demo")
+    p.add_argument("--a", type=int, default=None, help="index of the first image")
+    p.add_argument("--b", type=int, default=None, help="index of the second image")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_interpolate)
+
+    p = commands.add_parser("manipulate", help="edit images along a direction between two classes")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--positive", required=True, help="class name or index")
+    p.add_argument("--negative", required=True, help="class name or index")
+    p.add_argument("--data", default="demo", help="labelled images the direction comes from")
+    p.add_argument("--edit-data", default="demo", help="images to edit (their negative-class images)")
+    p.add_argument("--n", type=int, default=6)
+    p.add_argument("--alphas", default="-1,-0.5,0,0.5,1")
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_manipulate)
+
+    p = commands.add_parser("demo", help="train on the embedded CIFAR-10 sample and write every artefact")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_demo)

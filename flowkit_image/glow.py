@@ -1,0 +1,205 @@
+r"""The reference Glow (Kingma and Dhariwal 2018), faithful to openai/glow.
+
+``x -> Squeeze -> K x [ActNorm -> 1x1 mixing -> coupling] -> FactorOut(learned prior,
+inner = next level) -> ... -> learned top prior``, every level closed by an unsqueeze
+so the latent has the image's shape. Split and top priors are bijections (standardise
+with the learned mean and scale), so the base is N(0, I): ``encode`` returns the
+standardised latent of every level and sampling at temperature ``T`` draws
+``eps ~ N(0, T^2 I)``, exactly openai's ``z = mean + T * std * eps`` at every level.
+
+Likelihood bookkeeping (openai): uint8 ``x`` is reduced to ``n_bits``, mapped to
+``x / n_bins - 0.5`` plus ``U(0, 1 / n_bins)`` noise, and
+
+.. math:: \text{bits/dim} = \frac{-\log p(x) + D \log n_{bins}}{D \ln 2}.
+
+Example:
+    >>> glow = Glow(GlowConfig(image_shape=(3, 32, 32), levels=3, depth=4, width=64))
+    >>> x = glow.preprocess(images_uint8)            # (B, 3, 32, 32) in [-0.5, 0.5]
+    >>> bpd = glow.bits_per_dim(x).mean()
+    >>> samples = glow.postprocess(glow.sample(16, temperature=0.7))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from flowkit import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    Bijector,
+    FactorOut,
+    Flow,
+    Invertible1x1,
+    Invertible1x1LU,
+    LearnedPrior,
+    Permute,
+    Sequential,
+    Squeeze,
+)
+from flowkit.errors import DataError, ShapeError
+from flowkit.nn import GlowConditioner
+
+Permutation = Literal["conv", "conv_lu", "shuffle", "reverse"]
+
+
+@dataclass
+class GlowConfig:
+    """Architecture of a Glow (openai's flags in brackets).
+
+    Attributes:
+        image_shape: ``(C, H, W)``; H and W divisible by ``2 ** levels``.
+        levels: L, the number of scales [n_levels].
+        depth: K, steps of flow per level [depth].
+        width: channels of the coupling network [width].
+        coupling: ``"affine"`` or ``"additive"`` [flow_coupling].
+        permutation: ``"conv"`` (1x1), ``"conv_lu"``, ``"shuffle"`` or ``"reverse"`` [flow_permutation].
+        n_bits: bits per colour channel kept from the uint8 input [n_bits_x].
+        learn_top: learned top prior [learntop]; else N(0, I).
+        n_classes: > 0 makes the top prior class-conditional on a one-hot label [ycond].
+        actnorm_logscale_factor: openai stores ActNorm's log-scale divided by 3.
+        coupling_scale: ``"sigmoid"`` (openai) or ``"exp"`` (soft-clamped).
+        edge_bias: openai's extra border channel in the 3x3 convolutions.
+    """
+
+    image_shape: tuple[int, int, int] = (3, 32, 32)
+    levels: int = 3
+    depth: int = 32
+    width: int = 512
+    coupling: Literal["affine", "additive"] = "affine"
+    permutation: Permutation = "conv"
+    n_bits: int = 8
+    learn_top: bool = True
+    n_classes: int = 0
+    actnorm_logscale_factor: float = 3.0
+    coupling_scale: Literal["sigmoid", "exp"] = "sigmoid"
+    edge_bias: bool = True
+
+    def __post_init__(self):
+        self.image_shape = tuple(self.image_shape)
+        c, h, w = self.image_shape
+        if h % 2**self.levels or w % 2**self.levels:
+            raise ShapeError(f"image size {h}x{w} must be divisible by 2**levels = {2 ** self.levels}")
+        if not 1 <= self.n_bits <= 8:
+            raise ValueError(f"n_bits must be in 1..8, got {self.n_bits}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GlowConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown Glow config keys: {sorted(unknown)}")
+        return cls(**values)
+
+
+def _mixing(channels: int, kind: Permutation, seed: int) -> Bijector:
+    if kind == "conv":
+        return Invertible1x1(channels)
+    if kind == "conv_lu":
+        return Invertible1x1LU(channels)
+    if kind in ("shuffle", "reverse"):
+        return Permute(channels, kind, seed=seed)
+    raise ValueError(f"permutation must be conv, conv_lu, shuffle or reverse, not {kind!r}")
+
+
+def _step(channels: int, cfg: GlowConfig, seed: int) -> list[Bijector]:
+    def net(in_channels: int, out_channels: int) -> GlowConditioner:
+        return GlowConditioner(in_channels, out_channels, cfg.width, spatial_dims=2, edge_bias=cfg.edge_bias)
+
+    if cfg.coupling == "affine":
+        coupling = AffineCoupling(channels, net=net, scale=cfg.coupling_scale)
+    elif cfg.coupling == "additive":
+        coupling = AdditiveCoupling(channels, net=net)
+    else:
+        raise ValueError(f"coupling must be affine or additive, not {cfg.coupling!r}")
+    return [ActNorm(channels, cfg.actnorm_logscale_factor), _mixing(channels, cfg.permutation, seed), coupling]
+
+
+def _level(channels: int, level: int, cfg: GlowConfig) -> Sequential:
+    """Squeeze, K steps, then either the next level behind a factor-out or the top prior."""
+    c = channels * 4
+    layers: list[Bijector] = [Squeeze(2)]
+    for k in range(cfg.depth):
+        layers += _step(c, cfg, seed=1000 * level + k)
+    if level < cfg.levels - 1:
+        layers.append(FactorOut(c, _level(c // 2, level + 1, cfg), spatial_dims=2, edge_bias=cfg.edge_bias))
+    elif cfg.learn_top or cfg.n_classes:
+        layers.append(LearnedPrior(c, context_channels=cfg.n_classes))
+    layers.append(Squeeze(2).inv)
+    return Sequential(*layers)
+
+
+def build_glow_bijector(cfg: GlowConfig) -> Sequential:
+    """The Glow bijector from images in ``[-0.5, 0.5]`` to a latent of the same shape."""
+    return _level(cfg.image_shape[0], 0, cfg)
+
+
+class Glow(Flow):
+    """A :class:`flowkit.Flow` with Glow's architecture and pixel bookkeeping."""
+
+    def __init__(self, config: GlowConfig):
+        super().__init__(build_glow_bijector(config), event_shape=config.image_shape)
+        self.config = config
+
+    @property
+    def n_bins(self) -> int:
+        return 2**self.config.n_bits
+
+    def context(self, labels: Tensor | None) -> Tensor | None:
+        """One-hot labels for a class-conditional model; ``None`` otherwise."""
+        if not self.config.n_classes:
+            return None
+        if labels is None:
+            raise ShapeError("this Glow is class-conditional: give labels")
+        if labels.min() < 0 or labels.max() >= self.config.n_classes:
+            raise DataError(f"labels must be in 0..{self.config.n_classes - 1}")
+        return F.one_hot(labels.long(), self.config.n_classes).float()
+
+    def preprocess(self, images: Tensor, generator: torch.Generator | None = None, noise: bool = True) -> Tensor:
+        """uint8 ``(B, C, H, W)`` images to dequantised floats in ``[-0.5, 0.5]``."""
+        check_images(images, self.config.image_shape)
+        x = torch.div(images.long(), 2 ** (8 - self.config.n_bits), rounding_mode="floor").float()
+        x = x / self.n_bins - 0.5
+        if noise:
+            x = x + torch.rand(x.shape, generator=generator).to(x.device) / self.n_bins
+        return x.to(next(self.parameters()).dtype)
+
+    def postprocess(self, x: Tensor) -> Tensor:
+        """Floats in ``[-0.5, 0.5]`` back to uint8 images (openai's decode)."""
+        x = torch.floor((x + 0.5) * self.n_bins) * (256 / self.n_bins)
+        return x.clamp(0, 255).to(torch.uint8)
+
+    def bits_per_dim(self, x: Tensor, context: Tensor | None = None, n_bins: int | None = None) -> Tensor:
+        """Glow's bits/dim of dequantised ``x`` (the ``D log n_bins`` term included)."""
+        return super().bits_per_dim(x, context, n_bins or self.n_bins)
+
+    def nll_to_bits_per_dim(self, log_prob: Tensor) -> Tensor:
+        """Convert ``log p(x)`` of dequantised images to bits/dim."""
+        dims = math.prod(self.config.image_shape)
+        return (-log_prob + dims * math.log(self.n_bins)) / (dims * math.log(2))
+
+
+def check_images(images: Tensor, shape: tuple[int, int, int]) -> None:
+    """Raise a clear error unless ``images`` is a uint8 batch of the model's shape."""
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(shape):
+        raise ShapeError(f"images should have shape (batch, {', '.join(map(str, shape))}); got {tuple(images.shape)}")
+    if images.dtype != torch.uint8:
+        if images.is_floating_point():
+            raise DataError(f"images must be uint8 pixels 0..255, got {images.dtype}; "
+                            "pass raw pixels, the model does the scaling")
+        if images.min() < 0 or images.max() > 255:
+            raise DataError(f"pixel values out of range 0..255: min {int(images.min())}, max {int(images.max())}")
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

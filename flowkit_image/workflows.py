@@ -1,0 +1,276 @@
+"""Glow workflows: train, evaluate, sample, reconstruct, interpolate, manipulate, demo.
+
+Each is a plain function (the CLI in :mod:`flowkit_image.cli` only parses flags):
+
+    >>> from flowkit_image import workflows
+    >>> workflows.train(preset="cpu", out="out/glow", steps=600)   # embedded CIFAR-10 sample
+    >>> workflows.evaluate("out/glow/checkpoint", data="demo")["bits_per_dim"]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import flowkit
+from flowkit.errors import DataError, FlowkitError
+from flowkit.train import IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights
+
+from .data import ImageSet, load_images, random_hflip
+from .glow import Glow, GlowConfig
+from .images import save_grid
+from .presets import preset as get_preset
+
+EVAL_SEED = 1234
+SAMPLE_TEMPERATURES = (0.0, 0.25, 0.5, 0.7, 0.85, 1.0)
+
+
+def _split_holdout(images: ImageSet, fraction: float = 0.05, cap: int = 1000) -> tuple[ImageSet, ImageSet]:
+    n_eval = min(cap, max(1, int(len(images) * fraction)))
+    return images.subset(slice(0, len(images) - n_eval)), images.subset(slice(len(images) - n_eval, None))
+
+
+def _datasets(data: str | None, eval_data: str | None) -> tuple[ImageSet, ImageSet]:
+    if data is None or data == "demo":
+        return load_images(None, "train"), load_images(None, "test") if eval_data is None else load_images(eval_data)
+    train_set = load_images(data)
+    if eval_data is not None:
+        return train_set, load_images(eval_data)
+    return _split_holdout(train_set)
+
+
+def _images_and_context(model: Glow, images: ImageSet, index: Tensor | slice) -> tuple[Tensor, Tensor | None]:
+    labels = images.labels[index] if (images.labels is not None and model.config.n_classes) else None
+    return images.images[index], model.context(labels) if model.config.n_classes else None
+
+
+@torch.no_grad()
+def bits_per_dim(model: Glow, images: ImageSet, batch_size: int = 200, seed: int = EVAL_SEED) -> float:
+    """Mean bits/dim over ``images`` with a fixed dequantisation seed."""
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        pixels, context = _images_and_context(model, images, slice(start, start + batch_size))
+        x = model.preprocess(pixels, generator).to(device)
+        context = None if context is None else context.to(device)
+        total += float(model.bits_per_dim(x, context).double().sum())
+    return total / len(images)
+
+
+def _loss_fn(glow: Glow):
+    def loss_fn(model: torch.nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
+        context = F.one_hot(batch[1], glow.config.n_classes).to(batch[0].dtype) if len(batch) > 1 else None
+        bpd = glow.nll_to_bits_per_dim(model(batch[0], context)).mean()
+        return bpd, {"bits_per_dim": float(bpd.detach())}
+    return loss_fn
+
+
+def _batches(glow: Glow, images: ImageSet, schedule: IndexSchedule, hflip: bool):
+    def batch(step: int) -> tuple[Tensor, ...]:
+        index, generator = schedule.indices(step), schedule.generator(step)
+        pixels = images.images[index]
+        if hflip:
+            pixels = random_hflip(pixels, generator)
+        x = glow.preprocess(pixels, generator)
+        return (x, images.labels[index]) if glow.config.n_classes else (x,)
+    return batch
+
+
+def build_model(preset: str, image_shape: tuple[int, ...], class_conditional: int = 0,
+                **overrides: Any) -> tuple[Glow, dict[str, Any]]:
+    """A Glow from a preset (architecture overrides allowed) and the preset's training defaults."""
+    chosen = get_preset(preset)
+    glow_config = GlowConfig(**{**chosen["glow"], **overrides}, image_shape=tuple(image_shape),
+                             n_classes=class_conditional)
+    return Glow(glow_config), chosen["train"]
+
+
+def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/glow", steps: int | None = None,
+          resume: bool = False, seed: int = 0, eval_data: str | None = None, batch_size: int | None = None,
+          lr: float | None = None, minutes: float | None = None, hflip: bool = False,
+          class_conditional: bool = False, device: str | None = None, progress: bool = True,
+          **overrides: Any) -> dict[str, float]:
+    """Train a Glow; returns the last logged metrics (with ``eval_bits_per_dim`` on held-out images)."""
+    out = Path(out)
+    if not resume and (out / "checkpoint").exists():
+        raise FlowkitError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    train_set, eval_set = _datasets(data, eval_data)
+    if class_conditional and train_set.labels is None:
+        raise DataError("class-conditional training needs labels; this dataset has none")
+    n_classes = int(train_set.labels.max()) + 1 if class_conditional else 0
+    torch.manual_seed(seed)
+    if resume and (out / "checkpoint" / "config.json").exists():
+        saved = load_checkpoint(out / "checkpoint").config
+        glow = Glow(GlowConfig.from_dict(saved["model"]["glow"]))
+        train_defaults = saved["train"]
+    else:
+        glow, train_defaults = build_model(preset, tuple(train_set.images.shape[1:]), n_classes, **overrides)
+    if tuple(train_set.images.shape[1:]) != tuple(glow.config.image_shape):
+        raise DataError(f"images are {tuple(train_set.images.shape[1:])}, the model expects {glow.config.image_shape}")
+    explicit = {"steps": steps, "batch_size": batch_size, "lr": lr, "max_minutes": minutes, "seed": seed}
+    config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
+    glow.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    schedule = IndexSchedule(len(train_set), config.batch_size, seed)
+    trainer = Trainer(glow, _loss_fn(glow), _batches(glow, train_set, schedule, hflip), config, out,
+                      model_config={"kind": "glow", "preset": preset, "glow": glow.config.to_dict()},
+                      evaluate=lambda m: {"bits_per_dim": bits_per_dim(m, eval_set)}, resume=resume,
+                      progress=progress)
+    return trainer.fit()
+
+
+def load_model(checkpoint: str | Path, ema: bool = True, device: str = "cpu") -> Glow:
+    """Rebuild a Glow from a checkpoint folder (EMA weights by default); no code is executed."""
+    saved = load_checkpoint(checkpoint)
+    if saved.config.get("model", {}).get("kind") != "glow":
+        raise FlowkitError(f"{checkpoint} is not a Glow checkpoint")
+    try:
+        model = Glow(GlowConfig.from_dict(saved.config["model"]["glow"]))
+    except (TypeError, ValueError) as error:
+        raise flowkit.CheckpointError(f"{checkpoint}: invalid Glow config ({error})") from None
+    load_weights(model, saved.ema if ema and saved.ema is not None else saved.model, f"checkpoint {checkpoint}")
+    return model.to(device).eval()
+
+
+def evaluate(checkpoint: str | Path, data: str | None = "demo", ema: bool = True, batch_size: int = 200) -> dict:
+    """Held-out bits/dim of a checkpoint (``data="demo"`` is the embedded test split)."""
+    model = load_model(checkpoint, ema)
+    images = load_images(None, "test") if data in (None, "demo") else load_images(data)
+    _check_shape(model, images)
+    value = bits_per_dim(model, images, batch_size)
+    return {"bits_per_dim": value, "n_bits": model.config.n_bits, "images": len(images),
+            "ema": ema, "dequantization_seed": EVAL_SEED}
+
+
+def _check_shape(model: Glow, images: ImageSet) -> None:
+    if tuple(images.images.shape[1:]) != tuple(model.config.image_shape):
+        raise DataError(f"images are {tuple(images.images.shape[1:])}, the model expects {model.config.image_shape}")
+
+
+@torch.no_grad()
+def sample(checkpoint: str | Path | Glow, out: str | Path, temperature: float = 0.7, n: int = 64,
+           seed: int = 0, label: int | None = None) -> Path:
+    """A grid PNG of ``n`` samples at ``temperature``."""
+    model = checkpoint if isinstance(checkpoint, Glow) else load_model(checkpoint)
+    context = _class_context(model, n, label)
+    images = model.postprocess(model.sample(n, temperature, context, torch.Generator().manual_seed(seed)))
+    return save_grid(images, out, ncol=int(math.ceil(math.sqrt(n))))
+
+
+def _class_context(model: Glow, n: int, label: int | None) -> Tensor | None:
+    if not model.config.n_classes:
+        return None
+    labels = torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % model.config.n_classes
+    return model.context(labels)
+
+
+@torch.no_grad()
+def sample_temperatures(model: Glow, out: str | Path, per_row: int = 10,
+                        temperatures: tuple[float, ...] = SAMPLE_TEMPERATURES, seed: int = 0) -> Path:
+    """One row of samples per temperature (same noise in every row, scaled)."""
+    context = _class_context(model, per_row, None)
+    z = model.base.sample(per_row, 1.0, generator=torch.Generator().manual_seed(seed))
+    rows = [model.postprocess(model.decode(z * t, context)) for t in temperatures]
+    return save_grid(torch.cat(rows), out, ncol=per_row)
+
+
+@torch.no_grad()
+def reconstruct(checkpoint: str | Path | Glow, data: str | None = "demo", n: int = 16,
+                out: str | Path | None = None) -> dict[str, float]:
+    """Encode and decode ``n`` images; report the float32 error and write originals over reconstructions."""
+    model = checkpoint if isinstance(checkpoint, Glow) else load_model(checkpoint)
+    images = load_images(None, "test") if data in (None, "demo") else load_images(data)
+    _check_shape(model, images)
+    pixels, context = _images_and_context(model, images, slice(0, n))
+    x = model.preprocess(pixels, torch.Generator().manual_seed(EVAL_SEED))
+    x_back = model.decode(model.encode(x, context), context)
+    result = {"max_abs_error": float((x_back - x).abs().max()),
+              "pixels_changed": int((model.postprocess(x_back) != model.postprocess(x)).sum()), "images": n}
+    if out is not None:
+        save_grid(torch.cat([model.postprocess(x), model.postprocess(x_back)]), out, ncol=n)
+    return result
+
+
+@torch.no_grad()
+def interpolate(checkpoint: str | Path | Glow, out: str | Path, data: str | None = "demo",
+                pairs: list[tuple[int, int]] | None = None, steps: int = 8) -> Path:
+    """A strip PNG per pair of images (by index): ``decode(z_a + t (z_b - z_a))``."""
+    model = checkpoint if isinstance(checkpoint, Glow) else load_model(checkpoint)
+    images = load_images(None, "test") if data in (None, "demo") else load_images(data)
+    _check_shape(model, images)
+    pairs = pairs or [(0, 1), (2, 3), (4, 5), (6, 7)]
+    if max(max(p) for p in pairs) >= len(images):
+        raise DataError(f"image index out of range: the data has {len(images)} images")
+    a = torch.tensor([p[0] for p in pairs])
+    b = torch.tensor([p[1] for p in pairs])
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    xa, xb = model.preprocess(images.images[a], generator, noise=False), model.preprocess(images.images[b], noise=False)
+    context = None
+    if model.config.n_classes:
+        context = model.context(images.labels[a])
+    strip = flowkit.interpolate(model, xa + 0.5 / model.n_bins, xb + 0.5 / model.n_bins, steps, context)
+    rows = model.postprocess(strip).transpose(0, 1).reshape(-1, *model.config.image_shape)
+    return save_grid(rows, out, ncol=steps)
+
+
+@torch.no_grad()
+def manipulate(checkpoint: str | Path | Glow, out: str | Path, positive: str, negative: str,
+               data: str | None = "demo", edit_data: str | None = None, n: int = 6,
+               alphas: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0), scale: float = 1.0) -> dict[str, Any]:
+    """Attribute editing (the Glow blog's recipe) with a direction from two labelled groups.
+
+    ``direction = scale * (mean z(positive) - mean z(negative))`` from ``data``; the first ``n``
+    images of the negative class in ``edit_data`` (default: the embedded test split) are decoded
+    at ``z + alpha * direction``. Returns the strip path and the mean pixel change per alpha.
+    """
+    model = checkpoint if isinstance(checkpoint, Glow) else load_model(checkpoint)
+    if model.config.n_classes:
+        raise FlowkitError("manipulate works on unconditional models (the direction is class information)")
+    source = load_images(None, "train") if data in (None, "demo") else load_images(data)
+    targets = load_images(None, "test") if edit_data in (None, "demo") else load_images(edit_data)
+    _check_shape(model, source)
+    _check_shape(model, targets)
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    pos = model.preprocess(source.of_class(positive).images, generator)
+    neg = model.preprocess(source.of_class(negative).images, generator)
+    direction = scale * flowkit.attribute_direction(model, pos, neg)
+    edit = model.preprocess(targets.of_class(negative).images[:n], noise=False) + 0.5 / model.n_bins
+    strip = model.postprocess(flowkit.apply_direction(model, edit, direction, list(alphas)))
+    save_grid(strip.transpose(0, 1).reshape(-1, *model.config.image_shape), out, ncol=len(alphas))
+    original = model.postprocess(edit).float()
+    change = {f"{a:+.2f}": float((strip[i].float() - original).abs().mean()) for i, a in enumerate(alphas)}
+    return {"path": str(out), "positive": positive, "negative": negative, "mean_abs_pixel_change": change}
+
+
+def demo(out: str | Path = "out/demo", steps: int = 600, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Train the ``cpu`` preset on the embedded CIFAR-10 sample and write every artefact to ``out``."""
+    out = Path(out)
+    ckpt = out / "checkpoint"
+    shutil.rmtree(ckpt, ignore_errors=True)  # the demo always starts afresh
+    torch.manual_seed(seed)
+    untrained, _ = build_model("cpu", (3, 32, 32))
+    test_set = load_images(None, "test")
+    with torch.no_grad():
+        untrained(untrained.preprocess(load_images(None, "train").images[:256], torch.Generator().manual_seed(0)))
+    initial = bits_per_dim(untrained, test_set)
+    metrics = train(preset="cpu", out=out, steps=steps, seed=seed, progress=progress)
+    model = load_model(ckpt)
+    result = evaluate(ckpt)
+    result.update({"initial_bits_per_dim": initial, "steps": int(metrics.get("step", steps)), "preset": "cpu",
+                   "train_images": 2000, "train_bits_per_dim": metrics.get("bits_per_dim")})
+    sample_temperatures(model, out / "samples.png")
+    sample(model, out / "samples_t0.7.png", temperature=0.7, n=64)
+    interpolate(model, out / "interpolation.png")
+    result["reconstruction"] = reconstruct(model, n=16, out=out / "reconstruction.png")
+    result["manipulation"] = manipulate(model, out / "manipulation.png", positive="ship", negative="horse")
+    (out / "bits_per_dim.json").write_text(json.dumps(result, indent=2))
+    return result
+
