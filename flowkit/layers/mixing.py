@@ -133,8 +133,9 @@ class Invertible1x1(_Mixing):
 class Invertible1x1LU(_Mixing):
     """Invertible 1x1 mixing in LU form: ``W = P L (U + diag(sign_s * exp(log_s)))``.
 
-    ``P`` and ``sign_s`` are fixed buffers, ``L`` is unit lower-triangular, ``U``
-    strictly upper-triangular; masks live in the state_dict with the rest.
+    ``P`` and ``sign_s`` are fixed buffers; ``L`` (unit lower-triangular) and ``U``
+    (strictly upper-triangular) store only their free entries, placed by index buffers
+    that live in the state_dict with the rest.
     """
 
     def __init__(self, channels: int, generator: torch.Generator | None = None):
@@ -143,16 +144,18 @@ class Invertible1x1LU(_Mixing):
         s = torch.diagonal(upper)
         self.register_buffer("permutation", p.float())
         self.register_buffer("sign_s", torch.sign(s).float())
-        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
-        self.register_buffer("eye", torch.eye(channels))
-        self.lower = nn.Parameter(torch.tril(lower, -1).float())
-        self.upper = nn.Parameter(torch.triu(upper, 1).float())
+        self.register_buffer("lower_index", torch.tril_indices(channels, channels, -1))
+        self.register_buffer("upper_index", torch.triu_indices(channels, channels, 1))
+        self.lower = nn.Parameter(lower[tuple(self.lower_index)].float())
+        self.upper = nn.Parameter(upper[tuple(self.upper_index)].float())
         self.log_s = nn.Parameter(torch.log(torch.abs(s)).float())
 
     def _assemble(self, dtype: torch.dtype) -> Tensor:
-        lower = self.lower.to(dtype) * self.lower_mask.to(dtype) + self.eye.to(dtype)
+        c = self.channels
+        eye = torch.eye(c, dtype=dtype, device=self.log_s.device)
+        lower = eye.index_put(tuple(self.lower_index), self.lower.to(dtype))
         diag = torch.diag(self.sign_s.to(dtype) * self.log_s.to(dtype).exp())
-        upper = self.upper.to(dtype) * self.lower_mask.T.to(dtype) + diag
+        upper = diag.index_put(tuple(self.upper_index), self.upper.to(dtype))
         return self.permutation.to(dtype) @ lower @ upper
 
     def matrix(self) -> Tensor:

@@ -26,7 +26,7 @@ from .coupling import NetFactory, _Coupling
 MIN_WIDTH = 1e-3
 MIN_HEIGHT = 1e-3
 MIN_DERIVATIVE = 1e-3
-_IDENTITY_DERIVATIVE = math.log(math.expm1(1.0 - MIN_DERIVATIVE))  # softplus(this) + min = 1
+_IDENTITY_DERIVATIVE = math.log(math.expm1(1.0 - MIN_DERIVATIVE))  # zero parameters give slope 1
 
 
 def _knots(unnormalized: Tensor, minimum: float, bound: float) -> tuple[Tensor, Tensor]:
@@ -62,8 +62,7 @@ def rational_quadratic_spline(x: Tensor, widths: Tensor, heights: Tensor, deriva
     xc = x.clamp(-bound, bound)
     cum_w, w = _knots(widths, MIN_WIDTH, bound)
     cum_h, h = _knots(heights, MIN_HEIGHT, bound)
-    pad = torch.full_like(derivatives[..., :1], _IDENTITY_DERIVATIVE)
-    d = MIN_DERIVATIVE + F.softplus(torch.cat([pad, derivatives, pad], dim=-1))
+    d = MIN_DERIVATIVE + F.softplus(F.pad(derivatives, (1, 1)) + _IDENTITY_DERIVATIVE)  # boundary slopes are 1
 
     knots = cum_h if inverse else cum_w
     idx = torch.searchsorted(knots[..., 1:-1].contiguous(), xc[..., None].contiguous(), right=True)

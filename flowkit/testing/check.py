@@ -57,7 +57,7 @@ def _jacobian_logdet(b: Bijector, x: Tensor, context: Tensor | None) -> Tensor:
     def f(flat: Tensor) -> Tensor:
         return b(flat.view(1, *x.shape), context)[0].reshape(-1)
 
-    jac = torch.autograd.functional.jacobian(f, x.reshape(-1))
+    jac = torch.autograd.functional.jacobian(f, x.reshape(-1), vectorize=True)
     return torch.linalg.slogdet(jac)[1]
 
 
@@ -71,10 +71,9 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
                    jacobian_samples: int = 2, seed: int = 0) -> None:
     """Check the bijector contract on ``example`` (a batch of at least 2 samples).
 
-    The checks run on a copy; ``bijector`` is left untouched. The copy is run once
-    in training mode (data-dependent initialisation), its parameters are perturbed
-    by ``perturb`` (so zero-initialised networks do something) and it is moved to
-    float64. Then: output shapes, dtype, device and ``forward_shape``; round trips
+    The checks run on a copy; ``bijector`` is left untouched. The copy's parameters
+    are perturbed by ``perturb`` (so zero-initialised networks do something), it is
+    run once in training mode (data-dependent initialisation) and moved to float64. Then: output shapes, dtype, device and ``forward_shape``; round trips
     both ways; inverse log-det equals minus the forward one; the log-det equals
     ``log|det|`` of the autograd Jacobian; changing one sample changes no other
     sample's output; gradients reach every parameter; training and evaluation mode
@@ -95,9 +94,9 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
 
     generator = torch.Generator().manual_seed(seed)
     b = copy.deepcopy(bijector).train()
-    with torch.no_grad():
-        b(example, context)  # data-dependent initialisation
     _perturb(b, perturb, generator)
+    with torch.no_grad():
+        b(example, context)  # data-dependent initialisation, after the perturbation as in real training
 
     with torch.no_grad():
         y_native, ladj_native = b(example, context)
@@ -113,6 +112,9 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
            f"forward_shape says {b.forward_shape(example.shape[1:])}, output event is {tuple(y_native.shape[1:])}")
     expect(tuple(b.inverse_shape(y_native.shape[1:])) == tuple(example.shape[1:]),
            f"inverse_shape says {b.inverse_shape(y_native.shape[1:])}, input event is {tuple(example.shape[1:])}")
+
+    if ladj_native.shape != (example.shape[0],):
+        _raise_if(failures, bijector)  # later checks index the log-det per sample
 
     b = b.double().eval()
     x = example.double()
@@ -149,7 +151,8 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
         b.zero_grad()
         y_grad, ladj_grad = b(x, ctx)
         (y_grad.square().sum() + ladj_grad.sum()).backward()
-        dead = [n for n, p in b.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+        dead = [n for n, p in b.named_parameters()
+                if p.requires_grad and p.numel() and (p.grad is None or not p.grad.abs().sum() > 0)]
         expect(not dead, f"no gradient reaches parameters {dead}")
 
     with torch.no_grad():
@@ -162,6 +165,10 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
     expect(not untracked, f"tensor state outside the state_dict: {untracked}")
     failures += _state_dict_failures(b, x, ctx, factory, perturb, generator, atol, rtol)
 
+    _raise_if(failures, bijector)
+
+
+def _raise_if(failures: list[str], bijector: Bijector) -> None:
     if failures:
         raise ConformanceError(f"{type(bijector).__name__} failed {len(failures)} check(s):\n- " + "\n- ".join(failures))
 
@@ -180,6 +187,7 @@ def _state_dict_failures(b: Bijector, x: Tensor, ctx: Tensor | None, factory: Ca
     except RuntimeError as error:
         return [f"state_dict does not load into a fresh instance: {error}"]
     failures = []
+    x = x * 1.5 + 0.25  # other data than the initialisation batch, so a re-initialisation shows
     with torch.no_grad():
         expected = b.eval()(x, ctx)
         for mode in ("eval", "train"):

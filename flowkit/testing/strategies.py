@@ -26,7 +26,7 @@ def event_shapes(draw, spatial_dims: int | None = None, min_channels: int = 2, m
 
 
 @st.composite
-def batches(draw, shapes, min_batch: int = 2, max_batch: int = 4, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def batches(draw, shapes, min_batch: int = 4, max_batch: int = 8, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """A batch of the drawn event shape, with drawn location, scale and seed."""
     shape = draw(shapes)
     batch = draw(st.integers(min_batch, max_batch))

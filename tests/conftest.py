@@ -1,0 +1,43 @@
+"""Shared fixtures: the real data in ../shared/data (skipped only when absent, never in CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FLOWKIT_DATA", ROOT.parent / "shared" / "data"))
+
+
+def require_data(*parts: str) -> Path:
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"real data missing in CI: {path}")
+        pytest.skip(f"real data not present: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_train() -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 2,000 CIFAR-10 training images, uint8 (N, 3, 32, 32), and labels."""
+    with np.load(require_data("cifar10", "train_10k.npz")) as data:
+        images = torch.from_numpy(data["images"][:2000]).permute(0, 3, 1, 2).contiguous()
+        return images, torch.from_numpy(data["labels"][:2000].astype(np.int64))
+
+
+@pytest.fixture(scope="session")
+def cifar_val() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1,000 held-out CIFAR-10 images (disjoint from train_10k)."""
+    with np.load(require_data("cifar10", "val_1k.npz")) as data:
+        images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).contiguous()
+        return images, torch.from_numpy(data["labels"].astype(np.int64))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

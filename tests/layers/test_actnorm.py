@@ -1,0 +1,45 @@
+import torch
+
+from flowkit import ActNorm
+
+
+def test_first_training_batch_standardises_each_channel():
+    x = torch.randn(64, 3, 8, 8) * torch.tensor([0.1, 2.0, 5.0]).view(1, 3, 1, 1) + 3
+    y, ladj = ActNorm(3)(x)
+    torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.std((0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
+    expected = 64 * -torch.log(x.std((0, 2, 3), unbiased=False) + 1e-6).sum()
+    torch.testing.assert_close(ladj, expected.expand(64), rtol=1e-5, atol=1e-4)
+
+
+def test_constant_channel_gets_unit_scale_not_infinity():
+    x = torch.randn(16, 2, 5)
+    x[:, 1] = 0.7
+    norm = ActNorm(2)
+    y, ladj = norm(x)
+    assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
+    assert float(norm.logs[1]) == 0.0 and torch.allclose(y[:, 1], torch.zeros(16, 5))
+
+
+def test_initialises_once_and_the_flag_survives_loading():
+    norm = ActNorm(3)
+    norm(torch.randn(8, 3) * 4)
+    state = {k: v.clone() for k, v in norm.state_dict().items()}
+    assert bool(state["initialized"])
+    fresh = ActNorm(3)
+    fresh.load_state_dict(state)
+    fresh(torch.randn(8, 3) * 100)  # a training-mode pass must not re-initialise
+    torch.testing.assert_close(fresh.logs, state["logs"])
+
+
+def test_eval_mode_on_a_new_layer_does_not_initialise():
+    norm = ActNorm(2).eval()
+    x = torch.randn(4, 2) * 3
+    assert torch.equal(norm(x)[0], x) and not norm._initialized
+
+
+def test_logscale_factor_scales_the_stored_parameter():
+    x = torch.randn(32, 2) * 4
+    a, b = ActNorm(2), ActNorm(2, logscale_factor=3.0)
+    torch.testing.assert_close(a(x)[0], b(x)[0])
+    torch.testing.assert_close(a.logs, 3.0 * b.logs)

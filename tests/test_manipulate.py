@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+import flowkit as fk
+from flowkit.errors import ShapeError
+
+
+@pytest.fixture
+def flow():
+    bijector = fk.Sequential(fk.ActNorm(3), fk.Invertible1x1(3), fk.AffineCoupling(3, hidden=8, spatial_dims=1))
+    flow = fk.Flow(bijector, event_shape=(3, 4))
+    flow(torch.randn(16, 3, 4))
+    with torch.no_grad():
+        bijector[2].net.conv_out.layer.weight.normal_(0, 0.1)
+    return flow.eval()
+
+
+def test_direction_is_the_difference_of_mean_latents(flow):
+    pos, neg = torch.randn(10, 3, 4) + 1, torch.randn(7, 3, 4)
+    d = fk.attribute_direction(flow, pos, neg, batch_size=3)
+    expected = flow.encode(pos).mean(0) - flow.encode(neg).mean(0)
+    torch.testing.assert_close(d, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_apply_direction_moves_latents_by_alpha(flow):
+    x, d = torch.randn(5, 3, 4), torch.randn(3, 4)
+    edited = fk.apply_direction(flow, x, d, [0.0, 1.0, -0.5])
+    assert edited.shape == (3, 5, 3, 4)
+    torch.testing.assert_close(edited[0], x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(flow.encode(edited[1]), flow.encode(x) + d, atol=1e-4, rtol=0)
+    torch.testing.assert_close(flow.encode(edited[2]), flow.encode(x) - 0.5 * d, atol=1e-4, rtol=0)
+    assert fk.apply_direction(flow, x, d, 1.0).shape == x.shape
+    with pytest.raises(ShapeError, match="direction has shape"):
+        fk.apply_direction(flow, x, torch.randn(4, 3), 1.0)
+
+
+def test_interpolation_ends_at_the_inputs_and_is_linear_in_latent(flow):
+    a, b = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    path = fk.interpolate(flow, a, b, steps=5)
+    assert path.shape == (5, 2, 3, 4)
+    torch.testing.assert_close(path[0], a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(path[-1], b, atol=1e-5, rtol=0)
+    mid = flow.encode(path[2])
+    torch.testing.assert_close(mid, (flow.encode(a) + flow.encode(b)) / 2, atol=1e-4, rtol=0)

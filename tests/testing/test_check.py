@@ -1,0 +1,118 @@
+"""The conformance kit must fail loudly on broken bijectors, and pass correct ones."""
+
+import pytest
+import torch
+
+from flowkit import ActNorm, Bijector
+from flowkit.testing import ConformanceError, check_bijector
+
+
+class Scale(Bijector):
+    """y = x * exp(s): correct unless a defect is switched on."""
+
+    def __init__(self, channels: int, defect: str | None = None):
+        super().__init__()
+        self.log_scale = torch.nn.Parameter(torch.full((channels,), 0.3))
+        self.defect = defect
+
+    def _s(self, x):
+        return self.log_scale.view(1, -1, *([1] * (x.dim() - 2)))
+
+    def forward(self, x, context=None):
+        y = x * self._s(x).exp()
+        ladj = self._s(x).expand_as(x).reshape(x.shape[0], -1).sum(1)
+        if self.defect == "sign":
+            ladj = -ladj
+        if self.defect == "constant":
+            ladj = ladj + 1.0
+        if self.defect == "leak":
+            y = y + 0.1 * x.mean(0, keepdim=True)
+        if self.defect == "batch_logdet":
+            ladj = ladj.sum()
+        return y, ladj
+
+    def inverse(self, y, context=None):
+        x = y * (-self._s(y)).exp()
+        if self.defect == "not_inverse":
+            x = x * 1.01
+        if self.defect == "leak":
+            x = x - 0.1 * x.mean(0, keepdim=True)
+        ladj = -self._s(y).expand_as(y).reshape(y.shape[0], -1).sum(1)
+        if self.defect in ("sign", "constant", "batch_logdet"):
+            # keep the inverse consistent with the broken forward so only the Jacobian check can catch it
+            ladj = -self.forward(x)[1]
+        return x, ladj
+
+
+class HiddenState(Scale):
+    """Keeps a tensor outside the state_dict."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.offsets = torch.randn(channels)
+
+    def forward(self, x, context=None):
+        y, ladj = super().forward(x)
+        return y + self.offsets.view(1, -1, *([1] * (x.dim() - 2))), ladj
+
+    def inverse(self, y, context=None):
+        return super().inverse(y - self.offsets.view(1, -1, *([1] * (y.dim() - 2))))
+
+
+class DeadParameter(Scale):
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.unused = torch.nn.Parameter(torch.zeros(3))
+
+
+class ReinitialisesOnLoad(ActNorm):
+    """An ActNorm whose init flag is not persisted: re-initialises after loading."""
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._initialized = False
+
+
+x = torch.randn(4, 3, 5)
+
+
+def test_correct_bijector_passes():
+    check_bijector(Scale(3), x, factory=lambda: Scale(3))
+
+
+@pytest.mark.parametrize("defect, message", [
+    ("sign", "autograd Jacobian"),
+    ("constant", "autograd Jacobian"),
+    ("not_inverse", "inverse\\(forward\\(x\\)\\) != x"),
+    ("leak", "cross-sample leakage"),
+    ("batch_logdet", "shape \\(batch,\\)"),
+])
+def test_kit_catches_defect(defect, message):
+    with pytest.raises(ConformanceError, match=message):
+        check_bijector(Scale(3, defect), x)
+
+
+def test_kit_catches_state_outside_state_dict():
+    with pytest.raises(ConformanceError, match="outside the state_dict"):
+        check_bijector(HiddenState(3), x, factory=lambda: HiddenState(3))
+
+
+def test_kit_catches_parameter_without_gradient():
+    with pytest.raises(ConformanceError, match="no gradient reaches parameters \\['unused'\\]"):
+        check_bijector(DeadParameter(3), x)
+
+
+def test_kit_catches_reinitialisation_after_loading():
+    with pytest.raises(ConformanceError, match="train-mode output differs"):
+        check_bijector(ReinitialisesOnLoad(3), x * 3 + 1, factory=lambda: ReinitialisesOnLoad(3))
+
+
+def test_kit_leaves_the_bijector_untouched():
+    b = ActNorm(3)
+    check_bijector(b, x, factory=lambda: ActNorm(3))
+    assert not b._initialized and torch.equal(b.bias, torch.zeros(3))
+
+
+def test_kit_needs_a_batch():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        check_bijector(Scale(3), torch.randn(1, 3))

@@ -1,0 +1,12 @@
+"""Trains the tiny Glow preset; run alone or under torchrun by test_distributed.py."""
+
+import sys
+
+import torch
+
+from flowkit_image import workflows
+
+if __name__ == "__main__":
+    data, out = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(1)
+    workflows.train(preset="tiny", data=data, out=out, steps=6, batch_size=16, seed=0, progress=False)

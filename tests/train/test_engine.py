@@ -1,0 +1,137 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import flowkit as fk
+from flowkit.errors import CheckpointError, NonFiniteError
+from flowkit.train import IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, save_checkpoint
+
+
+def tiny_flow() -> fk.Flow:
+    return fk.Flow(fk.Sequential(fk.ActNorm(4), fk.Invertible1x1(4), fk.AffineCoupling(4, hidden=8, spatial_dims=0)),
+                   event_shape=(4,))
+
+
+DATA = torch.randn(256, 4) @ torch.randn(4, 4)
+
+
+def batches(schedule: IndexSchedule):
+    return lambda step: (DATA[schedule.indices(step)] + 0.01 * torch.randn(schedule.batch_size, 4,
+                                                                           generator=schedule.generator(step)),)
+
+
+def nll(model, batch):
+    loss = -model(batch[0]).mean()
+    return loss, {"nll": float(loss.detach())}
+
+
+def make_trainer(out, steps, resume=False, **config):
+    torch.manual_seed(0)
+    cfg = TrainConfig(steps=steps, batch_size=32, lr=1e-2, warmup_steps=3, ema_decay=0.9, log_every=1, **config)
+    return Trainer(tiny_flow(), nll, batches(IndexSchedule(256, 32, seed=1)), cfg, out, {"kind": "test"},
+                   resume=resume, progress=False)
+
+
+def test_training_lowers_the_loss_and_writes_metrics(tmp_path):
+    trainer = make_trainer(tmp_path, 40)
+    last = trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 40 and records[-1]["step"] == 40
+    assert last["nll"] < records[0]["nll"] - 0.5
+    assert (tmp_path / "metrics.png").stat().st_size > 1000
+    assert load_checkpoint(tmp_path / "checkpoint").step == 40
+
+
+def test_warmup_is_linear():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4)
+    trainer = Trainer(tiny_flow(), nll, lambda s: (DATA[:32],), cfg, "/tmp/unused", progress=False)
+    lrs = []
+    for _ in range(6):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.train_step((DATA[:32],))
+    assert lrs == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    straight = make_trainer(tmp_path / "a", 12)
+    straight.fit()
+    first = make_trainer(tmp_path / "b", 5)
+    first.fit()
+    resumed = make_trainer(tmp_path / "b", 12, resume=True)
+    assert resumed.step == 5
+    resumed.fit()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6, msg=name)
+    for a, b in zip(straight.eval_model.parameters(), resumed.eval_model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+class Exploding(nn.Module):
+    """log p blows up once the step counter passes 3; the culprit is layer 'boom'."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.boom = nn.Identity()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = x * self.scale
+        if self.calls > 4:
+            h = self.boom(h * float("nan"))
+        return -(h**2).sum(1)
+
+
+def test_nan_guard_names_step_and_layer_and_saves_nothing(tmp_path):
+    cfg = TrainConfig(steps=10, batch_size=8, ema_decay=None, checkpoint_every=1, warmup_steps=1)
+    trainer = Trainer(Exploding(), lambda m, b: (-m(b[0]).mean(), {}), lambda s: (torch.randn(8, 2),), cfg, tmp_path,
+                      progress=False)
+    with pytest.raises(NonFiniteError, match="non-finite loss at step 4; first non-finite output in layer boom"):
+        trainer.fit()
+    saved = load_checkpoint(tmp_path / "checkpoint")
+    assert saved.step == 3 and torch.isfinite(saved.model["scale"]).all()
+
+
+def test_checkpoints_refuse_nan_weights(tmp_path):
+    model = tiny_flow()
+    with torch.no_grad():
+        model.bijector[0].bias[0] = float("nan")
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        save_checkpoint(tmp_path / "c", model, {})
+    assert not (tmp_path / "c").exists()
+
+
+def test_checkpoint_round_trip_and_interrupted_save(tmp_path):
+    model = tiny_flow()
+    model(DATA[:64])
+    save_checkpoint(tmp_path / "c", model, {"step": 7})
+    (tmp_path / "c").rename(tmp_path / "c.old")  # as if the process died between the two renames
+    saved = load_checkpoint(tmp_path / "c")
+    fresh = tiny_flow()
+    load_weights(fresh, saved.model)
+    fresh.eval(), model.eval()
+    torch.testing.assert_close(fresh.log_prob(DATA), model.log_prob(DATA))
+    assert saved.step == 7
+
+
+def test_corrupt_and_mismatched_checkpoints_are_named(tmp_path):
+    save_checkpoint(tmp_path / "c", tiny_flow(), {})
+    other = fk.Flow(fk.Sequential(fk.ActNorm(5)), event_shape=(5,))
+    with pytest.raises(CheckpointError, match="does not match the model: .*missing.*unexpected|does not match"):
+        load_weights(other, load_checkpoint(tmp_path / "c").model)
+    (tmp_path / "c" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt checkpoint file"):
+        load_checkpoint(tmp_path / "c")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_index_schedule_is_a_function_of_seed_and_step():
+    a, b = IndexSchedule(100, 10, seed=3), IndexSchedule(100, 10, seed=3)
+    epoch = torch.cat([a.indices(s) for s in range(10)])
+    assert sorted(epoch.tolist()) == list(range(100))
+    assert torch.equal(b.indices(13), a.indices(13))
+    assert torch.equal(torch.rand(3, generator=a.generator(5)), torch.rand(3, generator=b.generator(5)))
