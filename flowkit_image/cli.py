@@ -19,7 +19,7 @@ def _train(args: argparse.Namespace) -> None:
     metrics = workflows.train(preset=args.preset, data=args.data, out=args.out, steps=args.steps, resume=args.resume,
                               seed=args.seed, eval_data=args.eval_data, batch_size=args.batch_size, lr=args.lr,
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
-                              device=args.device)
+                              device=args.device, optimizer=args.optimizer)
     print(json.dumps({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
 
 
@@ -74,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="global batch (split across torchrun processes)")
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--optimizer", default=None, choices=["adamax", "adam", "sgd"], help="default: the preset's")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips")
     p.add_argument("--class-conditional", action="store_true", help="class-conditional top prior")
     p.add_argument("--device", default=None)

@@ -159,8 +159,9 @@ class Trainer:
         if checkpoint.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
         self.step = checkpoint.step
-        self.scheduler.last_epoch = self.step - 1
-        self.scheduler.step()
+        self.scheduler.last_epoch = self.step
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.step)
         if dist.is_main():
             self.metrics.truncate_after(self.step)
 

@@ -7,10 +7,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 def make_optimizer(params, name: str, lr: float, betas: tuple[float, float], weight_decay: float = 0.0) -> optim.Optimizer:
-    """``"adamax"`` (openai/glow) or ``"adam"``."""
+    """``"adamax"`` (openai/glow), ``"adam"`` or plain ``"sgd"``."""
+    if name == "sgd":
+        return optim.SGD(params, lr=lr, weight_decay=weight_decay)
     kinds = {"adamax": optim.Adamax, "adam": optim.Adam}
     if name not in kinds:
-        raise ValueError(f"optimizer must be one of {sorted(kinds)}, not {name!r}")
+        raise ValueError(f"optimizer must be one of adam, adamax, sgd, not {name!r}")
     return kinds[name](params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 

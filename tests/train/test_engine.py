@@ -14,7 +14,10 @@ def tiny_flow() -> fk.Flow:
                    event_shape=(4,))
 
 
-DATA = torch.randn(256, 4) @ torch.randn(4, 4)
+_g = torch.Generator().manual_seed(0)
+# a mixture of two well-separated clusters per axis, linearly mixed: far from Gaussian
+DATA = (torch.sign(torch.randn(256, 4, generator=_g)) * 2 + 0.3 * torch.randn(256, 4, generator=_g)) @ torch.randn(
+    4, 4, generator=_g)
 
 
 def batches(schedule: IndexSchedule):
