@@ -37,14 +37,19 @@ def join_context(x: Tensor, context: Tensor | None) -> Tensor:
 
 
 class EdgePaddedConv(nn.Module):
-    """openai's ``edge_bias``: zero-pad, then add a channel that is 1 on the padded
-    border, so the convolution can tell padding from dark pixels."""
+    """openai's ``edge_bias``: the convolution also sees a channel that is 1 on the
+    zero-padded border, so it can tell padding from dark pixels.
+
+    Computed as a zero-padded convolution of ``x`` plus the (batch-independent) response
+    to the border channel, which equals convolving the concatenation without copying ``x``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, kernel_size: int, bias: bool):
         super().__init__()
         conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
         self.conv = conv(in_channels + 1, out_channels, kernel_size, bias=bias)
-        self.padding = [kernel_size // 2] * (2 * spatial_dims)
+        self.padding = kernel_size // 2
+        self._conv = F.conv1d if spatial_dims == 1 else F.conv2d
 
     @property
     def weight(self) -> Tensor:
@@ -55,9 +60,10 @@ class EdgePaddedConv(nn.Module):
         return self.conv.bias
 
     def forward(self, x: Tensor) -> Tensor:
-        edge = F.pad(x.new_zeros(x.shape[0], 1, *x.shape[2:]), self.padding, value=1.0)
-        return self.conv(torch.cat([F.pad(x, self.padding), edge], dim=1))
-
+        weight = self.conv.weight
+        out = self._conv(x, weight[:, :-1], self.conv.bias, padding=self.padding)
+        border = F.pad(x.new_zeros(1, 1, *x.shape[2:]), [self.padding] * (2 * (x.dim() - 2)), value=1.0)
+        return out + self._conv(border, weight[:, -1:])
 
 def _linear_or_conv(in_ch: int, out_ch: int, spatial_dims: int, kernel_size: int, bias: bool,
                     edge_bias: bool = False) -> nn.Module:

@@ -1,0 +1,66 @@
+"""Helpers shared by the benchmark scripts: timing, real CIFAR-10 batches, tables, JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = ROOT.parent / "shared" / "data" / "cifar10"
+
+
+def cifar(split: str = "train", n: int | None = None) -> torch.Tensor:
+    """Real CIFAR-10 images, uint8 (N, 3, 32, 32): the shared copy, else the embedded sample."""
+    path = DATA / ("train_10k.npz" if split == "train" else "val_1k.npz")
+    if path.exists():
+        with np.load(path) as data:
+            images = data["images"]
+    else:
+        from flowkit_image.data import load_images
+
+        return load_images(None, "train" if split == "train" else "test").images[:n]
+    return torch.from_numpy(images[:n]).permute(0, 3, 1, 2).contiguous()
+
+
+def dequantise(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """openai's 8-bit dequantisation: x / 256 - 0.5 + U(0, 1/256)."""
+    return images.float() / 256 - 0.5 + torch.rand(images.shape, generator=generator) / 256
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def machine() -> dict[str, object]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def write(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    return path
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    widths = [max(len(c), *(len(f"{r.get(c, '')}") for r in rows)) for c in columns]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)),
+             "-|-".join("-" * w for w in widths)]
+    lines += [" | ".join(f"{r.get(c, '')}".ljust(w) for c, w in zip(columns, widths)) for r in rows]
+    return "\n".join(lines)

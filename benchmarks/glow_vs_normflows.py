@@ -1,0 +1,130 @@
+"""flowkit's Glow against normflows' Glow, side by side in one run, on real CIFAR-10.
+
+Same L, K, width and batch; the same dequantised CIFAR-10 batches feed both; both train
+with Adamax at the same learning rate. Measured: training step time, evaluation
+images/s, sampling latency (16 images at T = 0.7) and held-out bits/dim (8-bit) after the
+same number of steps. Ratios are ours / normflows for times (below 1 is faster) and
+normflows / ours for throughput.
+
+    python benchmarks/glow_vs_normflows.py                 # full run (about 10 CPU minutes)
+    python benchmarks/glow_vs_normflows.py --quick         # smoke run (seconds)
+
+Writes benchmarks/results/glow_vs_normflows.json (or _quick.json) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import cifar, dequantise, median_ms, table, write  # noqa: E402
+from benchmarks.peers import normflows_glow  # noqa: E402
+from flowkit_image import Glow, GlowConfig  # noqa: E402
+
+LOG256 = math.log(256)
+
+
+class Ours:
+    name = "flowkit"
+
+    def __init__(self, levels: int, depth: int, width: int):
+        self.model = Glow(GlowConfig(levels=levels, depth=depth, width=width))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.log_prob(x)
+
+    def sample(self, n: int, temperature: float) -> torch.Tensor:
+        return self.model.sample(n, temperature)
+
+
+class Normflows:
+    name = "normflows"
+
+    def __init__(self, levels: int, depth: int, width: int):
+        self.model = normflows_glow(levels, depth, width, num_classes=0)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.log_prob(x + 0.5, None)  # normflows' examples feed [0, 1]; same bin width 1/256
+
+    def sample(self, n: int, temperature: float) -> torch.Tensor:
+        return self.model.sample(n, temperature=temperature)[0]
+
+
+def bits_per_dim(log_prob: torch.Tensor) -> torch.Tensor:
+    dims = 3 * 32 * 32
+    return (-log_prob + dims * LOG256) / (dims * math.log(2))
+
+
+def measure(kind, levels, depth, width, batch, train_steps, repeats, train, held_out) -> dict:
+    torch.manual_seed(0)
+    net = kind(levels, depth, width)
+    model = net.model
+    g = torch.Generator().manual_seed(0)
+    batches = [dequantise(train[torch.randint(len(train), (batch,), generator=g)], g) for _ in range(train_steps)]
+    with torch.no_grad():
+        net.log_prob(dequantise(train[:256], g))  # ActNorm data-dependent init, same images for both
+    opt = torch.optim.Adamax(model.parameters(), lr=1e-3)
+
+    def step(x):
+        loss = bits_per_dim(net.log_prob(x)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step_ms = median_ms(lambda: step(batches[0]), repeats)
+    losses = [float(step(x)) for x in batches]
+    model.eval()
+    eval_x = dequantise(held_out, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        bpd = float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100])) for i in range(0, len(eval_x), 100)]).mean())
+        eval_ms = median_ms(lambda: net.log_prob(eval_x[:64]), repeats)
+        sample_ms = median_ms(lambda: net.sample(16, 0.7), repeats)
+    return {"library": net.name, "K": depth, "params": sum(p.numel() for p in model.parameters()),
+            "train_step_ms": round(step_ms, 1), "eval_images_per_s": round(64 / eval_ms * 1000, 1),
+            "sample16_ms": round(sample_ms, 1), "final_train_bpd": round(sum(losses[-20:]) / len(losses[-20:]), 3),
+            "held_out_bpd": round(bpd, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--depths", default="4,8")
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.quick:
+        args.depths, args.width, args.train_steps, args.repeats = "1", 16, 3, 1
+    train, held_out = cifar("train", 5000), cifar("val", 100 if args.quick else 500)
+    rows, ratios = [], []
+    for depth in (int(d) for d in args.depths.split(",")):
+        ours, theirs = (measure(kind, args.levels, depth, args.width, args.batch, args.train_steps, args.repeats,
+                                train, held_out) for kind in (Ours, Normflows))
+        rows += [ours, theirs]
+        ratios.append({"K": depth,
+                       "train_step (ours/nf)": round(ours["train_step_ms"] / theirs["train_step_ms"], 2),
+                       "eval img/s (ours/nf)": round(ours["eval_images_per_s"] / theirs["eval_images_per_s"], 2),
+                       "sample (ours/nf)": round(ours["sample16_ms"] / theirs["sample16_ms"], 2),
+                       "held-out bpd (ours-nf)": round(ours["held_out_bpd"] - theirs["held_out_bpd"], 3)})
+    print(table(rows, list(rows[0])))
+    print()
+    print(table(ratios, list(ratios[0])))
+    config = {k: getattr(args, k) for k in ("levels", "width", "batch", "train_steps", "repeats")}
+    path = write("glow_vs_normflows_quick" if args.quick else "glow_vs_normflows",
+                 {"config": {**config, "n_bits": 8, "data": "CIFAR-10 (shared train_10k / val_1k)"},
+                  "results": rows, "ratios": ratios})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
