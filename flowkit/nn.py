@@ -36,50 +36,51 @@ def join_context(x: Tensor, context: Tensor | None) -> Tensor:
     return torch.cat([x, context.to(x.dtype)], dim=1)
 
 
-class EdgePaddedConv(nn.Module):
-    """openai's ``edge_bias``: the convolution also sees a channel that is 1 on the
-    zero-padded border, so it can tell padding from dark pixels.
+class Conv(nn.Module):
+    """A size-preserving convolution for 0, 1 or 2 spatial dims (a dense layer for 0).
 
-    Computed as a zero-padded convolution of ``x`` plus the (batch-independent) response
-    to the border channel, which equals convolving the concatenation without copying ``x``.
+    With ``edge_bias`` (openai) the convolution also sees a channel that is 1 on the
+    zero-padded border, so it can tell padding from dark pixels; it is computed as the
+    padded convolution of ``x`` plus the batch-independent response to that channel,
+    which equals convolving the concatenation without copying ``x``. ``forward`` takes
+    optional replacement ``weight`` and ``bias`` so callers can fold a scale into them.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, kernel_size: int, bias: bool):
+    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, kernel_size: int = 3,
+                 bias: bool = True, edge_bias: bool = False):
         super().__init__()
-        conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
-        self.conv = conv(in_channels + 1, out_channels, kernel_size, bias=bias)
+        if spatial_dims not in (0, 1, 2):
+            raise ValueError(f"spatial_dims must be 0, 1 or 2, not {spatial_dims}")
+        kernel_size = 1 if spatial_dims == 0 else kernel_size
+        self.spatial_dims = spatial_dims
         self.padding = kernel_size // 2
-        self._conv = F.conv1d if spatial_dims == 1 else F.conv2d
+        self.edge_bias = edge_bias and kernel_size > 1
+        shape = (out_channels, in_channels + self.edge_bias, *([kernel_size] * spatial_dims))
+        self.weight = nn.Parameter(torch.empty(shape))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
-    @property
-    def weight(self) -> Tensor:
-        return self.conv.weight
+    def forward(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        weight = self.weight if weight is None else weight
+        bias = self.bias if bias is None else bias
+        if self.spatial_dims == 0:
+            return F.linear(x, weight, bias)
+        conv = F.conv1d if self.spatial_dims == 1 else F.conv2d
+        if not self.edge_bias:
+            return conv(x, weight, bias, padding=self.padding)
+        out = conv(x, weight[:, :-1], bias, padding=self.padding)
+        border = F.pad(x.new_zeros(1, 1, *x.shape[2:]), [self.padding] * (2 * self.spatial_dims), value=1.0)
+        return out + conv(border, weight[:, -1:])
 
-    @property
-    def bias(self) -> Tensor | None:
-        return self.conv.bias
 
-    def forward(self, x: Tensor) -> Tensor:
-        weight = self.conv.weight
-        out = self._conv(x, weight[:, :-1], self.conv.bias, padding=self.padding)
-        border = F.pad(x.new_zeros(1, 1, *x.shape[2:]), [self.padding] * (2 * (x.dim() - 2)), value=1.0)
-        return out + self._conv(border, weight[:, -1:])
-
-def _linear_or_conv(in_ch: int, out_ch: int, spatial_dims: int, kernel_size: int, bias: bool,
-                    edge_bias: bool = False) -> nn.Module:
-    if spatial_dims == 0:
-        return nn.Linear(in_ch, out_ch, bias=bias)
-    if spatial_dims not in (1, 2):
-        raise ValueError(f"spatial_dims must be 0, 1 or 2, not {spatial_dims}")
-    if edge_bias and kernel_size > 1:
-        return EdgePaddedConv(in_ch, out_ch, spatial_dims, kernel_size, bias)
-    conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
-    return conv(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=bias)
+def _per_channel(v: Tensor, weight: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (weight.dim() - 1)))
 
 
 class ZeroConv(nn.Module):
     r"""openai's ``conv2d_zeros`` for any spatial rank: a zero-initialised convolution
-    (or dense layer) whose output is scaled per channel by :math:`e^{3 \cdot logs}`.
+    (or dense layer) whose output is scaled per channel by :math:`e^{3 \cdot logs}`
+    (folded into the weights, so it costs no extra pass over the output).
 
     It makes couplings start as the identity and learned priors start as N(0, I).
     """
@@ -87,16 +88,35 @@ class ZeroConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, kernel_size: int = 3,
                  logscale_factor: float = 3.0, edge_bias: bool = False):
         super().__init__()
-        self.layer = _linear_or_conv(in_channels, out_channels, spatial_dims, kernel_size, True, edge_bias)
+        self.layer = Conv(in_channels, out_channels, spatial_dims, kernel_size, True, edge_bias)
         nn.init.zeros_(self.layer.weight)
-        nn.init.zeros_(self.layer.bias)
         self.logs = nn.Parameter(torch.zeros(out_channels))
         self.logscale_factor = logscale_factor
-        self.spatial_dims = spatial_dims
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        scale = (self.logs * self.logscale_factor).exp().view(1, -1, *([1] * self.spatial_dims))
-        return self.layer(join_context(x, context)) * scale
+        scale = (self.logs * self.logscale_factor).exp()
+        weight = self.layer.weight * _per_channel(scale, self.layer.weight)
+        return self.layer(join_context(x, context), weight, self.layer.bias * scale)
+
+
+class NormedConv(nn.Module):
+    """A bias-free convolution followed by ActNorm, run as one convolution whose weight
+    and bias carry the ActNorm scale and shift: ``(W * x + b) e^s = (e^s W) * x + b e^s``.
+    The ActNorm initialises from the convolution's output on the first training batch."""
+
+    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, kernel_size: int,
+                 edge_bias: bool = False):
+        super().__init__()
+        self.conv = Conv(in_channels, out_channels, spatial_dims, kernel_size, bias=False, edge_bias=edge_bias)
+        self.norm = ActNorm(out_channels)
+        nn.init.normal_(self.conv.weight, 0.0, 0.05)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and not self.norm._initialized:
+            self.norm.initialize(self.conv(x))
+        scale = self.norm.log_scale().exp()
+        weight = self.conv.weight * _per_channel(scale, self.conv.weight)
+        return self.conv(x, weight, self.norm.bias * scale)
 
 
 class GlowConditioner(nn.Module):
@@ -105,22 +125,16 @@ class GlowConditioner(nn.Module):
     ``conv k (no bias) -> ActNorm -> ReLU -> conv 1 (no bias) -> ActNorm -> ReLU ->
     ZeroConv k``, hidden weights drawn from N(0, 0.05). With ``spatial_dims=0`` the
     convolutions become dense layers (an MLP with ActNorm). ``edge_bias`` feeds the
-    k-wide convolutions openai's border channel (:class:`EdgePaddedConv`).
+    k-wide convolutions openai's border channel.
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 512, spatial_dims: int = 2,
                  context_channels: int = 0, kernel_size: int = 3, edge_bias: bool = False):
         super().__init__()
-        self.conv_in = _linear_or_conv(in_channels + context_channels, hidden, spatial_dims, kernel_size, False,
-                                       edge_bias)
-        self.norm_in = ActNorm(hidden)
-        self.conv_mid = _linear_or_conv(hidden, hidden, spatial_dims, 1, False)
-        self.norm_mid = ActNorm(hidden)
+        self.conv_in = NormedConv(in_channels + context_channels, hidden, spatial_dims, kernel_size, edge_bias)
+        self.conv_mid = NormedConv(hidden, hidden, spatial_dims, 1)
         self.conv_out = ZeroConv(hidden, out_channels, spatial_dims, kernel_size, edge_bias=edge_bias)
-        for conv in (self.conv_in, self.conv_mid):
-            nn.init.normal_(conv.weight, 0.0, 0.05)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = F.relu(self.norm_in(self.conv_in(join_context(x, context)))[0])
-        h = F.relu(self.norm_mid(self.conv_mid(h))[0])
-        return self.conv_out(h)
+        h = F.relu(self.conv_in(join_context(x, context)))
+        return self.conv_out(F.relu(self.conv_mid(h)))

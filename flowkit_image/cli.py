@@ -19,7 +19,8 @@ def _train(args: argparse.Namespace) -> None:
     metrics = workflows.train(preset=args.preset, data=args.data, out=args.out, steps=args.steps, resume=args.resume,
                               seed=args.seed, eval_data=args.eval_data, batch_size=args.batch_size, lr=args.lr,
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
-                              device=args.device, optimizer=args.optimizer)
+                              device=args.device, optimizer=args.optimizer,
+                              weight_y=args.weight_y)
     print(json.dumps({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
 
 
@@ -77,6 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", default=None, choices=["adamax", "adam", "sgd"], help="default: the preset's")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips")
     p.add_argument("--class-conditional", action="store_true", help="class-conditional top prior")
+    p.add_argument("--weight-y", type=float, default=0.0,
+                   help="with --class-conditional: weight of openai's auxiliary classifier (openai: 0.01)")
     p.add_argument("--device", default=None)
     p.set_defaults(run=_train)
 

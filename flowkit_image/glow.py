@@ -45,7 +45,7 @@ from flowkit import (
     Squeeze,
 )
 from flowkit.errors import DataError, ShapeError
-from flowkit.nn import GlowConditioner
+from flowkit.nn import GlowConditioner, ZeroConv
 
 Permutation = Literal["conv", "conv_lu", "shuffle", "reverse"]
 
@@ -64,6 +64,8 @@ class GlowConfig:
         n_bits: bits per colour channel kept from the uint8 input [n_bits_x].
         learn_top: learned top prior [learntop]; else N(0, I).
         n_classes: > 0 makes the top prior class-conditional on a one-hot label [ycond].
+        weight_y: with ``n_classes``, weight of openai's auxiliary classifier on the
+            spatial mean of the top latent (openai: 0.01) [weight_y]; 0 disables it.
         actnorm_logscale_factor: openai stores ActNorm's log-scale divided by 3.
         coupling_scale: ``"sigmoid"`` (openai) or ``"exp"`` (soft-clamped).
         edge_bias: openai's extra border channel in the 3x3 convolutions.
@@ -78,6 +80,7 @@ class GlowConfig:
     n_bits: int = 8
     learn_top: bool = True
     n_classes: int = 0
+    weight_y: float = 0.0
     actnorm_logscale_factor: float = 3.0
     coupling_scale: Literal["sigmoid", "exp"] = "sigmoid"
     edge_bias: bool = True
@@ -89,6 +92,8 @@ class GlowConfig:
             raise ShapeError(f"image size {h}x{w} must be divisible by 2**levels = {2 ** self.levels}")
         if not 1 <= self.n_bits <= 8:
             raise ValueError(f"n_bits must be in 1..8, got {self.n_bits}")
+        if self.weight_y and not self.n_classes:
+            raise ValueError("weight_y (the auxiliary classifier) needs n_classes > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -150,6 +155,23 @@ class Glow(Flow):
     def __init__(self, config: GlowConfig):
         super().__init__(build_glow_bijector(config), event_shape=config.image_shape)
         self.config = config
+        self.classifier = None
+        self._top: dict[str, Tensor] = {}
+        if config.weight_y and config.n_classes:
+            top_prior = next(m for m in self.bijector.modules() if isinstance(m, LearnedPrior))
+            top_channels = top_prior.channels
+            self.classifier = ZeroConv(top_channels, config.n_classes, spatial_dims=0)
+            top_prior.register_forward_hook(self._keep_top_latent)
+
+    def _keep_top_latent(self, module, inputs, output) -> None:
+        self._top["z"] = inputs[0]
+
+    def class_logits(self) -> Tensor:
+        """openai's ``ycond`` classifier on the spatial mean of the top latent of the last
+        forward pass (``log_prob``); needs ``weight_y > 0``."""
+        if self.classifier is None or "z" not in self._top:
+            raise ShapeError("class_logits needs a Glow with weight_y > 0, after a forward pass")
+        return self.classifier(self._top["z"].mean((2, 3)))
 
     @property
     def n_bins(self) -> int:

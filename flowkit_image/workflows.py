@@ -70,7 +70,13 @@ def _loss_fn(glow: Glow):
     def loss_fn(model: torch.nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
         context = F.one_hot(batch[1], glow.config.n_classes).to(batch[0].dtype) if len(batch) > 1 else None
         bpd = glow.nll_to_bits_per_dim(model(batch[0], context)).mean()
-        return bpd, {"bits_per_dim": float(bpd.detach())}
+        metrics = {"bits_per_dim": float(bpd.detach())}
+        if glow.classifier is None:
+            return bpd, metrics
+        logits = glow.class_logits()
+        bits_y = F.cross_entropy(logits, batch[1]) / math.log(2)
+        metrics.update(bits_y=float(bits_y.detach()), accuracy=float((logits.argmax(1) == batch[1]).float().mean()))
+        return bpd + glow.config.weight_y * bits_y, metrics
     return loss_fn
 
 
@@ -98,7 +104,7 @@ def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/g
           resume: bool = False, seed: int = 0, eval_data: str | None = None, batch_size: int | None = None,
           lr: float | None = None, minutes: float | None = None, hflip: bool = False,
           class_conditional: bool = False, device: str | None = None, progress: bool = True,
-          optimizer: str | None = None, **overrides: Any) -> dict[str, float]:
+          optimizer: str | None = None, weight_y: float = 0.0, **overrides: Any) -> dict[str, float]:
     """Train a Glow; returns the last logged metrics (with ``eval_bits_per_dim`` on held-out images)."""
     out = Path(out)
     if not resume and (out / "checkpoint").exists():
@@ -113,6 +119,8 @@ def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/g
         glow = Glow(GlowConfig.from_dict(saved["model"]["glow"]))
         train_defaults = saved["train"]
     else:
+        if weight_y:
+            overrides["weight_y"] = weight_y
         glow, train_defaults = build_model(preset, tuple(train_set.images.shape[1:]), n_classes, **overrides)
     if tuple(train_set.images.shape[1:]) != tuple(glow.config.image_shape):
         raise DataError(f"images are {tuple(train_set.images.shape[1:])}, the model expects {glow.config.image_shape}")

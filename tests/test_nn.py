@@ -3,16 +3,17 @@ import torch
 import torch.nn.functional as F
 
 from flowkit.errors import ShapeError
-from flowkit.nn import EdgePaddedConv, GlowConditioner, ZeroConv, join_context
+from flowkit.nn import Conv, GlowConditioner, NormedConv, ZeroConv, join_context
 
 
 @pytest.mark.parametrize("spatial_dims", [1, 2])
 def test_edge_padded_conv_equals_openai_concatenation(spatial_dims):
-    conv = EdgePaddedConv(5, 7, spatial_dims, 3, bias=True)
+    conv = Conv(5, 7, spatial_dims, 3, bias=True, edge_bias=True)
     x = torch.randn(2, 5, *([6] * spatial_dims))
     pad = [1] * (2 * spatial_dims)
     border = F.pad(x.new_zeros(2, 1, *x.shape[2:]), pad, value=1.0)
-    expected = conv.conv(torch.cat([F.pad(x, pad), border], dim=1))
+    plain = F.conv1d if spatial_dims == 1 else F.conv2d
+    expected = plain(torch.cat([F.pad(x, pad), border], dim=1), conv.weight, conv.bias)
     torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -38,3 +39,18 @@ def test_join_context_broadcasts_vectors_and_checks_maps():
     assert join_context(x, torch.randn(2, 2, 4, 4)).shape == (2, 5, 4, 4)
     with pytest.raises(ShapeError, match="spatial shape"):
         join_context(x, torch.randn(2, 2, 3, 3))
+
+
+@pytest.mark.parametrize("spatial_dims", [0, 1, 2])
+def test_normed_conv_equals_conv_then_actnorm(spatial_dims):
+    layer = NormedConv(4, 6, spatial_dims, 3, edge_bias=spatial_dims > 0)
+    x = torch.randn(8, 4, *([5] * spatial_dims)) * 3
+    out = layer(x)  # initialises
+    dims = [0, *range(2, out.dim())]
+    torch.testing.assert_close(out.mean(dims), torch.zeros(6), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.std(dims, unbiased=False), torch.ones(6), atol=1e-3, rtol=0)
+    with torch.no_grad():
+        layer.norm.logs.normal_()
+        layer.norm.bias.normal_()
+    expected = layer.norm(layer.conv(x))[0]
+    torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-4)

@@ -72,13 +72,14 @@ class ActNorm(Bijector):
         if self.training and not self._initialized:
             self.initialize(x)
         logs = self.log_scale()
-        y = (x + self._broadcast(self.bias, x)) * self._broadcast(logs.exp(), x)
+        scale = logs.exp()
+        y = torch.addcmul(self._broadcast(self.bias * scale, x), x, self._broadcast(scale, x))  # one pass
         return y, (logs.sum() * spatial_size(x)).expand(x.shape[0])
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_channels(y, self.channels, "ActNorm")
         logs = self.log_scale()
-        x = y * self._broadcast((-logs).exp(), y) - self._broadcast(self.bias, y)
+        x = torch.addcmul(self._broadcast(-self.bias, y), y, self._broadcast((-logs).exp(), y))
         return x, (-logs.sum() * spatial_size(y)).expand(y.shape[0])
 
     def extra_repr(self) -> str:
