@@ -41,8 +41,9 @@ class Conv(nn.Module):
 
     With ``edge_bias`` (openai) the convolution also sees a channel that is 1 on the
     zero-padded border, so it can tell padding from dark pixels; it is computed as the
-    padded convolution of ``x`` plus the batch-independent response to that channel,
-    which equals convolving the concatenation without copying ``x``. ``forward`` takes
+    padded convolution of ``x`` plus the batch-independent response to that channel
+    (a small matrix product with the border's cached patches), which equals convolving
+    the concatenation without copying ``x``. ``forward`` takes
     optional replacement ``weight`` and ``bias`` so callers can fold a scale into them.
     """
 
@@ -59,6 +60,7 @@ class Conv(nn.Module):
         self.weight = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        self._patch_cache: dict = {}
 
     def forward(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         weight = self.weight if weight is None else weight
@@ -69,8 +71,19 @@ class Conv(nn.Module):
         if not self.edge_bias:
             return conv(x, weight, bias, padding=self.padding)
         out = conv(x, weight[:, :-1], bias, padding=self.padding)
-        border = F.pad(x.new_zeros(1, 1, *x.shape[2:]), [self.padding] * (2 * self.spatial_dims), value=1.0)
-        return out + conv(border, weight[:, -1:])
+        patches = self._border_patches(x)  # (k^d, positions): the border channel under each kernel tap
+        response = weight[:, -1].reshape(weight.shape[0], -1) @ patches
+        return out + response.view(1, -1, *x.shape[2:])
+
+    def _border_patches(self, x: Tensor) -> Tensor:
+        key = (tuple(x.shape[2:]), x.dtype, x.device)
+        if key not in self._patch_cache:
+            border = F.pad(x.new_zeros(1, 1, *x.shape[2:]), [self.padding] * (2 * self.spatial_dims), value=1.0)
+            if self.spatial_dims == 1:
+                border = border[..., None]
+            kernel = (self.weight.shape[-1],) * 2 if self.spatial_dims == 2 else (self.weight.shape[-1], 1)
+            self._patch_cache[key] = F.unfold(border, kernel)[0]
+        return self._patch_cache[key]
 
 
 def _per_channel(v: Tensor, weight: Tensor) -> Tensor:

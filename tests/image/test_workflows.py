@@ -109,3 +109,19 @@ def test_version_and_help():
     assert out.startswith("flowkit 0.1.0")
     help_text = subprocess.run([sys.executable, "-m", "flowkit.cli", "--help"], capture_output=True, text=True).stdout
     assert "image" in help_text
+
+
+def test_class_conditional_glow_with_auxiliary_classifier(tmp_path, trained):
+    metrics = workflows.train(preset="tiny", data=str(trained / "train.npz"), out=tmp_path / "y", steps=6,
+                              class_conditional=True, weight_y=0.01, progress=False)
+    assert {"bits_y", "accuracy"} <= set(metrics) and 0 <= metrics["accuracy"] <= 1
+    model = workflows.load_model(tmp_path / "y" / "checkpoint")
+    assert model.config.n_classes == 10 and model.classifier is not None
+    images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    x = model.preprocess(images, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = model.log_prob(x, model.context(torch.tensor([0, 0, 0, 0])))
+        b = model.log_prob(x, model.context(torch.tensor([5, 5, 5, 5])))
+        assert model.class_logits().shape == (4, 10)
+    assert not torch.allclose(a, b)  # the prior depends on the class
+    assert workflows.sample(model, tmp_path / "y.png", n=10, label=3).exists()

@@ -1,0 +1,17 @@
+"""The benchmark scripts run (tiny sizes) so they cannot rot; their numbers are not asserted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_glow_vs_normflows_quick_run(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "glow_vs_normflows.py"), "--quick",
+                           "--results", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "glow_vs_normflows_quick.json").read_text())
+    assert [r["library"] for r in result["results"]] == ["flowkit", "normflows"]
+    assert all(r["held_out_bpd"] > 0 for r in result["results"])
