@@ -61,6 +61,20 @@ class Bijector(nn.Module):
         """The inverse bijector: its forward is this one's inverse."""
         return Inverse(self)
 
+    def recompute(self, y: Tensor, context: Tensor | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
+        """For reversible backprop: rebuild the input from the output ``y`` and re-run the
+        forward pass with autograd on.
+
+        Returns ``(leaves, y_again, ladj)``: input leaves that require grad (concatenated
+        along dim 1 they form the input), and the forward outputs computed from them.
+        Couplings override it to run their network once instead of twice.
+        """
+        with torch.no_grad():
+            x = self.inverse(y, context)[0]
+        x = x.detach().requires_grad_(True)
+        y_again, ladj = self(x, context)
+        return [x], y_again, ladj
+
 
 class Inverse(Bijector):
     """Swap the directions of a bijector; ``Inverse(b).inv is b``."""
@@ -90,7 +104,10 @@ class Sequential(Bijector):
     r"""Compose bijectors: ``Sequential(f1, f2)(x) = f2(f1(x))``, log-dets summed.
 
     Every member receives the same ``context``. Indexing with an int gives a member,
-    with a slice a new :class:`Sequential` sharing the members.
+    with a slice a new :class:`Sequential` sharing the members. ``memory`` picks how
+    training back-propagates: ``"plain"`` autograd, ``"checkpoint"`` (per-layer gradient
+    checkpointing) or ``"reversible"`` (no stored activations; inputs rebuilt with the
+    exact inverse during backward), see :mod:`flowkit.reversible`.
 
     Example:
         >>> flow = flowkit.Sequential(flowkit.Squeeze(2), flowkit.ActNorm(12))
@@ -98,8 +115,9 @@ class Sequential(Bijector):
         (12, 16, 16)
     """
 
-    def __init__(self, *bijectors: Bijector | Iterable[Bijector]):
+    def __init__(self, *bijectors: Bijector | Iterable[Bijector], memory: str = "plain"):
         super().__init__()
+        self.memory = memory  # "plain", "checkpoint" or "reversible": see flowkit.reversible
         if len(bijectors) == 1 and not isinstance(bijectors[0], nn.Module):
             bijectors = tuple(bijectors[0])
         for i, b in enumerate(bijectors):
@@ -108,6 +126,11 @@ class Sequential(Bijector):
         self.layers = nn.ModuleList(bijectors)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.memory != "plain" and torch.is_grad_enabled() and len(self.layers):
+            from .reversible import checkpointed_forward, reversible_forward
+
+            run = reversible_forward if self.memory == "reversible" else checkpointed_forward
+            return run(self.layers, x, context)
         ladj = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, step = layer(x, context)

@@ -20,7 +20,7 @@ def _train(args: argparse.Namespace) -> None:
                               seed=args.seed, eval_data=args.eval_data, batch_size=args.batch_size, lr=args.lr,
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
                               device=args.device, optimizer=args.optimizer,
-                              weight_y=args.weight_y)
+                              weight_y=args.weight_y, memory=args.memory)
     print(json.dumps({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
 
 
@@ -81,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-y", type=float, default=0.0,
                    help="with --class-conditional: weight of openai's auxiliary classifier (openai: 0.01)")
     p.add_argument("--device", default=None)
+    p.add_argument("--memory", default=None, choices=["plain", "checkpoint", "reversible"],
+                   help="backprop mode: reversible keeps activation memory flat in depth")
     p.set_defaults(run=_train)
 
     p = commands.add_parser("evaluate", help="held-out bits/dim")

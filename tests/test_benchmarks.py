@@ -15,3 +15,11 @@ def test_glow_vs_normflows_quick_run(tmp_path):
     result = json.loads((tmp_path / "glow_vs_normflows_quick.json").read_text())
     assert [r["library"] for r in result["results"]] == ["flowkit", "normflows"]
     assert all(r["held_out_bpd"] > 0 for r in result["results"])
+
+
+def test_memory_benchmark_quick_run(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory.py"), "--quick",
+                           "--results", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "memory_quick.json").read_text())
+    assert len(result["results"]) == 2 and result["results"][0]["flowkit plain MiB"] > 0

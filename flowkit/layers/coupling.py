@@ -57,6 +57,32 @@ class _Coupling(Bijector):
         check_channels(x, self.channels, type(self).__name__)
         return x[:, : self.split], x[:, self.split:]
 
+    def _transform(self, x_b: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        """The element transform of ``x_b`` given the network output ``h``, and its log-det."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x_a, x_b = self._halves(x)
+        y_b, ladj = self._transform(x_b, self._conditioner(x_a, context), inverse=False)
+        return torch.cat([x_a, y_b], dim=1), ladj
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y_a, y_b = self._halves(y)
+        x_b, ladj = self._transform(y_b, self._conditioner(y_a, context), inverse=True)
+        return torch.cat([y_a, x_b], dim=1), ladj
+
+    def recompute(self, y: Tensor, context: Tensor | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Reversible backprop with one network evaluation: ``x_a = y_a``, so the network
+        output that inverts ``y_b`` is the one the forward pass needs."""
+        y_a, y_b = self._halves(y)
+        x_a = y_a.detach().requires_grad_(True)
+        h = self._conditioner(x_a, context)
+        with torch.no_grad():
+            x_b = self._transform(y_b, h, inverse=True)[0]
+        x_b = x_b.detach().requires_grad_(True)
+        y_b_again, ladj = self._transform(x_b, h, inverse=False)
+        return [x_a, x_b], torch.cat([x_a, y_b_again], dim=1), ladj
+
 
 class AffineCoupling(_Coupling):
     """Affine coupling: ``y_b = (x_b + shift) * scale(x_a)``.
@@ -83,24 +109,15 @@ class AffineCoupling(_Coupling):
         self.scale = scale
         self.clamp = clamp
 
-    def _shift_and_log_scale(self, x_a: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        h = self._conditioner(x_a, context)
+    def _transform(self, x_b: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         shift, raw = h[:, 0::2], h[:, 1::2]
         if self.scale == "sigmoid":
-            return shift, F.logsigmoid(raw + 2.0)
-        return shift, self.clamp * torch.tanh(raw / self.clamp)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x_a, x_b = self._halves(x)
-        shift, log_scale = self._shift_and_log_scale(x_a, context)
-        y_b = (x_b + shift) * log_scale.exp()
-        return torch.cat([x_a, y_b], dim=1), sum_except_batch(log_scale)
-
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y_a, y_b = self._halves(y)
-        shift, log_scale = self._shift_and_log_scale(y_a, context)
-        x_b = y_b * (-log_scale).exp() - shift
-        return torch.cat([y_a, x_b], dim=1), -sum_except_batch(log_scale)
+            log_scale = F.logsigmoid(raw + 2.0)
+        else:
+            log_scale = self.clamp * torch.tanh(raw / self.clamp)
+        if inverse:
+            return x_b * (-log_scale).exp() - shift, -sum_except_batch(log_scale)
+        return (x_b + shift) * log_scale.exp(), sum_except_batch(log_scale)
 
 
 class AdditiveCoupling(_Coupling):
@@ -111,10 +128,5 @@ class AdditiveCoupling(_Coupling):
                  context_channels: int = 0, net: NetFactory | None = None):
         super().__init__(channels, 1, hidden, spatial_dims, context_channels, net)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x_a, x_b = self._halves(x)
-        return torch.cat([x_a, x_b + self._conditioner(x_a, context)], dim=1), x.new_zeros(x.shape[0])
-
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y_a, y_b = self._halves(y)
-        return torch.cat([y_a, y_b - self._conditioner(y_a, context)], dim=1), y.new_zeros(y.shape[0])
+    def _transform(self, x_b: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        return (x_b - h if inverse else x_b + h), x_b.new_zeros(x_b.shape[0])

@@ -109,19 +109,8 @@ class RQSplineCoupling(_Coupling):
         self.bins = bins
         self.bound = bound
 
-    def _spline(self, x_a: Tensor, x_b: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        h = self._conditioner(x_a, context)
+    def _transform(self, x_b: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         h = h.view(x_b.shape[0], x_b.shape[1], 3 * self.bins - 1, *x_b.shape[2:]).movedim(2, -1)
         widths, heights, derivs = h.split([self.bins, self.bins, self.bins - 1], dim=-1)
         out, log_deriv = rational_quadratic_spline(x_b, widths, heights, derivs, self.bound, inverse)
         return out, sum_except_batch(log_deriv)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x_a, x_b = self._halves(x)
-        y_b, ladj = self._spline(x_a, x_b, context, inverse=False)
-        return torch.cat([x_a, y_b], dim=1), ladj
-
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y_a, y_b = self._halves(y)
-        x_b, ladj = self._spline(y_a, y_b, context, inverse=True)
-        return torch.cat([y_a, x_b], dim=1), ladj

@@ -6,5 +6,6 @@ hypothesis property tests.
 
 from . import strategies
 from .check import ConformanceError, check_bijector
+from .memory import peak_saved_bytes
 
-__all__ = ["ConformanceError", "check_bijector", "strategies"]
+__all__ = ["ConformanceError", "check_bijector", "peak_saved_bytes", "strategies"]

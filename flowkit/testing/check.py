@@ -79,7 +79,8 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
     sample's output; gradients reach every parameter; training and evaluation mode
     agree; a state_dict round trip (into ``factory()`` when given) reproduces the
     outputs; no tensor state lives outside the state_dict; and ``example``'s own
-    dtype round trips to ``sqrt(atol)``.
+    dtype round trips to ``sqrt(atol)``; ``recompute`` (reversible backprop) rebuilds
+    the input and the outputs.
 
     Raises:
         ConformanceError: listing every failed property.
@@ -127,6 +128,12 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
     expect(_close(x_back, x, atol, rtol), f"inverse(forward(x)) != x: {_err(x_back, x)}")
     expect(_close(y_again, y, atol, rtol), f"forward(inverse(y)) != y: {_err(y_again, y)}")
     expect(_close(ladj_back, -ladj, atol, rtol), f"inverse log-det != -forward log-det: {_err(ladj_back, -ladj)}")
+    with torch.enable_grad():
+        leaves, y_re, ladj_re = b.recompute(y, ctx)
+    x_re = torch.cat([t.detach() for t in leaves], dim=1)
+    expect(_close(x_re, x_back, atol, rtol) and _close(y_re.detach(), y, atol, rtol)
+           and _close(ladj_re.detach(), ladj, atol, rtol),
+           "recompute(y) (used by reversible backprop) does not rebuild the input and outputs")
     inv_y, inv_ladj = b.inv(y, ctx)
     expect(_close(inv_y, x_back, atol, rtol) and _close(inv_ladj, ladj_back, atol, rtol),
            ".inv does not run the inverse")

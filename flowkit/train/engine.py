@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..errors import NonFiniteError
+from ..reversible import set_memory_mode
 from . import distributed as dist
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .metrics import MetricsLog
@@ -60,6 +61,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     max_minutes: float | None = None
     seed: int = 0
+    memory: str = "plain"  # "plain", "checkpoint" or "reversible" backprop (flowkit.reversible)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -129,6 +131,7 @@ class Trainer:
             self._resume()
         else:
             self._initialise()
+        set_memory_mode(model, config.memory)  # after the data-dependent initialisation
         self.wrapped = model
         if dist.is_distributed():
             self.wrapped = DistributedDataParallel(model, device_ids=None if self.device.type == "cpu" else [self.device])

@@ -125,3 +125,12 @@ def test_class_conditional_glow_with_auxiliary_classifier(tmp_path, trained):
         assert model.class_logits().shape == (4, 10)
     assert not torch.allclose(a, b)  # the prior depends on the class
     assert workflows.sample(model, tmp_path / "y.png", n=10, label=3).exists()
+
+
+def test_reversible_training_from_the_cli(tmp_path, trained, capsys):
+    out = tmp_path / "rev"
+    assert main(["image", "train", "--preset", "tiny", "--data", str(trained / "train.npz"), "--steps", "3",
+                 "--memory", "reversible", "--out", str(out)]) == 0
+    saved = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert saved["train"]["memory"] == "reversible" and saved["step"] == 3
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 3

@@ -138,3 +138,14 @@ def test_index_schedule_is_a_function_of_seed_and_step():
     assert sorted(epoch.tolist()) == list(range(100))
     assert torch.equal(b.indices(13), a.indices(13))
     assert torch.equal(torch.rand(3, generator=a.generator(5)), torch.rand(3, generator=b.generator(5)))
+
+
+@pytest.mark.parametrize("memory", ["checkpoint", "reversible"])
+def test_memory_saving_modes_train_to_the_same_weights(tmp_path, memory):
+    plain = make_trainer(tmp_path / "plain", 6)
+    plain.fit()
+    saving = make_trainer(tmp_path / memory, 6, memory=memory)
+    assert saving.model.bijector.memory == memory
+    saving.fit()
+    for (name, a), b in zip(plain.model.state_dict().items(), saving.model.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)

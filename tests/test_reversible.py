@@ -1,0 +1,78 @@
+"""Reversible and checkpointed backprop give plain autograd's gradients and store far less."""
+
+import pytest
+import torch
+
+import flowkit as fk
+from flowkit.reversible import set_memory_mode
+from flowkit.testing.memory import peak_saved_bytes
+from flowkit_image import GlowConfig, build_glow_bijector
+
+
+def gradients(model, x, context, mode):
+    set_memory_mode(model, mode)
+    model.zero_grad()
+    x = x.clone().requires_grad_(True)
+    ctx = None if context is None else context.clone().requires_grad_(True)
+    y, ladj = model(x, ctx)
+    (y.square().sum() * 0.5 - ladj.sum() + y.sum()).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    return y.detach(), ladj.detach(), x.grad, None if ctx is None else ctx.grad, grads
+
+
+def glow(n_classes=0):
+    torch.manual_seed(0)
+    model = build_glow_bijector(GlowConfig(image_shape=(3, 8, 8), levels=2, depth=2, width=8, n_classes=n_classes))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.double()
+
+
+@pytest.mark.parametrize("mode", ["reversible", "checkpoint"])
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_gradients_equal_plain_autograd_in_float64(mode, n_classes):
+    model = glow(n_classes)
+    x = torch.rand(4, 3, 8, 8, dtype=torch.float64) - 0.5
+    context = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0]] if n_classes else None
+    model(x, context)  # ActNorm init before switching mode
+    plain = gradients(model, x, context, "plain")
+    other = gradients(model, x, context, mode)
+    for a, b in zip(plain[:4], other[:4]):
+        if a is not None:
+            torch.testing.assert_close(b, a, atol=1e-8, rtol=1e-8)
+    for a, b in zip(plain[4], other[4]):
+        torch.testing.assert_close(b, a, atol=1e-8, rtol=1e-8)
+
+
+def test_coupling_context_gradient_flows_through_the_reversible_chain():
+    torch.manual_seed(0)
+    chain = fk.Sequential(fk.ActNorm(4), fk.AffineCoupling(4, hidden=8, spatial_dims=1, context_channels=2),
+                          fk.Invertible1x1(4), fk.AffineCoupling(4, hidden=8, spatial_dims=1, context_channels=2)).double()
+    with torch.no_grad():
+        for p in chain.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, context = torch.randn(3, 4, 5, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    chain(x, context)
+    plain, reversible = gradients(chain, x, context, "plain"), gradients(chain, x, context, "reversible")
+    torch.testing.assert_close(reversible[3], plain[3], atol=1e-8, rtol=1e-8)
+
+
+def test_reversible_activation_memory_does_not_grow_with_depth():
+    x = torch.rand(8, 3, 16, 16) - 0.5
+    peaks = {}
+    for depth in (2, 8):
+        torch.manual_seed(0)
+        model = build_glow_bijector(GlowConfig(image_shape=(3, 16, 16), levels=2, depth=depth, width=16))
+        model(x)
+        for mode in ("plain", "checkpoint", "reversible"):
+            set_memory_mode(model, mode)
+            peaks[mode, depth] = peak_saved_bytes(lambda: model(x)[1].sum().backward())
+    assert peaks["plain", 8] > 3 * peaks["plain", 2]  # plain autograd grows with depth
+    assert peaks["reversible", 8] < 1.3 * peaks["reversible", 2]  # reversible does not
+    assert peaks["reversible", 8] < peaks["checkpoint", 8] < peaks["plain", 8]
+
+
+def test_unknown_mode_is_rejected():
+    with pytest.raises(ValueError, match="memory mode"):
+        set_memory_mode(fk.Sequential(), "magic")
