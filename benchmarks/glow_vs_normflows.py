@@ -9,6 +9,7 @@ same number of steps. Ratios are ours / normflows for times (below 1 is faster) 
 normflows / ours for throughput.
 
     python benchmarks/glow_vs_normflows.py                 # full run (about 10 CPU minutes)
+    python benchmarks/glow_vs_normflows.py --compile       # plus torch.compile (compiling adds minutes)
     python benchmarks/glow_vs_normflows.py --quick         # smoke run (seconds)
 
 Writes benchmarks/results/glow_vs_normflows.json (or _quick.json) and prints a table.
@@ -63,7 +64,8 @@ def bits_per_dim(log_prob: torch.Tensor) -> torch.Tensor:
     return (-log_prob + dims * LOG256) / (dims * math.log(2))
 
 
-def measure(kind, levels, depth, width, batch, train_steps, repeats, warmup, train, held_out) -> dict:
+def measure(kind, levels, depth, width, batch, train_steps, repeats, warmup, train, held_out,
+            compile_too: bool = False) -> dict:
     torch.manual_seed(0)
     net = kind(levels, depth, width)
     model = net.model
@@ -93,10 +95,58 @@ def measure(kind, levels, depth, width, batch, train_steps, repeats, warmup, tra
         sample_ms = median_ms(lambda: net.sample(16, 0.7), repeats)
     model.train()
     step_ms = median_ms(lambda: step(batches[0], opt), repeats)  # last: it moves the weights
-    return {"library": net.name, "K": depth, "params": sum(p.numel() for p in model.parameters()),
-            "train_step_ms": round(step_ms, 1), "eval_images_per_s": round(64 / eval_ms * 1000, 1),
-            "sample16_ms": round(sample_ms, 1), "final_train_bpd": round(sum(losses[-20:]) / len(losses[-20:]), 3),
-            "held_out_bpd": round(bpd, 3)}
+    row = {"library": net.name, "K": depth, "params": sum(p.numel() for p in model.parameters()),
+           "train_step_ms": round(step_ms, 1), "eval_images_per_s": round(64 / eval_ms * 1000, 1),
+           "sample16_ms": round(sample_ms, 1), "final_train_bpd": round(sum(losses[-20:]) / len(losses[-20:]), 3),
+           "held_out_bpd": round(bpd, 3)}
+    if isinstance(net, Ours):
+        row.update(memory_modes(net, batches[0], opt, repeats))
+        if compile_too:
+            row.update(compiled(net, batches[0], eval_x[:64], opt, repeats))
+    return row
+
+
+def memory_modes(net: Ours, x: torch.Tensor, opt, repeats: int) -> dict:
+    """Training step time with checkpointed and reversible backprop."""
+    from flowkit.reversible import set_memory_mode
+
+    out = {}
+    for mode in ("checkpoint", "reversible"):
+        set_memory_mode(net.model, mode)
+        out[f"train_step_ms_{mode}"] = round(median_ms(lambda: _step(net, x, opt), repeats), 1)
+    set_memory_mode(net.model, "plain")
+    return out
+
+
+def compiled(net: Ours, x: torch.Tensor, eval_x: torch.Tensor, opt, repeats: int) -> dict:
+    """torch.compile'd training step, evaluation and sampling (compile time excluded)."""
+    model = net.model
+    model.validate = False
+    log_prob = torch.compile(model.log_prob)
+    sample = torch.compile(model.sample)
+    loss_fn = torch.compile(lambda x: bits_per_dim(model.log_prob(x)).mean())
+
+    def step():
+        loss = loss_fn(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    out = {"compiled_train_step_ms": round(median_ms(step, repeats), 1)}
+    model.eval()
+    with torch.no_grad():
+        out["compiled_eval_images_per_s"] = round(64 / median_ms(lambda: log_prob(eval_x), repeats) * 1000, 1)
+        out["compiled_sample16_ms"] = round(median_ms(lambda: sample(16, 0.7), repeats), 1)
+    model.train()
+    model.validate = True
+    return out
+
+
+def _step(net, x, opt):
+    loss = bits_per_dim(net.log_prob(x)).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 def main() -> None:
@@ -110,6 +160,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=50, help="linear warmup steps (both libraries)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
+    parser.add_argument("--compile", action="store_true", help="also time flowkit under torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.quick:
@@ -118,14 +169,20 @@ def main() -> None:
     rows, ratios = [], []
     for depth in (int(d) for d in args.depths.split(",")):
         ours, theirs = (measure(kind, args.levels, depth, args.width, args.batch, args.train_steps, args.repeats,
-                                args.warmup, train, held_out) for kind in (Ours, Normflows))
+                                args.warmup, train, held_out, args.compile) for kind in (Ours, Normflows))
         rows += [ours, theirs]
         ratios.append({"K": depth,
                        "train_step (ours/nf)": round(ours["train_step_ms"] / theirs["train_step_ms"], 2),
                        "eval img/s (ours/nf)": round(ours["eval_images_per_s"] / theirs["eval_images_per_s"], 2),
                        "sample (ours/nf)": round(ours["sample16_ms"] / theirs["sample16_ms"], 2),
-                       "held-out bpd (ours-nf)": round(ours["held_out_bpd"] - theirs["held_out_bpd"], 3)})
-    print(table(rows, list(rows[0])))
+                       "held-out bpd (ours-nf)": round(ours["held_out_bpd"] - theirs["held_out_bpd"], 3),
+                       "reversible step (ours/nf)": round(ours["train_step_ms_reversible"] / theirs["train_step_ms"], 2)})
+        if args.compile:
+            ratios[-1].update({
+                "compiled train_step (ours/nf)": round(ours["compiled_train_step_ms"] / theirs["train_step_ms"], 2),
+                "compiled eval img/s (ours/nf)": round(ours["compiled_eval_images_per_s"] / theirs["eval_images_per_s"], 2),
+                "compiled sample (ours/nf)": round(ours["compiled_sample16_ms"] / theirs["sample16_ms"], 2)})
+    print(table(rows, sorted({k for r in rows for k in r}, key=list(rows[0]).index)))
     print()
     print(table(ratios, list(ratios[0])))
     config = {k: getattr(args, k) for k in ("levels", "width", "batch", "train_steps", "repeats", "warmup")}

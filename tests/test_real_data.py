@@ -30,7 +30,7 @@ def test_fitting_real_images_lowers_held_out_nll_and_round_trips(cifar_train, ci
         initial = float(flow.bits_per_dim(held_out, n_bins=256).mean())
     flow.train()
     opt = torch.optim.Adam(flow.parameters(), lr=2e-3)
-    for step in range(300):
+    for _ in range(300):
         batch = train[torch.randint(len(train), (64,), generator=g)]
         loss = flow.bits_per_dim(batch, n_bins=256).mean()
         opt.zero_grad()

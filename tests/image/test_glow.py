@@ -13,7 +13,7 @@ def train_a_little(model: Glow, images: torch.Tensor, steps: int = 10) -> Glow:
     g = torch.Generator().manual_seed(0)
     model(model.preprocess(images[:64], g))
     opt = torch.optim.Adamax(model.parameters(), lr=2e-3)
-    for step in range(steps):
+    for _ in range(steps):
         x = model.preprocess(images[torch.randint(len(images), (16,), generator=g)], g)
         loss = model.bits_per_dim(x).mean()
         opt.zero_grad()

@@ -1,0 +1,107 @@
+"""One short, prepared GPU measurement: training throughput of the ``cifar10`` preset and
+the latency of one 256x256 sample (the Glow blog: about 130 ms on a GTX 1080 Ti).
+
+    python benchmarks/gpu.py                      # on a GPU: fp32 and bf16 autocast
+    python benchmarks/gpu.py --tiny --device cpu  # the test suite's CPU smoke run
+
+bf16 autocast runs the convolutions in bf16; the 1x1 mixing layers keep their log-det
+and inverse in float64, log-dets are summed in float32. Writes
+benchmarks/results/gpu.json (or gpu_tiny.json) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import RESULTS, cifar, dequantise, table, write  # noqa: E402
+from flowkit_image import Glow, GlowConfig  # noqa: E402
+from flowkit_image.presets import preset  # noqa: E402
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def train_throughput(cfg: GlowConfig, batch: int, steps: int, device: torch.device, bf16: bool) -> dict:
+    torch.manual_seed(0)
+    model = Glow(cfg).to(device)
+    model.validate = False
+    x = dequantise(cifar("train", batch), torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        model(x)
+    opt = torch.optim.Adamax(model.parameters(), lr=1e-4)
+
+    def step():
+        with autocast(device, bf16):
+            loss = model.nll_to_bits_per_dim(model(x)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    seconds = timed(step, device, steps)
+    loss = float(step().detach())
+    return {"images_per_s": round(batch / seconds, 1), "step_ms": round(1000 * seconds, 1), "bits_per_dim": round(loss, 3)}
+
+
+def sample_latency(cfg: GlowConfig, device: torch.device, repeats: int, bf16: bool) -> float:
+    torch.manual_seed(0)
+    model = Glow(cfg).to(device).eval()
+    with torch.no_grad(), autocast(device, bf16):
+        return 1000 * timed(lambda: model.sample(1, temperature=0.7), device, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tiny", action="store_true", help="small sizes for a CPU smoke run")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    train_cfg = GlowConfig(**preset("cifar10")["glow"])
+    sample_cfg = GlowConfig(**preset("celeba-hq-256")["glow"], image_shape=(3, 256, 256))
+    if args.tiny:
+        train_cfg = GlowConfig(levels=2, depth=2, width=16)
+        sample_cfg = GlowConfig(levels=2, depth=2, width=16, coupling="additive", n_bits=5, image_shape=(3, 64, 64))
+        args.batch, args.steps = 4, 2
+    rows = []
+    for bf16 in (False, True) if device.type == "cuda" or args.tiny else (False,):
+        row = {"precision": "bf16 autocast" if bf16 else "fp32"}
+        row.update(train_throughput(train_cfg, args.batch, args.steps, device, bf16))
+        row["sample_ms"] = round(sample_latency(sample_cfg, device, max(1, args.steps // 2), bf16), 1)
+        rows.append(row)
+    print(table(rows, list(rows[0])))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    path = write("gpu_tiny" if args.tiny else "gpu",
+                 {"device": name, "train_config": train_cfg.to_dict(), "sample_config": sample_cfg.to_dict(),
+                  "batch": args.batch, "results": rows}, args.results)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
