@@ -15,12 +15,16 @@ from . import workflows
 from .presets import PRESETS
 
 
+ARCHITECTURE_FLAGS = ("levels", "depth", "width", "coupling", "permutation", "n_bits")
+
+
 def _train(args: argparse.Namespace) -> None:
+    overrides = {k: getattr(args, k) for k in ARCHITECTURE_FLAGS if getattr(args, k) is not None}
     metrics = workflows.train(preset=args.preset, data=args.data, out=args.out, steps=args.steps, resume=args.resume,
                               seed=args.seed, eval_data=args.eval_data, batch_size=args.batch_size, lr=args.lr,
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
                               device=args.device, optimizer=args.optimizer,
-                              weight_y=args.weight_y, memory=args.memory)
+                              weight_y=args.weight_y, memory=args.memory, **overrides)
     print(json.dumps({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
 
 
@@ -81,6 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-y", type=float, default=0.0,
                    help="with --class-conditional: weight of openai's auxiliary classifier (openai: 0.01)")
     p.add_argument("--device", default=None)
+    p.add_argument("--levels", type=int, default=None, help="override the preset's L")
+    p.add_argument("--depth", type=int, default=None, help="override the preset's K")
+    p.add_argument("--width", type=int, default=None, help="override the preset's coupling width")
+    p.add_argument("--coupling", default=None, choices=["affine", "additive"])
+    p.add_argument("--permutation", default=None, choices=["conv", "conv_lu", "shuffle", "reverse"])
+    p.add_argument("--n-bits", type=int, default=None, help="bits per colour channel (1..8)")
     p.add_argument("--memory", default=None, choices=["plain", "checkpoint", "reversible"],
                    help="backprop mode: reversible keeps activation memory flat in depth")
     p.set_defaults(run=_train)

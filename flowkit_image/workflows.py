@@ -116,6 +116,8 @@ def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/g
     n_classes = int(train_set.labels.max()) + 1 if class_conditional else 0
     torch.manual_seed(seed)
     if resume and (out / "checkpoint" / "config.json").exists():
+        if overrides:
+            raise FlowkitError(f"a resumed run keeps its architecture; drop {', '.join(sorted(overrides))}")
         saved = load_checkpoint(out / "checkpoint").config
         glow = Glow(GlowConfig.from_dict(saved["model"]["glow"]))
         train_defaults = saved["train"]

@@ -134,3 +134,20 @@ def test_reversible_training_from_the_cli(tmp_path, trained, capsys):
     saved = json.loads((out / "checkpoint" / "config.json").read_text())
     assert saved["train"]["memory"] == "reversible" and saved["step"] == 3
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 3
+
+
+def test_cli_trains_other_sizes_and_architectures_from_an_image_folder(tmp_path, cifar_train):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(40):  # 64x64 real images: 2x2 mosaics of CIFAR-10 images
+        tiles = cifar_train[0][4 * i:4 * i + 4].permute(0, 2, 3, 1).numpy()
+        mosaic = np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)], 0)
+        Image.fromarray(mosaic).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["image", "train", "--preset", "tiny", "--data", str(folder), "--steps", "2", "--batch-size", "8",
+                 "--n-bits", "5", "--coupling", "additive", "--permutation", "shuffle", "--levels", "3",
+                 "--out", str(out)]) == 0
+    model = workflows.load_model(out / "checkpoint")
+    assert model.config.image_shape == (3, 64, 64) and model.config.n_bits == 5 and model.config.levels == 3
+    assert model.config.coupling == "additive" and model.config.permutation == "shuffle"
+    assert main(["image", "train", "--resume", "--depth", "4", "--data", str(folder), "--out", str(out)]) == 2
