@@ -45,7 +45,7 @@ class _ReversibleChain(torch.autograd.Function):
         y, *saved = ctx.saved_tensors
         context = saved[0] if ctx.has_context else None
         params = [p for p in ctx.layers.parameters() if p.requires_grad]
-        param_grads = {p: torch.zeros_like(p) for p in params}
+        param_grads: dict[Tensor, Tensor] = {}
         context_grad = None
         for layer in reversed(ctx.layers):
             want_context_grad = context is not None and ctx.needs_input_grad[1]
@@ -60,11 +60,11 @@ class _ReversibleChain(torch.autograd.Function):
             grad_y = leaf_grads[0] if len(leaf_grads) == 1 else torch.cat(leaf_grads, dim=1)
             for p, g in zip(layer_params, grads[len(leaves):len(leaves) + len(layer_params)]):
                 if g is not None:
-                    param_grads[p] += g
+                    param_grads[p] = g if p not in param_grads else param_grads[p] + g
             if want_context_grad and grads[-1] is not None:
                 context_grad = grads[-1] if context_grad is None else context_grad + grads[-1]
             y = torch.cat([t.detach() for t in leaves], dim=1) if len(leaves) > 1 else leaves[0].detach()
-        return (grad_y, context_grad, None, *(param_grads[p] for p in params))
+        return (grad_y, context_grad, None, *(param_grads.get(p) for p in params))
 
 
 def reversible_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
