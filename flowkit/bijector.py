@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from .errors import ShapeError
 
 Shape = tuple[int, ...]
+MEMORY_MODES = ("plain", "checkpoint", "reversible")
 
 
 class Bijector(nn.Module):
@@ -117,7 +118,9 @@ class Sequential(Bijector):
 
     def __init__(self, *bijectors: Bijector | Iterable[Bijector], memory: str = "plain"):
         super().__init__()
-        self.memory = memory  # "plain", "checkpoint" or "reversible": see flowkit.reversible
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory mode must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
+        self.memory = memory  # see flowkit.reversible
         if len(bijectors) == 1 and not isinstance(bijectors[0], nn.Module):
             bijectors = tuple(bijectors[0])
         for i, b in enumerate(bijectors):

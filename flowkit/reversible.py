@@ -84,10 +84,10 @@ def checkpointed_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | Non
 
 def set_memory_mode(module: nn.Module, mode: MemoryMode) -> nn.Module:
     """Set the backpropagation mode of every :class:`flowkit.Sequential` inside ``module``."""
-    from .bijector import Sequential
+    from .bijector import MEMORY_MODES, Sequential
 
-    if mode not in ("plain", "checkpoint", "reversible"):
-        raise ValueError(f"memory mode must be plain, checkpoint or reversible, not {mode!r}")
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"memory mode must be one of {', '.join(MEMORY_MODES)}, not {mode!r}")
     for sub in module.modules():
         if isinstance(sub, Sequential):
             sub.memory = mode

@@ -76,3 +76,8 @@ def test_reversible_activation_memory_does_not_grow_with_depth():
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="memory mode"):
         set_memory_mode(fk.Sequential(), "magic")
+
+
+def test_misspelt_mode_is_rejected_at_construction():
+    with pytest.raises(ValueError, match="memory mode"):
+        fk.Sequential(fk.ActNorm(2), memory="reversable")
