@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .errors import ShapeError
+
+if TYPE_CHECKING:
+    from .reversible import GradSink
 
 Shape = tuple[int, ...]
 MEMORY_MODES = ("plain", "checkpoint", "reversible")
@@ -75,6 +79,17 @@ class Bijector(nn.Module):
         x = x.detach().requires_grad_(True)
         y_again, ladj = self(x, context)
         return [x], y_again, ladj
+
+    def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
+        """For reversible backprop: from the output ``y`` and the gradients of the loss
+        with respect to ``y`` and to the log-det, return the input and its gradient; add
+        parameter (and context) gradients to ``sink``. The default recomputes this layer
+        with :meth:`recompute`; containers override it to walk their members, so each
+        member is recomputed once however deep the nesting.
+        """
+        from .reversible import recompute_backward
+
+        return recompute_backward(self.recompute, list(self.parameters()), y, grad_y, grad_ladj, sink)
 
 
 class Inverse(Bijector):
@@ -146,6 +161,11 @@ class Sequential(Bijector):
             y, step = layer.inverse(y, context)
             ladj = ladj + step
         return y, ladj
+
+    def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
+        from .reversible import chain_backward
+
+        return chain_backward(self.layers, y, grad_y, grad_ladj, sink)
 
     def forward_shape(self, shape: Sequence[int]) -> Shape:
         for layer in self.layers:

@@ -15,6 +15,7 @@ Switch a model with :func:`set_memory_mode` after the data-dependent initialisat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -22,6 +23,60 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 MemoryMode = Literal["plain", "checkpoint", "reversible"]
+Recompute = Callable[[Tensor, "Tensor | None"], "tuple[list[Tensor], Tensor, Tensor]"]
+
+
+class GradSink:
+    """Where reversible backward accumulates parameter and context gradients."""
+
+    def __init__(self, context: Tensor | None, want_context_grad: bool):
+        self.context = context
+        self.want_context_grad = want_context_grad and context is not None
+        self.params: dict[Tensor, Tensor] = {}
+        self.context_grad: Tensor | None = None
+
+    def context_input(self) -> Tensor | None:
+        """The context to feed a recomputation: a fresh leaf when its gradient is wanted."""
+        return self.context.detach().requires_grad_(True) if self.want_context_grad else self.context
+
+    def add(self, params: list[Tensor], grads) -> None:
+        for p, g in zip(params, grads):
+            if g is not None:
+                self.params[p] = g if p not in self.params else self.params[p] + g
+
+    def add_context(self, grad: Tensor | None) -> None:
+        if grad is not None:
+            self.context_grad = grad if self.context_grad is None else self.context_grad + grad
+
+
+def recompute_backward(recompute: Recompute, params: list[Tensor], y: Tensor, grad_y: Tensor,
+                       grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
+    """Back-propagate through one layer from its output: ``recompute(y, context)``
+    rebuilds the input leaves and re-runs the forward pass with autograd on; returns the
+    input and its gradient, and adds parameter and context gradients to ``sink``."""
+    ctx_in = sink.context_input()
+    with torch.enable_grad():
+        leaves, out, ladj = recompute(y, ctx_in)
+        params = [p for p in params if p.requires_grad]
+        inputs = [*leaves, *params] + ([ctx_in] if sink.want_context_grad else [])
+        pairs = [(o, g) for o, g in ((out, grad_y), (ladj, grad_ladj)) if o.requires_grad]
+        grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
+    leaf_grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
+    sink.add(params, grads[len(leaves):len(leaves) + len(params)])
+    if sink.want_context_grad:
+        sink.add_context(grads[-1])
+    return _join([t.detach() for t in leaves]), _join(leaf_grads)
+
+
+def chain_backward(layers, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
+    """Reversible backward through a chain, last layer first."""
+    for layer in reversed(layers):
+        y, grad_y = layer.reversible_backward(y, grad_y, grad_ladj, sink)
+    return y, grad_y
+
+
+def _join(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 class _ReversibleChain(torch.autograd.Function):
@@ -43,28 +98,10 @@ class _ReversibleChain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: Tensor, grad_ladj: Tensor):
         y, *saved = ctx.saved_tensors
-        context = saved[0] if ctx.has_context else None
+        sink = GradSink(saved[0] if ctx.has_context else None, ctx.needs_input_grad[1])
+        _, grad_x = chain_backward(ctx.layers, y, grad_y, grad_ladj, sink)
         params = [p for p in ctx.layers.parameters() if p.requires_grad]
-        param_grads: dict[Tensor, Tensor] = {}
-        context_grad = None
-        for layer in reversed(ctx.layers):
-            want_context_grad = context is not None and ctx.needs_input_grad[1]
-            ctx_in = context.detach().requires_grad_(True) if want_context_grad else context
-            with torch.enable_grad():
-                leaves, out, step = layer.recompute(y, ctx_in)
-                layer_params = [p for p in layer.parameters() if p.requires_grad]
-                inputs = [*leaves, *layer_params] + ([ctx_in] if want_context_grad else [])
-                pairs = [(o, g) for o, g in ((out, grad_y), (step, grad_ladj)) if o.requires_grad]
-                grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
-            leaf_grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
-            grad_y = leaf_grads[0] if len(leaf_grads) == 1 else torch.cat(leaf_grads, dim=1)
-            for p, g in zip(layer_params, grads[len(leaves):len(leaves) + len(layer_params)]):
-                if g is not None:
-                    param_grads[p] = g if p not in param_grads else param_grads[p] + g
-            if want_context_grad and grads[-1] is not None:
-                context_grad = grads[-1] if context_grad is None else context_grad + grads[-1]
-            y = torch.cat([t.detach() for t in leaves], dim=1) if len(leaves) > 1 else leaves[0].detach()
-        return (grad_y, context_grad, None, *(param_grads.get(p) for p in params))
+        return (grad_x, sink.context_grad, None, *(sink.params.get(p) for p in params))
 
 
 def reversible_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -81,3 +81,20 @@ def test_unknown_mode_is_rejected():
 def test_misspelt_mode_is_rejected_at_construction():
     with pytest.raises(ValueError, match="memory mode"):
         fk.Sequential(fk.ActNorm(2), memory="reversable")
+
+
+def test_reversible_backward_runs_each_network_once_more_whatever_the_nesting():
+    """Forward once, recompute once: nested levels must not re-run their inner chains."""
+    torch.manual_seed(0)
+    model = build_glow_bijector(GlowConfig(image_shape=(3, 16, 16), levels=3, depth=2, width=8))
+    x = torch.rand(2, 3, 16, 16) - 0.5
+    model(x)
+    calls: dict[str, int] = {}
+    networks = [(name, m) for name, m in model.named_modules() if isinstance(m, (fk.nn.GlowConditioner, fk.nn.ZeroConv))]
+    for name, m in networks:
+        m.register_forward_hook(lambda m, i, o, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+    for mode, expected in (("plain", 1), ("reversible", 2)):
+        calls.clear()
+        set_memory_mode(model, mode)
+        model(x)[1].sum().backward()
+        assert len(networks) > 12 and calls == {name: expected for name, _ in networks}

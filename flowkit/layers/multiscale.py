@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..bijector import Bijector, Sequential, Shape, check_channels, sum_except_batch
 from ..errors import ShapeError
 from ..nn import ZeroConv
+from ..reversible import GradSink, recompute_backward
 
 
 def _standardise(z: Tensor, mean: Tensor, logs: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,6 +98,25 @@ class FactorOut(Bijector):
             eps2, prior_ladj = _unstandardise(eps2, *self._prior(z1, context))
             ladj = ladj + prior_ladj
         return torch.cat([z1, eps2], dim=1), ladj
+
+    def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
+        """The inner chain walks itself (each member recomputed once), then the prior
+        standardisation is recomputed with one evaluation of the prior network."""
+        z1, grad_z1 = self.inner.reversible_backward(y[:, : self.split], grad_y[:, : self.split], grad_ladj, sink)
+        y = torch.cat([z1, y[:, self.split:]], dim=1)
+        grad_y = torch.cat([grad_z1, grad_y[:, self.split:]], dim=1)
+        if self.prior is None:
+            return y, grad_y
+        return recompute_backward(self._recompute_prior, list(self.prior.parameters()), y, grad_y, grad_ladj, sink)
+
+    def _recompute_prior(self, y: Tensor, context: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor]:
+        z1 = y[:, : self.split].detach().requires_grad_(True)
+        mean, logs = self._prior(z1, context)
+        with torch.no_grad():
+            z2 = _unstandardise(y[:, self.split:], mean, logs)[0]
+        z2.requires_grad_(True)
+        eps2, ladj = _standardise(z2, mean, logs)
+        return [z1, z2], torch.cat([z1, eps2], dim=1), ladj
 
     def forward_shape(self, shape: Sequence[int]) -> Shape:
         kept = (self.split, *shape[1:])

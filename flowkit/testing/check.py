@@ -80,7 +80,8 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
     agree; a state_dict round trip (into ``factory()`` when given) reproduces the
     outputs; no tensor state lives outside the state_dict; and ``example``'s own
     dtype round trips to ``sqrt(atol)``; ``recompute`` (reversible backprop) rebuilds
-    the input and the outputs.
+    the input and the outputs, and ``reversible_backward`` gives autograd's gradients
+    (input, parameters, context).
 
     Raises:
         ConformanceError: listing every failed property.
@@ -162,6 +163,8 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
                 if p.requires_grad and p.numel() and (p.grad is None or not p.grad.abs().sum() > 0)]
         expect(not dead, f"no gradient reaches parameters {dead}")
 
+    failures += _reversible_failures(b, x, ctx, generator, atol, rtol)
+
     with torch.no_grad():
         y_train, ladj_train = b.train()(x, ctx)
     b.eval()
@@ -178,6 +181,38 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
 def _raise_if(failures: list[str], bijector: Bijector) -> None:
     if failures:
         raise ConformanceError(f"{type(bijector).__name__} failed {len(failures)} check(s):\n- " + "\n- ".join(failures))
+
+
+def _reversible_failures(b: Bijector, x: Tensor, ctx: Tensor | None, generator: torch.Generator,
+                         atol: float, rtol: float) -> list[str]:
+    """``reversible_backward`` from the output must give plain autograd's gradients."""
+    from ..reversible import GradSink
+
+    params = [p for p in b.parameters() if p.requires_grad]
+    x_leaf = x.detach().requires_grad_(True)
+    want_ctx = ctx is not None and ctx.is_floating_point()
+    ctx_leaf = ctx.detach().requires_grad_(True) if want_ctx else ctx
+    with torch.enable_grad():
+        y, ladj = b(x_leaf, ctx_leaf)
+        grad_y = torch.randn(y.shape, generator=generator, dtype=y.dtype)
+        grad_ladj = torch.randn(ladj.shape, generator=generator, dtype=ladj.dtype)
+        inputs = [x_leaf, *params] + ([ctx_leaf] if want_ctx else [])
+        pairs = [(o, g) for o, g in ((y, grad_y), (ladj, grad_ladj)) if o.requires_grad]
+        expected = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
+    expected = [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, expected)]
+    sink = GradSink(ctx, want_ctx)
+    x_back, grad_x = b.reversible_backward(y.detach(), grad_y, grad_ladj, sink)
+    got = [grad_x, *(sink.params.get(p, torch.zeros_like(p)) for p in params)]
+    if want_ctx:
+        got.append(torch.zeros_like(ctx) if sink.context_grad is None else sink.context_grad)
+    names = ["the input"] + [n for n, p in b.named_parameters() if p.requires_grad] + (["the context"] if want_ctx else [])
+    wrong = [name for name, g, e in zip(names, got, expected) if not _close(g, e, atol, rtol)]
+    failures = []
+    if not _close(x_back, x, atol, rtol):
+        failures.append(f"reversible_backward does not rebuild the input: {_err(x_back, x)}")
+    if wrong:
+        failures.append(f"reversible_backward's gradients differ from autograd's for {wrong}")
+    return failures
 
 
 def _state_dict_failures(b: Bijector, x: Tensor, ctx: Tensor | None, factory: Callable[[], Bijector] | None,

@@ -73,6 +73,18 @@ class ReinitialisesOnLoad(ActNorm):
         self._initialized = False
 
 
+class ForgetsLogDetGradient(Scale):
+    """A hand-written reversible backward that drops the log-det's gradient."""
+
+    def reversible_backward(self, y, grad_y, grad_ladj, sink):
+        x = self.inverse(y)[0]
+        with torch.enable_grad():
+            y_again = x * self._s(x).exp()
+            g_s, = torch.autograd.grad(y_again, [self.log_scale], grad_y)
+        sink.add([self.log_scale], [g_s])
+        return x, grad_y * self._s(y).exp()
+
+
 x = torch.randn(4, 3, 5)
 
 
@@ -105,6 +117,11 @@ def test_kit_catches_parameter_without_gradient():
 def test_kit_catches_reinitialisation_after_loading():
     with pytest.raises(ConformanceError, match="train-mode output differs"):
         check_bijector(ReinitialisesOnLoad(3), x * 3 + 1, factory=lambda: ReinitialisesOnLoad(3))
+
+
+def test_kit_catches_wrong_reversible_gradients():
+    with pytest.raises(ConformanceError, match="reversible_backward's gradients differ from autograd's for \\['log_scale'\\]"):
+        check_bijector(ForgetsLogDetGradient(3), x)
 
 
 def test_kit_leaves_the_bijector_untouched():
