@@ -24,7 +24,8 @@ def _train(args: argparse.Namespace) -> None:
                               seed=args.seed, eval_data=args.eval_data, batch_size=args.batch_size, lr=args.lr,
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
                               device=args.device, optimizer=args.optimizer,
-                              weight_y=args.weight_y, memory=args.memory, **overrides)
+                              weight_y=args.weight_y, memory=args.memory, compile_step=args.compile or None,
+                              **overrides)
     print(json.dumps({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
 
 
@@ -93,6 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-bits", type=int, default=None, help="bits per colour channel (1..8)")
     p.add_argument("--memory", default=None, choices=["plain", "checkpoint", "reversible"],
                    help="backprop mode: reversible keeps activation memory flat in depth")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (faster steps after a compile of a minute or more)")
     p.set_defaults(run=_train)
 
     p = commands.add_parser("evaluate", help="held-out bits/dim")

@@ -105,7 +105,7 @@ def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/g
           lr: float | None = None, minutes: float | None = None, hflip: bool = False,
           class_conditional: bool = False, device: str | None = None, progress: bool = True,
           optimizer: str | None = None, weight_y: float = 0.0, memory: str | None = None,
-          **overrides: Any) -> dict[str, float]:
+          compile_step: bool | None = None, **overrides: Any) -> dict[str, float]:
     """Train a Glow; returns the last logged metrics (with ``eval_bits_per_dim`` on held-out images)."""
     out = Path(out)
     if not resume and (out / "checkpoint").exists():
@@ -128,7 +128,7 @@ def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/g
     if tuple(train_set.images.shape[1:]) != tuple(glow.config.image_shape):
         raise DataError(f"images are {tuple(train_set.images.shape[1:])}, the model expects {glow.config.image_shape}")
     explicit = {"steps": steps, "batch_size": batch_size, "lr": lr, "max_minutes": minutes, "seed": seed,
-                "optimizer": optimizer, "memory": memory}
+                "optimizer": optimizer, "memory": memory, "compile": compile_step}
     config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
     glow.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     schedule = IndexSchedule(len(train_set), config.batch_size, seed)

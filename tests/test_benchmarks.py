@@ -13,7 +13,7 @@ def test_glow_vs_normflows_quick_run(tmp_path):
                            "--results", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "glow_vs_normflows_quick.json").read_text())
-    assert [r["library"] for r in result["results"]] == ["flowkit", "normflows"]
+    assert [r["library"] for r in result["results"]] == ["normflows", "flowkit", "flowkit (matched)"]
     assert all(r["held_out_bpd"] > 0 for r in result["results"])
 
 

@@ -48,7 +48,8 @@ class _ParameterCache:
     """Caches a value derived from parameters while autograd is off.
 
     The key is every parameter's version counter and storage, so an optimiser step,
-    ``load_state_dict`` or ``.to()`` invalidates it.
+    ``load_state_dict`` or ``.to()`` invalidates it. Under ``torch.compile`` it steps
+    aside: Python-side caches would break the graph.
     """
 
     def __init__(self):
@@ -56,8 +57,8 @@ class _ParameterCache:
         self._value = None
 
     def get(self, params: list[Tensor], compute: Callable[[], Tensor]) -> Tensor:
-        if torch.is_grad_enabled():
-            return compute()
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return compute()  # a compiled graph computes (or constant-folds) it inside the graph
         key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
         if key != self._key:
             self._value, self._key = compute(), key

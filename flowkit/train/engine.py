@@ -62,6 +62,7 @@ class TrainConfig:
     max_minutes: float | None = None
     seed: int = 0
     memory: str = "plain"  # "plain", "checkpoint" or "reversible" backprop (flowkit.reversible)
+    compile: bool = False  # torch.compile the loss (forward and backward); costs compile time up front
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -135,6 +136,7 @@ class Trainer:
         self.wrapped = model
         if dist.is_distributed():
             self.wrapped = DistributedDataParallel(model, device_ids=None if self.device.type == "cpu" else [self.device])
+        self.compute_loss = torch.compile(loss_fn) if config.compile else loss_fn
 
     @property
     def eval_model(self) -> nn.Module:
@@ -182,7 +184,7 @@ class Trainer:
         """One optimiser step on the global ``batch``; raises :class:`NonFiniteError` on NaN/inf."""
         shard = self._to_device(self._shard(batch))
         self.model.train()
-        loss, metrics = self.loss_fn(self.wrapped, shard)
+        loss, metrics = self.compute_loss(self.wrapped, shard)
         if not dist.all_finite(loss.detach()):
             layer = first_nonfinite_layer(self.model, lambda: self.loss_fn(self.model, shard))
             raise NonFiniteError(f"non-finite loss at step {self.step + 1}; first non-finite output in layer {layer}")
