@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, cifar, dequantise, median_ms, table, write  # noqa: E402
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
+from flowkit.bijector import MEMORY_MODES  # noqa: E402
 from flowkit.reversible import set_memory_mode  # noqa: E402
 from flowkit.testing import peak_saved_bytes  # noqa: E402
 
@@ -58,7 +59,7 @@ def main() -> None:
         with torch.no_grad():
             ours.log_prob(x)  # ActNorm init before switching modes
         row = {"K": depth}
-        for mode in ("plain", "checkpoint", "reversible"):
+        for mode in MEMORY_MODES:
             set_memory_mode(ours.model, mode)
             mib, ms = measure(ours, x, args.repeats)
             row[f"flowkit {mode} MiB"], row[f"flowkit {mode} ms"] = round(mib, 1), round(ms)
@@ -75,6 +76,9 @@ def main() -> None:
         "growth plain": round(last["flowkit plain MiB"] / first["flowkit plain MiB"], 2),
         "growth reversible": round(last["flowkit reversible MiB"] / first["flowkit reversible MiB"], 2),
         "growth normflows": round(last["normflows MiB"] / first["normflows MiB"], 2),
+        "growth reversible+boundaries": round(last["flowkit reversible+boundaries MiB"]
+                                              / first["flowkit reversible+boundaries MiB"], 2),
+        "reversible / plain step time (shallowest)": round(first["flowkit reversible ms"] / first["flowkit plain ms"], 2),
         "reversible / plain step time (deepest)": round(last["flowkit reversible ms"] / last["flowkit plain ms"], 2),
         "reversible / normflows memory (deepest)": round(last["flowkit reversible MiB"] / last["normflows MiB"], 3),
     }

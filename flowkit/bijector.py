@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .reversible import GradSink
 
 Shape = tuple[int, ...]
-MEMORY_MODES = ("plain", "checkpoint", "reversible")
+MEMORY_MODES = ("plain", "checkpoint", "reversible", "reversible+boundaries")
 
 
 class Bijector(nn.Module):
@@ -122,8 +122,10 @@ class Sequential(Bijector):
     Every member receives the same ``context``. Indexing with an int gives a member,
     with a slice a new :class:`Sequential` sharing the members. ``memory`` picks how
     training back-propagates: ``"plain"`` autograd, ``"checkpoint"`` (per-layer gradient
-    checkpointing) or ``"reversible"`` (no stored activations; inputs rebuilt with the
-    exact inverse during backward), see :mod:`flowkit.reversible`.
+    checkpointing), ``"reversible"`` (no stored activations; inputs rebuilt with the
+    exact inverse during backward) or ``"reversible+boundaries"`` (also keeps the input
+    of every multiscale level, which bounds reconstruction drift), see
+    :mod:`flowkit.reversible`.
 
     Example:
         >>> flow = flowkit.Sequential(flowkit.Squeeze(2), flowkit.ActNorm(12))
@@ -147,8 +149,9 @@ class Sequential(Bijector):
         if self.memory != "plain" and torch.is_grad_enabled() and len(self.layers):
             from .reversible import checkpointed_forward, reversible_forward
 
-            run = reversible_forward if self.memory == "reversible" else checkpointed_forward
-            return run(self.layers, x, context)
+            if self.memory == "checkpoint":
+                return checkpointed_forward(self.layers, x, context)
+            return reversible_forward(self.layers, x, context, boundaries=self.memory == "reversible+boundaries")
         ladj = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, step = layer(x, context)

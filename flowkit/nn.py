@@ -45,6 +45,9 @@ class Conv(nn.Module):
     (a small matrix product with the border's cached patches), which equals convolving
     the concatenation without copying ``x``. ``forward`` takes
     optional replacement ``weight`` and ``bias`` so callers can fold a scale into them.
+    Images are convolved channels-last (oneDNN's native CPU layout: Glow evaluates and
+    samples 5-10 % faster than with NCHW tensors); outputs are ordinary ``(B, C, H, W)``
+    tensors in that memory format.
     """
 
     def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, kernel_size: int = 3,
@@ -68,11 +71,15 @@ class Conv(nn.Module):
         if self.spatial_dims == 0:
             return F.linear(x, weight, bias)
         conv = F.conv1d if self.spatial_dims == 1 else F.conv2d
+        if self.edge_bias:
+            weight, edge_weight = weight[:, :-1], weight[:, -1]
+        if self.spatial_dims == 2:  # oneDNN's native layout: no reorders around each convolution
+            x, weight = x.contiguous(memory_format=torch.channels_last), weight.contiguous(memory_format=torch.channels_last)
         if not self.edge_bias:
             return conv(x, weight, bias, padding=self.padding)
-        out = conv(x, weight[:, :-1], bias, padding=self.padding)
+        out = conv(x, weight, bias, padding=self.padding)
         patches = self._border_patches(x)  # (k^d, positions): the border channel under each kernel tap
-        response = weight[:, -1].reshape(weight.shape[0], -1) @ patches
+        response = edge_weight.reshape(edge_weight.shape[0], -1) @ patches
         return out + response.view(1, -1, *x.shape[2:])
 
     def _border_patches(self, x: Tensor) -> Tensor:

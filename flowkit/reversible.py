@@ -7,6 +7,13 @@ layer with autograd on (:meth:`flowkit.Bijector.recompute`; couplings do both wi
 evaluation of their network), and back-propagates through it, log-dets and context
 included. Activation memory is then that of one layer, whatever the depth.
 
+``"reversible+boundaries"``: the same, but the forward pass also keeps the input of
+every multiscale level (:func:`record_boundary`, called by
+:class:`flowkit.FactorOut`), and backward restarts each level from the stored tensor
+instead of the reconstructed one. Reconstruction error then accumulates over one level,
+not the whole model, for the memory of about one more input. ``GradSink.drift`` holds
+how far each reconstruction had drifted.
+
 ``"checkpoint"``: plain gradient checkpointing per layer (``torch.utils.checkpoint``),
 which stores every layer's input but none of its internals.
 
@@ -16,24 +23,43 @@ Switch a model with :func:`set_memory_mode` after the data-dependent initialisat
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-MemoryMode = Literal["plain", "checkpoint", "reversible"]
+MemoryMode = Literal["plain", "checkpoint", "reversible", "reversible+boundaries"]
 Recompute = Callable[[Tensor, "Tensor | None"], "tuple[list[Tensor], Tensor, Tensor]"]
 
 
-class GradSink:
-    """Where reversible backward accumulates parameter and context gradients."""
+_BOUNDARIES: ContextVar[dict[nn.Module, Tensor] | None] = ContextVar("flowkit_boundaries", default=None)
 
-    def __init__(self, context: Tensor | None, want_context_grad: bool):
+
+def record_boundary(module: nn.Module, x: Tensor) -> None:
+    """Keep ``x``, the input of ``module``, when a ``"reversible+boundaries"`` forward
+    pass is running (a no-op otherwise)."""
+    recorder = _BOUNDARIES.get()
+    if recorder is not None:
+        recorder[module] = x.detach()
+
+
+class GradSink:
+    """Where reversible backward accumulates parameter and context gradients; it also
+    carries the stored level boundaries and the drift measured against them."""
+
+    def __init__(self, context: Tensor | None, want_context_grad: bool,
+                 boundaries: dict[nn.Module, Tensor] | None = None):
         self.context = context
         self.want_context_grad = want_context_grad and context is not None
         self.params: dict[Tensor, Tensor] = {}
         self.context_grad: Tensor | None = None
+        self.boundaries = boundaries or {}
+        self.drift: dict[nn.Module, float] = {}
+
+    def note_drift(self, module: nn.Module, rebuilt: Tensor, stored: Tensor) -> None:
+        self.drift[module] = float((rebuilt - stored).abs().max())
 
     def context_input(self) -> Tensor | None:
         """The context to feed a recomputation: a fresh leaf when its gradient is wanted."""
@@ -83,31 +109,51 @@ class _ReversibleChain(torch.autograd.Function):
     """Forward without saving activations; backward by inversion and per-layer recomputation."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, context: Tensor | None, layers: nn.ModuleList, *params: Tensor):
-        with torch.no_grad():
-            ladj = x.new_zeros(x.shape[0])
-            y = x
-            for layer in layers:
-                y, step = layer(y, context)
-                ladj = ladj + step
+    def forward(ctx, x: Tensor, context: Tensor | None, layers: nn.ModuleList, boundaries: bool, *params: Tensor):
+        recorder: dict[nn.Module, Tensor] = {}
+        token = _BOUNDARIES.set(recorder if boundaries else None)
+        try:
+            with torch.no_grad():
+                ladj = x.new_zeros(x.shape[0])
+                y = x
+                for layer in layers:
+                    y, step = layer(y, context)
+                    ladj = ladj + step
+        finally:
+            _BOUNDARIES.reset(token)
         ctx.layers = layers
         ctx.has_context = context is not None
-        ctx.save_for_backward(y, *([context] if context is not None else []))
+        ctx.boundary_modules = list(recorder)
+        ctx.save_for_backward(y, *([context] if context is not None else []), *recorder.values())
         return y, ladj
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, grad_ladj: Tensor):
         y, *saved = ctx.saved_tensors
-        sink = GradSink(saved[0] if ctx.has_context else None, ctx.needs_input_grad[1])
+        context = saved.pop(0) if ctx.has_context else None
+        sink = GradSink(context, ctx.needs_input_grad[1], dict(zip(ctx.boundary_modules, saved)))
         _, grad_x = chain_backward(ctx.layers, y, grad_y, grad_ladj, sink)
+        _LAST_DRIFT.clear()
+        _LAST_DRIFT.update(sink.drift)
         params = [p for p in ctx.layers.parameters() if p.requires_grad]
-        return (grad_x, sink.context_grad, None, *(sink.params.get(p) for p in params))
+        return (grad_x, sink.context_grad, None, None, *(sink.params.get(p) for p in params))
 
 
-def reversible_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Run ``layers`` on ``x`` without storing activations (see module doc)."""
+_LAST_DRIFT: dict[nn.Module, float] = {}
+
+
+def last_drift() -> dict[nn.Module, float]:
+    """Per level, the largest absolute difference between the rebuilt and the stored
+    input in the last ``"reversible+boundaries"`` backward pass (empty otherwise)."""
+    return dict(_LAST_DRIFT)
+
+
+def reversible_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | None,
+                       boundaries: bool = False) -> tuple[Tensor, Tensor]:
+    """Run ``layers`` on ``x`` without storing activations (see module doc); with
+    ``boundaries`` keep the inputs of multiscale levels."""
     params = [p for p in layers.parameters() if p.requires_grad]
-    return _ReversibleChain.apply(x, context, layers, *params)
+    return _ReversibleChain.apply(x, context, layers, boundaries, *params)
 
 
 def checkpointed_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:

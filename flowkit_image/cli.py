@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from flowkit.bijector import MEMORY_MODES
+
 from . import workflows
 from .presets import PRESETS
 
@@ -92,8 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--coupling", default=None, choices=["affine", "additive"])
     p.add_argument("--permutation", default=None, choices=["conv", "conv_lu", "shuffle", "reverse"])
     p.add_argument("--n-bits", type=int, default=None, help="bits per colour channel (1..8)")
-    p.add_argument("--memory", default=None, choices=["plain", "checkpoint", "reversible"],
-                   help="backprop mode: reversible keeps activation memory flat in depth")
+    p.add_argument("--memory", default=None, choices=list(MEMORY_MODES),
+                   help="backprop mode: reversible keeps activation memory flat in depth; "
+                        "reversible+boundaries also keeps each level's input to bound drift")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training step (faster steps after a compile of a minute or more)")
     p.set_defaults(run=_train)

@@ -1,10 +1,12 @@
 """Reversible and checkpointed backprop give plain autograd's gradients and store far less."""
 
+import math
+
 import pytest
 import torch
 
 import flowkit as fk
-from flowkit.reversible import set_memory_mode
+from flowkit.reversible import last_drift, set_memory_mode
 from flowkit.testing.memory import peak_saved_bytes
 from flowkit_image import GlowConfig, build_glow_bijector
 
@@ -29,7 +31,7 @@ def glow(n_classes=0):
     return model.double()
 
 
-@pytest.mark.parametrize("mode", ["reversible", "checkpoint"])
+@pytest.mark.parametrize("mode", ["reversible", "reversible+boundaries", "checkpoint"])
 @pytest.mark.parametrize("n_classes", [0, 3])
 def test_gradients_equal_plain_autograd_in_float64(mode, n_classes):
     model = glow(n_classes)
@@ -98,3 +100,33 @@ def test_reversible_backward_runs_each_network_once_more_whatever_the_nesting():
         set_memory_mode(model, mode)
         model(x)[1].sum().backward()
         assert len(networks) > 12 and calls == {name: expected for name, _ in networks}
+
+
+class SlightlyLossyDouble(fk.Bijector):
+    """y = 2x, but the inverse is off by a factor 1 + 1e-3: a stand-in for float drift."""
+
+    def forward(self, x, context=None):
+        return 2 * x, x.new_full((x.shape[0],), x[0].numel() * math.log(2))
+
+    def inverse(self, y, context=None):
+        return y / 2 * (1 + 1e-3), y.new_full((y.shape[0],), -y[0].numel() * math.log(2))
+
+
+def test_stored_boundaries_stop_drift_from_reaching_outer_levels():
+    torch.manual_seed(0)
+    inner = fk.Sequential(SlightlyLossyDouble(), fk.AffineCoupling(2, hidden=8, spatial_dims=1))
+    model = fk.Sequential(fk.ActNorm(4), fk.AffineCoupling(4, hidden=8, spatial_dims=1),
+                          fk.FactorOut(4, inner, spatial_dims=1)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(3, 4, 6, dtype=torch.float64)
+    model(x)
+    plain = gradients(model, x, None, "plain")[4]
+    drifting = gradients(model, x, None, "reversible")[4]
+    bounded = gradients(model, x, None, "reversible+boundaries")[4]
+    drift = last_drift()
+    assert list(drift) == [model[2]] and 1e-5 < drift[model[2]] < 1e-1
+    assert max((a - b).abs().max() for a, b in zip(plain, drifting)) > 1e-6
+    for a, b in zip(plain, bounded):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-10)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..bijector import Bijector, Sequential, Shape, check_channels, sum_except_batch
 from ..errors import ShapeError
 from ..nn import ZeroConv
-from ..reversible import GradSink, recompute_backward
+from ..reversible import GradSink, recompute_backward, record_boundary
 
 
 def _standardise(z: Tensor, mean: Tensor, logs: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,6 +83,7 @@ class FactorOut(Bijector):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_channels(x, self.channels, "FactorOut")
+        record_boundary(self, x)
         z1, z2 = x[:, : self.split], x[:, self.split:]
         ladj = x.new_zeros(x.shape[0])
         if self.prior is not None:
@@ -101,22 +102,29 @@ class FactorOut(Bijector):
 
     def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
         """The inner chain walks itself (each member recomputed once), then the prior
-        standardisation is recomputed with one evaluation of the prior network."""
-        z1, grad_z1 = self.inner.reversible_backward(y[:, : self.split], grad_y[:, : self.split], grad_ladj, sink)
-        y = torch.cat([z1, y[:, self.split:]], dim=1)
+        standardisation is recomputed with one evaluation of the prior network. With a
+        stored boundary (``"reversible+boundaries"``) the level restarts from it."""
+        y1, eps2 = y[:, : self.split], y[:, self.split:]
+        z1, grad_z1 = self.inner.reversible_backward(y1, grad_y[:, : self.split], grad_ladj, sink)
+        stored = sink.boundaries.get(self)
+        if stored is not None:
+            sink.note_drift(self, z1, stored[:, : self.split])
+            z1 = stored[:, : self.split]
         grad_y = torch.cat([grad_z1, grad_y[:, self.split:]], dim=1)
         if self.prior is None:
-            return y, grad_y
-        return recompute_backward(self._recompute_prior, list(self.prior.parameters()), y, grad_y, grad_ladj, sink)
+            return torch.cat([z1, eps2], dim=1), grad_y
 
-    def _recompute_prior(self, y: Tensor, context: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor]:
-        z1 = y[:, : self.split].detach().requires_grad_(True)
-        mean, logs = self._prior(z1, context)
-        with torch.no_grad():
-            z2 = _unstandardise(y[:, self.split:], mean, logs)[0]
-        z2.requires_grad_(True)
-        eps2, ladj = _standardise(z2, mean, logs)
-        return [z1, z2], torch.cat([z1, eps2], dim=1), ladj
+        def recompute(y: Tensor, context: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor]:
+            z1 = y[:, : self.split].detach().requires_grad_(True)
+            mean, logs = self._prior(z1, context)
+            with torch.no_grad():
+                z2 = _unstandardise(y[:, self.split:], mean, logs)[0] if stored is None else stored[:, self.split:].clone()
+            z2.requires_grad_(True)
+            eps2, ladj = _standardise(z2, mean, logs)
+            return [z1, z2], torch.cat([z1, eps2], dim=1), ladj
+
+        return recompute_backward(recompute, list(self.prior.parameters()), torch.cat([z1, eps2], dim=1),
+                                  grad_y, grad_ladj, sink)
 
     def forward_shape(self, shape: Sequence[int]) -> Shape:
         kept = (self.split, *shape[1:])

@@ -61,7 +61,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     max_minutes: float | None = None
     seed: int = 0
-    memory: str = "plain"  # "plain", "checkpoint" or "reversible" backprop (flowkit.reversible)
+    memory: str = "plain"  # backprop mode, one of flowkit.bijector.MEMORY_MODES (see flowkit.reversible)
     compile: bool = False  # torch.compile the loss (forward and backward); costs compile time up front
 
     @classmethod
