@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     from .reversible import GradSink
 
 Shape = tuple[int, ...]
-MEMORY_MODES = ("plain", "checkpoint", "reversible", "reversible+boundaries")
+MemoryMode = Literal["plain", "checkpoint", "reversible", "reversible+boundaries"]
+MEMORY_MODES: tuple[str, ...] = get_args(MemoryMode)
+
+
+def check_memory_mode(mode: str) -> None:
+    """Raise ``ValueError`` unless ``mode`` is one of :data:`MEMORY_MODES`."""
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"memory mode must be one of {', '.join(MEMORY_MODES)}, not {mode!r}")
 
 
 class Bijector(nn.Module):
@@ -133,10 +140,9 @@ class Sequential(Bijector):
         (12, 16, 16)
     """
 
-    def __init__(self, *bijectors: Bijector | Iterable[Bijector], memory: str = "plain"):
+    def __init__(self, *bijectors: Bijector | Iterable[Bijector], memory: MemoryMode = "plain"):
         super().__init__()
-        if memory not in MEMORY_MODES:
-            raise ValueError(f"memory mode must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
+        check_memory_mode(memory)
         self.memory = memory  # see flowkit.reversible
         if len(bijectors) == 1 and not isinstance(bijectors[0], nn.Module):
             bijectors = tuple(bijectors[0])

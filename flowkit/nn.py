@@ -74,10 +74,11 @@ class Conv(nn.Module):
         if self.edge_bias:
             weight, edge_weight = weight[:, :-1], weight[:, -1]
         if self.spatial_dims == 2:  # oneDNN's native layout: no reorders around each convolution
-            x, weight = x.contiguous(memory_format=torch.channels_last), weight.contiguous(memory_format=torch.channels_last)
-        if not self.edge_bias:
-            return conv(x, weight, bias, padding=self.padding)
+            x = x.contiguous(memory_format=torch.channels_last)
+            weight = weight.contiguous(memory_format=torch.channels_last)
         out = conv(x, weight, bias, padding=self.padding)
+        if not self.edge_bias:
+            return out
         patches = self._border_patches(x)  # (k^d, positions): the border channel under each kernel tap
         response = edge_weight.reshape(edge_weight.shape[0], -1) @ patches
         return out + response.view(1, -1, *x.shape[2:])

@@ -22,19 +22,20 @@ Switch a model with :func:`set_memory_mode` after the data-dependent initialisat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-MemoryMode = Literal["plain", "checkpoint", "reversible", "reversible+boundaries"]
+from .bijector import MemoryMode, Sequential, check_memory_mode
+
 Recompute = Callable[[Tensor, "Tensor | None"], "tuple[list[Tensor], Tensor, Tensor]"]
 
 
 _BOUNDARIES: ContextVar[dict[nn.Module, Tensor] | None] = ContextVar("flowkit_boundaries", default=None)
+_LAST_DRIFT: dict[nn.Module, float] = {}
 
 
 def record_boundary(module: nn.Module, x: Tensor) -> None:
@@ -75,6 +76,13 @@ class GradSink:
             self.context_grad = grad if self.context_grad is None else self.context_grad + grad
 
 
+def vjp(outputs: Sequence[Tensor], cotangents: Sequence[Tensor], inputs: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
+    """Gradients of ``sum(<output, cotangent>)`` with respect to ``inputs`` (``None``
+    where unused); outputs that do not require grad (a constant log-det) are skipped."""
+    pairs = [(o, g) for o, g in zip(outputs, cotangents) if o.requires_grad]
+    return torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
+
+
 def recompute_backward(recompute: Recompute, params: list[Tensor], y: Tensor, grad_y: Tensor,
                        grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
     """Back-propagate through one layer from its output: ``recompute(y, context)``
@@ -85,8 +93,7 @@ def recompute_backward(recompute: Recompute, params: list[Tensor], y: Tensor, gr
         leaves, out, ladj = recompute(y, ctx_in)
         params = [p for p in params if p.requires_grad]
         inputs = [*leaves, *params] + ([ctx_in] if sink.want_context_grad else [])
-        pairs = [(o, g) for o, g in ((out, grad_y), (ladj, grad_ladj)) if o.requires_grad]
-        grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
+        grads = vjp((out, ladj), (grad_y, grad_ladj), inputs)
     leaf_grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
     sink.add(params, grads[len(leaves):len(leaves) + len(params)])
     if sink.want_context_grad:
@@ -139,9 +146,6 @@ class _ReversibleChain(torch.autograd.Function):
         return (grad_x, sink.context_grad, None, None, *(sink.params.get(p) for p in params))
 
 
-_LAST_DRIFT: dict[nn.Module, float] = {}
-
-
 def last_drift() -> dict[nn.Module, float]:
     """Per level, the largest absolute difference between the rebuilt and the stored
     input in the last ``"reversible+boundaries"`` backward pass (empty otherwise)."""
@@ -167,10 +171,7 @@ def checkpointed_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | Non
 
 def set_memory_mode(module: nn.Module, mode: MemoryMode) -> nn.Module:
     """Set the backpropagation mode of every :class:`flowkit.Sequential` inside ``module``."""
-    from .bijector import MEMORY_MODES, Sequential
-
-    if mode not in MEMORY_MODES:
-        raise ValueError(f"memory mode must be one of {', '.join(MEMORY_MODES)}, not {mode!r}")
+    check_memory_mode(mode)
     for sub in module.modules():
         if isinstance(sub, Sequential):
             sub.memory = mode
