@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/flowkit image demo --steps $(STEPS) --out $(OUT)
+	$(VENV)/bin/flowkit image demo --steps $(STEPS) --out $(OUT) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

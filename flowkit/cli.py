@@ -2,45 +2,81 @@
 point group ``flowkit.plugins``: each entry point is a function ``register(subparsers)``
 that adds one subcommand (``flowkit image ...`` comes from flowkit_image).
 
-Errors a user can fix (bad data, shapes, checkpoints) print one line and exit 2.
+Plug-ins load one by one: a broken or half-installed one is reported in one line and
+never breaks the others or ``flowkit --help``. Errors a user can fix (bad data,
+shapes, checkpoints, files) print one line and exit 2; training stopped by SIGINT or
+SIGTERM saves a checkpoint and exits ``128 + signal``; an unexpected internal error
+prints one line and exits 1 (``FLOWKIT_TRACEBACK=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import entry_points
 
 from . import __version__
 from .errors import FlowkitError
+from .train.interrupt import TrainingInterrupted
 
 PLUGIN_GROUP = "flowkit.plugins"
+TRACEBACK_VARIABLE = "FLOWKIT_TRACEBACK"
+
+
+def _register_plugins(subparsers: argparse._SubParsersAction) -> list[str]:
+    """Load each plug-in on its own; return one line per plug-in that failed to load."""
+    broken = []
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            entry.load()(subparsers)
+        except Exception as error:  # a broken plug-in must not take the others down
+            broken.append(f"plug-in {entry.name!r} could not be loaded ({type(error).__name__}: {error})")
+    return broken
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowkit", description="Normalizing flows for images, audio and text.")
     parser.add_argument("--version", action="version", version=f"flowkit {__version__}")
     subparsers = parser.add_subparsers(dest="plugin", metavar="PLUGIN")
-    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
-        entry.load()(subparsers)
+    parser.broken_plugins = _register_plugins(subparsers)
     return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"flowkit: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    for line in parser.broken_plugins:
+        print(f"flowkit: warning: {line}", file=sys.stderr)
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
         return 0 if args.plugin is None else 2
     try:
         args.run(args)
-    except (FlowkitError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
-        print(f"flowkit: error: {error}", file=sys.stderr)
-        return 2
+    except TrainingInterrupted as stop:
+        return _fail(str(stop), 128 + stop.signum)
     except KeyboardInterrupt:
-        print("flowkit: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", 130)
+    except (FlowkitError, OSError) as error:
+        return _fail(f"error: {_describe(error)}", 2)
+    except Exception as error:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        return _fail(f"internal error: {type(error).__name__}: {error} "
+                     f"(set {TRACEBACK_VARIABLE}=1 to see the traceback)", 1)
     return 0
+
+
+def _describe(error: BaseException) -> str:
+    text = " ".join(str(error).split())  # one line whatever the message holds
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{text}: {error.filename}"
+    return text
 
 
 if __name__ == "__main__":

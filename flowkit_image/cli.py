@@ -27,7 +27,7 @@ def _train(args: argparse.Namespace) -> None:
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
                               device=args.device, optimizer=args.optimizer,
                               weight_y=args.weight_y, memory=args.memory, compile_step=args.compile or None,
-                              **overrides)
+                              checkpoint_every=args.checkpoint_every, **overrides)
     print(json.dumps({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
 
 
@@ -59,7 +59,7 @@ def _manipulate(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    result = workflows.demo(args.out, args.steps, args.seed)
+    result = workflows.demo(args.out, args.steps, args.seed, overwrite=args.overwrite)
     print(f"bits/dim on {result['images']} held-out CIFAR-10 images ({result['n_bits']}-bit): "
           f"{result['initial_bits_per_dim']:.3f} untrained -> {result['bits_per_dim']:.3f} after {result['steps']} steps")
     print(f"wrote {args.out}/: bits_per_dim.json samples.png samples_t0.7.png interpolation.png "
@@ -99,6 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "reversible+boundaries also keeps each level's input to bound drift")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training step (faster steps after a compile of a minute or more)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="save a checkpoint every N steps (default: the preset's; SIGTERM/SIGINT always save)")
     p.set_defaults(run=_train)
 
     p = commands.add_parser("evaluate", help="held-out bits/dim")
@@ -150,4 +152,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--out", default="out/demo")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out (refused otherwise)")
     p.set_defaults(run=_demo)

@@ -21,7 +21,8 @@ from torch import Tensor
 
 import flowkit
 from flowkit.errors import DataError, FlowkitError
-from flowkit.train import IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights
+from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, newest_checkpoint,
+                           prepare_run_folder)
 
 from .data import ImageSet, load_images, random_hflip
 from .glow import Glow, GlowConfig
@@ -105,17 +106,20 @@ def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/g
           lr: float | None = None, minutes: float | None = None, hflip: bool = False,
           class_conditional: bool = False, device: str | None = None, progress: bool = True,
           optimizer: str | None = None, weight_y: float = 0.0, memory: str | None = None,
-          compile_step: bool | None = None, **overrides: Any) -> dict[str, float]:
-    """Train a Glow; returns the last logged metrics (with ``eval_bits_per_dim`` on held-out images)."""
+          compile_step: bool | None = None, checkpoint_every: int | None = None,
+          **overrides: Any) -> dict[str, float]:
+    """Train a Glow; returns the last logged metrics (with ``eval_bits_per_dim`` on held-out images).
+
+    Every input (data, held-out data, output folder) is checked before the first step.
+    """
     out = Path(out)
-    if not resume and (out / "checkpoint").exists():
-        raise FlowkitError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    resuming = prepare_run_folder(out, resume)
     train_set, eval_set = _datasets(data, eval_data)
     if class_conditional and train_set.labels is None:
         raise DataError("class-conditional training needs labels; this dataset has none")
     n_classes = int(train_set.labels.max()) + 1 if class_conditional else 0
     torch.manual_seed(seed)
-    if resume and (out / "checkpoint" / "config.json").exists():
+    if resuming:
         if overrides:
             raise FlowkitError(f"a resumed run keeps its architecture; drop {', '.join(sorted(overrides))}")
         saved = load_checkpoint(out / "checkpoint").config
@@ -125,10 +129,11 @@ def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/g
         if weight_y:
             overrides["weight_y"] = weight_y
         glow, train_defaults = build_model(preset, tuple(train_set.images.shape[1:]), n_classes, **overrides)
-    if tuple(train_set.images.shape[1:]) != tuple(glow.config.image_shape):
-        raise DataError(f"images are {tuple(train_set.images.shape[1:])}, the model expects {glow.config.image_shape}")
+    for name, images in (("training", train_set), ("held-out", eval_set)):
+        _check_shape(glow, images, name)
     explicit = {"steps": steps, "batch_size": batch_size, "lr": lr, "max_minutes": minutes, "seed": seed,
-                "optimizer": optimizer, "memory": memory, "compile": compile_step}
+                "optimizer": optimizer, "memory": memory, "compile": compile_step,
+                "checkpoint_every": checkpoint_every}
     config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
     glow.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     schedule = IndexSchedule(len(train_set), config.batch_size, seed)
@@ -162,9 +167,16 @@ def evaluate(checkpoint: str | Path, data: str | None = "demo", ema: bool = True
             "ema": ema, "dequantization_seed": EVAL_SEED}
 
 
-def _check_shape(model: Glow, images: ImageSet) -> None:
+def _check_shape(model: Glow, images: ImageSet, name: str = "") -> None:
+    """The images fit the model: shape, and labels within the classes of a class-conditional model."""
+    what = f"{name} images" if name else "images"
     if tuple(images.images.shape[1:]) != tuple(model.config.image_shape):
-        raise DataError(f"images are {tuple(images.images.shape[1:])}, the model expects {model.config.image_shape}")
+        raise DataError(f"{what} are {tuple(images.images.shape[1:])}, the model expects {model.config.image_shape}")
+    if model.config.n_classes:
+        if images.labels is None:
+            raise DataError(f"the model is class-conditional but the {what} have no labels")
+        if len(images.labels) and not 0 <= int(images.labels.min()) <= int(images.labels.max()) < model.config.n_classes:
+            raise DataError(f"{what} have labels outside 0..{model.config.n_classes - 1}")
 
 
 @torch.no_grad()
@@ -263,11 +275,20 @@ def manipulate(checkpoint: str | Path | Glow, out: str | Path, positive: str, ne
     return {"path": str(out), "positive": positive, "negative": negative, "mean_abs_pixel_change": change}
 
 
-def demo(out: str | Path = "out/demo", steps: int = 600, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Train the ``cpu`` preset on the embedded CIFAR-10 sample and write every artefact to ``out``."""
+def demo(out: str | Path = "out/demo", steps: int = 600, seed: int = 0, progress: bool = True,
+         overwrite: bool = False) -> dict[str, Any]:
+    """Train the ``cpu`` preset on the embedded CIFAR-10 sample and write every artefact to ``out``.
+
+    A folder that already holds a run is refused unless ``overwrite`` (then its
+    checkpoint is replaced: the demo always starts afresh).
+    """
     out = Path(out)
     ckpt = out / "checkpoint"
-    shutil.rmtree(ckpt, ignore_errors=True)  # the demo always starts afresh
+    if overwrite:
+        for folder in (ckpt, ckpt.with_name("checkpoint.old"), ckpt.with_name("checkpoint.tmp")):
+            if newest_checkpoint(folder) is not None:  # only flowkit checkpoints, never a user's own files
+                shutil.rmtree(folder)
+    prepare_run_folder(out, resume=False)
     torch.manual_seed(seed)
     untrained, _ = build_model("cpu", (3, 32, 32))
     test_set = load_images(None, "test")

@@ -1,10 +1,13 @@
 """The training engine shared by every plug-in: loop, optimiser, warmup, EMA,
 checkpoints (safetensors + JSON), resume, distributed data parallel and metrics."""
 
-from .checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (Checkpoint, find_checkpoint, load_checkpoint, load_weights, newest_checkpoint,
+                         recover_checkpoint, save_checkpoint)
 from .data import IndexSchedule
-from .engine import TrainConfig, Trainer, first_nonfinite_layer
+from .engine import TrainConfig, Trainer, first_nonfinite_layer, prepare_run_folder
+from .interrupt import TrainingInterrupted
 from .metrics import MetricsLog
 
-__all__ = ["Checkpoint", "IndexSchedule", "MetricsLog", "TrainConfig", "Trainer", "first_nonfinite_layer",
-           "load_checkpoint", "load_weights", "save_checkpoint"]
+__all__ = ["Checkpoint", "IndexSchedule", "MetricsLog", "TrainConfig", "Trainer", "TrainingInterrupted",
+           "find_checkpoint", "first_nonfinite_layer", "load_checkpoint", "load_weights", "newest_checkpoint",
+           "prepare_run_folder", "recover_checkpoint", "save_checkpoint"]

@@ -7,8 +7,10 @@ A checkpoint is a folder::
     ema.safetensors      EMA weights (optional)
     optimizer.safetensors  optimizer state tensors (optional)
 
-It is written into ``NAME.tmp`` and then renamed into place, so a crash never leaves
-a half-written checkpoint under ``NAME``.
+It is written into ``NAME.tmp`` (every file fsynced, ``config.json`` last) and then
+renamed into place, so a crash never leaves a half-written checkpoint under ``NAME``;
+:func:`newest_checkpoint` finds the newest complete copy whichever name it has, and
+:func:`recover_checkpoint` puts it back under ``NAME`` before training resumes.
 """
 
 from __future__ import annotations
@@ -69,33 +71,139 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder's entries to disk (folders: where the OS allows it)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return  # some platforms cannot open folders; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # e.g. folders on Windows or some network file systems
+    finally:
+        os.close(fd)
+
+
+def sibling(path: str | os.PathLike, suffix: str) -> Path:
+    """``NAME.tmp`` / ``NAME.old`` beside the checkpoint folder ``NAME``."""
+    path = Path(path)
+    return path.with_name(path.name + suffix)
+
+
+def _step_if_complete(folder: Path) -> int | None:
+    """The step of a complete checkpoint in ``folder`` (its config.json, written last, parses), else None."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("format") != FORMAT or not (folder / "model.safetensors").is_file():
+        return None
+    try:
+        return int(config.get("step", 0))
+    except (TypeError, ValueError):
+        return None
+
+
+def newest_checkpoint(path: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint among ``NAME``, ``NAME.old`` and ``NAME.tmp``.
+
+    A crash during a save can leave the newest weights under any of the three names
+    (``.tmp`` complete but not yet renamed, or only ``.old`` between the two renames).
+    Ties go to ``NAME``. Nothing is moved: see :func:`recover_checkpoint`.
+    """
+    found = []
+    for rank, folder in enumerate((Path(path), sibling(path, ".old"), sibling(path, ".tmp"))):
+        step = _step_if_complete(folder)
+        if step is not None:
+            found.append((step, -rank, folder))
+    return max(found)[2] if found else None
+
+
+def recover_checkpoint(path: str | os.PathLike) -> Path | None:
+    """Put the newest complete checkpoint under ``NAME`` and delete the leftovers.
+
+    Every intermediate state keeps the newest checkpoint complete under some name, so a
+    crash during recovery is recovered by the next call. Returns ``NAME``, or ``None``
+    when there is no complete checkpoint (then nothing is touched).
+    """
+    path = Path(path)
+    newest = newest_checkpoint(path)
+    if newest is None:
+        return None
+    if newest != path:
+        if path.exists():
+            shutil.rmtree(path)  # older or incomplete: the newest is safe under its other name
+        newest.rename(path)
+        _fsync(path.parent)
+    for leftover in (sibling(path, ".old"), sibling(path, ".tmp")):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return path
+
+
+def refuse_foreign_folder(path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` if ``path`` holds files but no flowkit checkpoint."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and _step_if_complete(path) is None:
+        raise CheckpointError(f"{path} exists but holds no flowkit checkpoint (no valid config.json); "
+                              f"refusing to overwrite it: move it away or choose another output folder")
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict[str, Any],
                     ema: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> Path:
-    """Write a checkpoint folder atomically; refuse weights that are not finite."""
+    """Write a checkpoint folder atomically and durably; refuse weights that are not finite.
+
+    The files go to ``NAME.tmp`` (each fsynced, ``config.json`` last), then ``NAME``
+    becomes ``NAME.old``, ``NAME.tmp`` becomes ``NAME`` and ``NAME.old`` is deleted. A
+    crash at any point leaves a complete checkpoint that :func:`newest_checkpoint` finds;
+    a failed write (disk full) keeps the previous one untouched. A folder ``NAME`` that is
+    not a flowkit checkpoint (a user's own files) is never overwritten.
+    """
     path = Path(path)
     state = _cpu_state(model)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"refusing to save non-finite weights: {bad[:5]}")
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(state, tmp / "model.safetensors")
-    meta = {"format": FORMAT, "version": VERSION, **config}
-    if ema is not None:
-        save_file(_cpu_state(ema), tmp / "ema.safetensors")
-    if optimizer is not None:
-        tensors, groups, scalars = _flatten_optimizer(optimizer.state_dict())
-        save_file(tensors, tmp / "optimizer.safetensors")
-        meta["optimizer_groups"], meta["optimizer_scalars"] = groups, scalars
-    (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str))
-    old = path.with_name(path.name + ".old")
+    refuse_foreign_folder(path)
+    tmp, old = sibling(path, ".tmp"), sibling(path, ".old")
+    try:
+        _write_folder(tmp, state, config, ema, optimizer)
+    except BaseException as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise CheckpointError(f"could not write the checkpoint {path} ({error.strerror or error}); "
+                                  f"the previous checkpoint is kept") from error
+        raise
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
         path.rename(old)
     tmp.rename(path)
+    _fsync(path.parent)
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _write_folder(tmp: Path, state: dict[str, torch.Tensor], config: dict[str, Any], ema: nn.Module | None,
+                  optimizer: torch.optim.Optimizer | None) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = {"model.safetensors": state}
+    meta = {"format": FORMAT, "version": VERSION, **config}
+    if ema is not None:
+        files["ema.safetensors"] = _cpu_state(ema)
+    if optimizer is not None:
+        tensors, groups, scalars = _flatten_optimizer(optimizer.state_dict())
+        files["optimizer.safetensors"] = tensors
+        meta["optimizer_groups"], meta["optimizer_scalars"] = groups, scalars
+    for name, tensors in files.items():
+        save_file(tensors, tmp / name)
+        _fsync(tmp / name)
+    with (tmp / "config.json").open("w") as f:  # last: its presence marks the folder complete
+        f.write(json.dumps(meta, indent=2, default=str, allow_nan=False))
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync(tmp)
 
 
 def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
@@ -105,26 +213,41 @@ def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupt checkpoint file {file}: {error}") from None
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint folder (falls back to ``NAME.old`` after an interrupted save)."""
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint folder to read for ``path``: a checkpoint folder or a run folder holding
+    ``checkpoint/``, the newest complete copy after an interrupted save."""
     path = Path(path)
-    if not (path / "config.json").exists() and (path.with_name(path.name + ".old") / "config.json").exists():
-        path = path.with_name(path.name + ".old")
+    for candidate in (path, path / "checkpoint"):
+        newest = newest_checkpoint(candidate)
+        if newest is not None:
+            return newest
+    if (path / "config.json").exists():
+        return path  # present but invalid: load_checkpoint names the problem
+    raise CheckpointError(f"no checkpoint at {path} (config.json missing)")
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint folder, or the ``checkpoint/`` of a run folder (the newest complete
+    copy, see :func:`newest_checkpoint`). Weights that are not finite are refused."""
+    path = find_checkpoint(path)
     config_file = path / "config.json"
-    if not config_file.exists():
-        raise CheckpointError(f"no checkpoint at {path} (config.json missing)")
     try:
         config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"corrupt checkpoint config {config_file}: {error}") from None
-    if config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{config_file} is not a flowkit checkpoint")
     ema = _read_tensors(path / "ema.safetensors") if (path / "ema.safetensors").exists() else None
     optimizer = None
     if (path / "optimizer.safetensors").exists():
         optimizer = _unflatten_optimizer(_read_tensors(path / "optimizer.safetensors"),
                                          config.get("optimizer_groups", []), config.get("optimizer_scalars", {}))
-    return Checkpoint(config, _read_tensors(path / "model.safetensors"), ema, optimizer, path)
+    model = _read_tensors(path / "model.safetensors")
+    for what, tensors in (("model", model), ("EMA", ema or {})):
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise CheckpointError(f"{path}: the {what} weights hold non-finite values (e.g. {bad[0]})")
+    return Checkpoint(config, model, ema, optimizer, path)
 
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:

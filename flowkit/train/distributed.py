@@ -50,3 +50,13 @@ def all_finite(value: torch.Tensor) -> bool:
     if is_distributed():
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item() > 0)
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on some rank (one small all-reduce when distributed), so
+    every rank takes the same decision, e.g. to stop on a signal only one rank received."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor([float(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)

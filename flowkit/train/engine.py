@@ -5,6 +5,12 @@ linear warmup, gradient clipping, Polyak (EMA) weights, a NaN/inf guard that nam
 the step and layer, atomic checkpoints with exact resume, distributed data parallel
 under ``torchrun``, a tqdm bar and a JSONL metrics log with a PNG plot.
 
+Runs are never lost: a new run refuses an output folder that already holds a
+checkpoint (or someone else's ``checkpoint/`` folder); ``resume`` continues from the
+newest complete checkpoint whatever a crash left behind; SIGTERM and SIGINT save a
+checkpoint between steps and raise :class:`~flowkit.train.interrupt.TrainingInterrupted`;
+an evaluation that fails saves the trained weights before the error propagates.
+
 A plug-in gives three things:
 
 * ``model``: an ``nn.Module`` whose ``forward`` is what the loss calls (a
@@ -21,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +40,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..errors import NonFiniteError
+from ..errors import FlowkitError, NonFiniteError
 from ..reversible import set_memory_mode
 from . import distributed as dist
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (load_checkpoint, load_weights, newest_checkpoint, recover_checkpoint, refuse_foreign_folder,
+                         save_checkpoint)
+from .interrupt import TrainingInterrupted, stop_on_signals
 from .metrics import MetricsLog
 from .optim import linear_warmup, make_ema, make_optimizer
 
@@ -69,6 +79,39 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: (tuple(v) if k == "betas" else v) for k, v in values.items() if k in names}
         return cls(**values)
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` and prove a file can be written in it, before any training time is spent."""
+    probe = folder / f".flowkit-write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise FlowkitError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
+
+
+def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True) -> bool:
+    """Check a run's output folder before any work; return whether a run is there to resume.
+
+    Refuses a folder that already holds a checkpoint unless ``resume`` (no run is
+    overwritten), a ``checkpoint/`` folder with someone else's files, and a folder that
+    cannot be written. With ``recover`` the newest complete checkpoint left by an
+    interrupted save is moved back into place (see :func:`recover_checkpoint`).
+    """
+    out_dir = Path(out_dir)
+    ensure_writable(out_dir)
+    checkpoint_dir = out_dir / "checkpoint"
+    found = newest_checkpoint(checkpoint_dir) is not None
+    if found and not resume:
+        raise FlowkitError(f"{out_dir} already holds a checkpoint; pass --resume to continue it "
+                           f"or choose another --out")
+    if not found:
+        refuse_foreign_folder(checkpoint_dir)
+    if found and recover:
+        recover_checkpoint(checkpoint_dir)
+    return found
 
 
 def first_nonfinite_layer(model: nn.Module, run: Callable[[], Any]) -> str:
@@ -105,7 +148,8 @@ class Trainer:
         model_config: JSON-able description to rebuild the model from a checkpoint.
         evaluate: optional ``(eval_model) -> metrics``, run every ``eval_every`` steps
             and at the end on the EMA weights.
-        resume: continue from ``out_dir/checkpoint`` if it exists.
+        resume: continue from ``out_dir/checkpoint`` if it holds a checkpoint (the newest
+            complete one after an interrupted save); start afresh if there is none.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Batch], config: TrainConfig,
@@ -123,12 +167,13 @@ class Trainer:
         self.step = 0
         self.device = next(model.parameters()).device
         dist.init_from_env(self.device)
+        resuming = self._prepare_output(resume)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self.optimizer = make_optimizer(model.parameters(), config.optimizer, config.lr, config.betas,
                                         config.weight_decay)
         self.scheduler = linear_warmup(self.optimizer, config.warmup_steps)
         self.ema = None
-        if resume and (self.out_dir / "checkpoint" / "config.json").exists():
+        if resuming:
             self._resume()
         else:
             self._initialise()
@@ -142,6 +187,15 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         """The weights to evaluate and sample with: the EMA copy when there is one."""
         return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoint"
+
+    def _prepare_output(self, resume: bool) -> bool:
+        found = prepare_run_folder(self.out_dir, resume, recover=dist.is_main())
+        dist.barrier()
+        return found
 
     def _initialise(self) -> None:
         torch.manual_seed(self.config.seed)
@@ -202,6 +256,14 @@ class Trainer:
         self.step += 1
         return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **metrics}
 
+    def _evaluate_or_save(self) -> dict[str, float]:
+        """Run ``evaluate``; if it fails, save the trained weights before the error propagates."""
+        try:
+            return self.evaluate(self.eval_model)
+        except Exception:
+            self.save()
+            raise
+
     def save(self) -> Path | None:
         """Write ``out_dir/checkpoint`` (rank 0 only)."""
         path = None
@@ -219,25 +281,29 @@ class Trainer:
         last: dict[str, float] = {}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and dist.is_main()),
                    dynamic_ncols=True, desc="train")
-        while self.step < cfg.steps:
-            metrics = self.train_step(self.batches(self.step))
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k != "grad_norm"})
-            out_of_time = cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes
-            done = self.step >= cfg.steps or out_of_time
-            record = {"step": self.step, **metrics, "lr": self.scheduler.get_last_lr()[0],
-                      "time_s": round(time.monotonic() - start, 3)}
-            if self.evaluate is not None and (done or (cfg.eval_every and self.step % cfg.eval_every == 0)):
-                record.update({f"eval_{k}": v for k, v in self.evaluate(self.eval_model).items()})
-            if dist.is_main() and (done or self.step % cfg.log_every == 0 or "eval_loss" in record):
-                self.metrics.write(record)
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not done:
-                self.save()
-            last = record
-            if out_of_time:
-                break
-        bar.close()
-        self.save()
+        with stop_on_signals() as stop:
+            while self.step < cfg.steps:
+                metrics = self.train_step(self.batches(self.step))
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k != "grad_norm"})
+                out_of_time = cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes
+                done = self.step >= cfg.steps or out_of_time
+                record = {"step": self.step, **metrics, "lr": self.scheduler.get_last_lr()[0],
+                          "time_s": round(time.monotonic() - start, 3)}
+                if self.evaluate is not None and (done or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+                    record.update({f"eval_{k}": v for k, v in self._evaluate_or_save().items()})
+                if dist.is_main() and (done or self.step % cfg.log_every == 0 or "eval_loss" in record):
+                    self.metrics.write(record)
+                last = record
+                if not done and dist.any_rank(stop.requested):
+                    bar.close()
+                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, self.step, self.save())
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not done:
+                    self.save()
+                if out_of_time:
+                    break
+            bar.close()
+            self.save()
         if dist.is_main() and self.metrics.read():
             self.metrics.plot(self.out_dir / "metrics.png")
         return last

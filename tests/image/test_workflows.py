@@ -1,6 +1,7 @@
 """The Glow workflows and CLI end to end on real CIFAR-10 images (tiny preset)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -151,3 +152,51 @@ def test_cli_trains_other_sizes_and_architectures_from_an_image_folder(tmp_path,
     assert model.config.image_shape == (3, 64, 64) and model.config.n_bits == 5 and model.config.levels == 3
     assert model.config.coupling == "additive" and model.config.permutation == "shuffle"
     assert main(["image", "train", "--resume", "--depth", "4", "--data", str(folder), "--out", str(out)]) == 2
+
+
+def test_demo_never_deletes_an_existing_run(trained):
+    before = (trained / "run" / "checkpoint" / "model.safetensors").read_bytes()
+    done = subprocess.run([sys.executable, "-m", "flowkit.cli", "image", "demo", "--steps", "1", "--out",
+                           str(trained / "run")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "already holds a checkpoint" in done.stderr
+    assert (trained / "run" / "checkpoint" / "model.safetensors").read_bytes() == before
+
+
+def test_bad_eval_data_is_refused_before_the_first_step(tmp_path, trained):
+    np.savez(tmp_path / "small.npz", images=np.zeros((8, 16, 16, 3), np.uint8))
+    with pytest.raises(Exception, match=r"held-out images are \(3, 16, 16\), the model expects \(3, 32, 32\)"):
+        workflows.train(preset="tiny", data=str(trained / "train.npz"), eval_data=str(tmp_path / "small.npz"),
+                        out=tmp_path / "run", steps=3, progress=False)
+    assert not (tmp_path / "run" / "checkpoint").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_cli_training_stopped_by_sigint_saves_and_resumes_exactly(tmp_path, trained):
+    """A real `flowkit image train` process, interrupted mid-run, then resumed from the CLI."""
+    import signal
+    import time
+
+    data, env = str(trained / "train.npz"), {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "flowkit.cli", "image", "train", "--preset", "tiny", "--data", data,
+               "--steps", "400", "--checkpoint-every", "1000"]
+    straight = subprocess.run([*command, "--out", str(tmp_path / "straight")], env=env, capture_output=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    child = subprocess.Popen([*command, "--out", str(tmp_path / "cut")], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.05)  # in the loop once the first records are logged
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130, stderr
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("flowkit: stopped by SIGINT after step ") and "--resume" in line and "Traceback" not in stderr
+    step = int(line.split("after step ")[1].split(";")[0])
+    assert 10 <= step < 400
+    done = subprocess.run([*command, "--out", str(tmp_path / "cut"), "--resume"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a = workflows.load_model(tmp_path / "straight").state_dict()
+    b = workflows.load_model(tmp_path / "cut").state_dict()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-6, msg=name)
