@@ -6,7 +6,7 @@ STAMP := $(VENV)/.flowkit-installed
 STEPS ?= 600
 OUT ?= out/demo
 
-.PHONY: demo test install clean
+.PHONY: demo test mutate install clean
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+mutate: $(STAMP)  # planted bugs, one at a time, against the tests of their file (docs/testing.md); a few minutes
+	$(PY) tools/mutate.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

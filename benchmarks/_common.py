@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +18,21 @@ RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "cifar10"
 
 
+def _cifar_path(split: str) -> Path:
+    return DATA / ("train_10k.npz" if split == "train" else "val_1k.npz")
+
+
+def cifar_source(split: str = "train", n: int | None = None) -> str:
+    """What :func:`cifar` actually loads, for the JSON: never claim the shared set when it fell back."""
+    path = _cifar_path(split)
+    if path.exists():
+        return f"shared CIFAR-10 {path.name} (first {n or 'all'} images)"
+    return f"embedded CIFAR-10 demo sample, {'train' if split == 'train' else 'test'} split (shared copy absent)"
+
+
 def cifar(split: str = "train", n: int | None = None) -> torch.Tensor:
     """Real CIFAR-10 images, uint8 (N, 3, 32, 32): the shared copy, else the embedded sample."""
-    path = DATA / ("train_10k.npz" if split == "train" else "val_1k.npz")
+    path = _cifar_path(split)
     if path.exists():
         with np.load(path) as data:
             images = data["images"]
@@ -51,10 +64,18 @@ def machine() -> dict[str, object]:
             "processor": platform.processor() or platform.machine()}
 
 
+def options(args) -> dict:
+    """Every command-line option as run (paths as strings), for the JSON."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
 def write(name: str, payload: dict, folder: Path = RESULTS) -> Path:
+    """``folder/name.json`` with the machine and the exact command line beside ``payload``."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    command = " ".join([Path(sys.argv[0]).relative_to(ROOT).as_posix() if Path(sys.argv[0]).is_relative_to(ROOT)
+                        else sys.argv[0], *sys.argv[1:]])
+    path.write_text(json.dumps({"machine": machine(), "command": command, **payload}, indent=2, allow_nan=False))
     return path
 
 

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, dequantise, median_ms, table, write  # noqa: E402
+from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, median_ms, options, table, write  # noqa: E402
 from benchmarks.peers import normflows_glow  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
 
@@ -106,7 +106,8 @@ def measure(kind, levels, depth, width, batch, train_steps, repeats, warmup, tra
     step_ms = median_ms(lambda: step(batches[0], opt), repeats)  # last: it moves the weights
     row = {"library": net.name, "K": depth, "params": sum(p.numel() for p in model.parameters()),
            "train_step_ms": round(step_ms, 1), "eval_images_per_s": round(64 / eval_ms * 1000, 1),
-           "sample16_ms": round(sample_ms, 1), "final_train_bpd": round(sum(losses[-20:]) / len(losses[-20:]), 3),
+           "sample16_ms": round(sample_ms, 1), "first_train_bpd": [round(v, 3) for v in losses[:3]],
+           "final_train_bpd": round(sum(losses[-20:]) / len(losses[-20:]), 3),
            "held_out_bpd": round(bpd, 3)}
     if isinstance(net, Ours):
         row.update(memory_modes(net, batches[0], opt, repeats))
@@ -194,7 +195,8 @@ def main() -> None:
     torch.set_num_threads(2)
     if args.quick:
         args.depths, args.width, args.train_steps, args.repeats = "1", 16, 3, 1
-    train, held_out = cifar("train", 5000), cifar("val", 100 if args.quick else 500)
+    n_held_out = 100 if args.quick else 500
+    train, held_out = cifar("train", 5000), cifar("val", n_held_out)
     rows, ratios = [], []
     for depth in (int(d) for d in args.depths.split(",")):
         theirs = measure(Normflows, args.levels, depth, args.width, args.batch, args.train_steps, args.repeats,
@@ -208,9 +210,9 @@ def main() -> None:
     print(table(rows, sorted({k for r in rows for k in r}, key=list(rows[-1]).index)))
     print()
     print(table(ratios, sorted({k for r in ratios for k in r}, key=list(ratios[-1]).index)))
-    config = {k: getattr(args, k) for k in ("levels", "width", "batch", "train_steps", "repeats", "warmup")}
+    data = {"train": cifar_source("train", 5000), "held_out": cifar_source("val", n_held_out)}
     path = write("glow_vs_normflows_quick" if args.quick else "glow_vs_normflows",
-                 {"config": {**config, "n_bits": 8, "data": "CIFAR-10 (shared train_10k / val_1k)"},
+                 {"config": {**options(args), "n_bits": 8}, "data": data,
                   "results": rows, "speedups (normflows time / flowkit time)": ratios}, args.results)
     print(f"\nwrote {path}")
 

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, dequantise, table, write  # noqa: E402
+from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, options, table, write  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
 from flowkit_image.presets import preset  # noqa: E402
 
@@ -98,7 +98,8 @@ def main() -> None:
     print(table(rows, list(rows[0])))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     path = write("gpu_tiny" if args.tiny else "gpu",
-                 {"device": name, "train_config": train_cfg.to_dict(), "sample_config": sample_cfg.to_dict(),
+                 {"device": name, "options": options(args), "data": cifar_source("train", args.batch),
+                  "train_config": train_cfg.to_dict(), "sample_config": sample_cfg.to_dict(),
                   "batch": args.batch, "results": rows}, args.results)
     print(f"wrote {path}")
 

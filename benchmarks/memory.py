@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, dequantise, median_ms, table, write  # noqa: E402
+from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, median_ms, options, table, write  # noqa: E402
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
 from flowkit.bijector import MEMORY_MODES  # noqa: E402
 from flowkit.reversible import set_memory_mode  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
     print()
     print(table([summary], list(summary)))
     path = write("memory_quick" if args.quick else "memory",
-                 {"config": {k: getattr(args, k) for k in ("levels", "width", "batch", "repeats")},
+                 {"config": options(args), "data": cifar_source("train", args.batch),
                   "measure": "peak bytes saved for backward (parameters excluded)", "results": rows,
                   "summary": summary}, args.results)
     print(f"\nwrote {path}")

@@ -20,7 +20,7 @@ from .layers import (
     RQSplineCoupling,
     Squeeze,
 )
-from .manipulate import apply_direction, attribute_direction, interpolate
+from .manipulate import apply_direction, attribute_direction, evaluation_mode, interpolate
 
 __version__ = "0.1.0"
 

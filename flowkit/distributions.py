@@ -18,16 +18,21 @@ import torch
 from torch import Tensor, nn
 
 from .bijector import sum_except_batch
+from .errors import ShapeError
 
 LOG_2PI = math.log(2 * math.pi)
 
 
 class StandardNormal(nn.Module):
-    r"""N(0, I) over ``event_shape``: :math:`\log p(z) = -\tfrac12 \sum (z^2 + \log 2\pi)`."""
+    r"""N(0, I) over ``event_shape``: :math:`\log p(z) = -\tfrac12 \sum (z^2 + \log 2\pi)`.
 
-    def __init__(self, event_shape: Sequence[int]):
+    ``event_shape=None`` leaves the shape free (variable-length flows): ``sample`` then
+    takes it.
+    """
+
+    def __init__(self, event_shape: Sequence[int] | None):
         super().__init__()
-        self.event_shape = torch.Size(event_shape)
+        self.event_shape = None if event_shape is None else torch.Size(event_shape)
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # tracks device and dtype
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -35,6 +40,8 @@ class StandardNormal(nn.Module):
 
     def sample(self, n: int, temperature: float = 1.0, event_shape: Sequence[int] | None = None,
                generator: torch.Generator | None = None) -> Tensor:
+        if event_shape is None and self.event_shape is None:
+            raise ShapeError("this distribution's event shape is free: pass event_shape to sample")
         shape = (n, *(self.event_shape if event_shape is None else event_shape))
         z = torch.randn(shape, generator=generator, device=self._anchor.device, dtype=self._anchor.dtype)
         return z * temperature
@@ -45,6 +52,8 @@ class DiagNormal(StandardNormal):
 
     def __init__(self, event_shape: Sequence[int]):
         super().__init__(event_shape)
+        if self.event_shape is None:
+            raise ShapeError("DiagNormal learns one mean and scale per element: it needs a fixed event_shape")
         self.loc = nn.Parameter(torch.zeros(self.event_shape))
         self.log_scale = nn.Parameter(torch.zeros(self.event_shape))
 

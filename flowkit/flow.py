@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .bijector import Bijector
 from .distributions import StandardNormal
-from .errors import ShapeError, check_finite
+from .errors import FlowkitError, ShapeError, check_finite
 
 
 class Flow(nn.Module):
@@ -34,33 +34,57 @@ class Flow(nn.Module):
     Args:
         bijector: maps data ``x`` to latent ``z``.
         base: the latent distribution; default ``StandardNormal`` over the latent shape.
-        event_shape: shape of one data sample; required when ``base`` is not given.
+        event_shape: shape of one data sample; required when ``base`` is not given. A
+            ``None`` entry is a free size: ``(1, None)`` is a waveform of any length the
+            bijector's squeezes allow; :meth:`sample` then takes ``length``.
         validate: check inputs for shape and non-finite values (clear errors instead
             of silent NaN); switch off in tight loops once the data path is trusted.
+        context_net: a module applied once to the raw context before the bijector sees
+            it, by every method (``log_prob``, ``encode``, ``decode``, ``sample`` and the
+            tools of :mod:`flowkit.manipulate`): ``context_net(context, event_shape)`` with
+            the data's event shape (WaveGlow's mel upsampler trims to the audio length).
+            If it has ``implied_length(context)``, :meth:`sample` takes the free size from
+            the context.
+
+    Example:
+        >>> flow = flowkit.Flow(flowkit.Sequential(flowkit.Squeeze(4), flowkit.ActNorm(4)), event_shape=(1, None))
+        >>> flow.log_prob(torch.randn(3, 1, 64)).shape, flow.sample(2, length=32).shape
+        (torch.Size([3]), torch.Size([2, 1, 32]))
     """
 
     def __init__(self, bijector: Bijector, base: nn.Module | None = None,
-                 event_shape: Sequence[int] | None = None, validate: bool = True):
+                 event_shape: Sequence[int | None] | None = None, validate: bool = True,
+                 context_net: nn.Module | None = None):
         super().__init__()
         if not isinstance(bijector, Bijector):
             raise TypeError(f"Flow needs a flowkit.Bijector, got {type(bijector).__name__}")
         self.bijector = bijector
-        self.event_shape = torch.Size(event_shape) if event_shape is not None else None
+        self.event_shape = None if event_shape is None else tuple(event_shape)
         if base is None:
             if event_shape is None:
                 raise ValueError("Flow needs a base distribution or an event_shape")
-            base = StandardNormal(bijector.forward_shape(tuple(event_shape)))
+            fixed = None not in self.event_shape
+            base = StandardNormal(bijector.forward_shape(self.event_shape) if fixed else None)
         self.base = base
         self.validate = validate
+        self.context_net = context_net
 
-    def _check(self, x: Tensor, what: str, shape: torch.Size | None) -> None:
+    def _check(self, x: Tensor, what: str, shape: Sequence[int | None] | None) -> None:
         if not self.validate:
             return
-        if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-            hint = " (add a batch dim)" if tuple(x.shape) == tuple(shape) else ""
-            raise ShapeError(f"{what} should have shape (batch, {', '.join(map(str, shape))}); "
-                             f"got {tuple(x.shape)}{hint}")
+        if shape is not None and not _matches(tuple(x.shape[1:]), tuple(shape)):
+            hint = " (add a batch dim)" if _matches(tuple(x.shape), tuple(shape)) else ""
+            wanted = ", ".join("any" if n is None else str(n) for n in shape)
+            raise ShapeError(f"{what} should have shape (batch, {wanted}); got {tuple(x.shape)}{hint}")
         check_finite(x, what)
+
+    def embed_context(self, context: Tensor | None, event_shape: Sequence[int]) -> Tensor | None:
+        """The context the bijector sees: ``context_net(context, event_shape)``, or ``context``."""
+        if self.context_net is None or context is None:
+            return context
+        if self.validate:
+            check_finite(context, "context")
+        return self.context_net(context, tuple(event_shape))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Same as :meth:`log_prob`, so wrappers such as DDP that call ``forward`` work."""
@@ -69,7 +93,7 @@ class Flow(nn.Module):
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``log p(x)`` per sample, shape ``(batch,)``."""
         self._check(x, "input", self.event_shape)
-        z, ladj = self.bijector(x, context)
+        z, ladj = self.bijector(x, self.embed_context(context, x.shape[1:]))
         return self.base.log_prob(z) + ladj
 
     def bits_per_dim(self, x: Tensor, context: Tensor | None = None, n_bins: int | None = None) -> Tensor:
@@ -87,35 +111,69 @@ class Flow(nn.Module):
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The latent ``z = f(x)`` (standardised at every level for multiscale models)."""
         self._check(x, "input", self.event_shape)
-        return self.bijector(x, context)[0]
+        return self.bijector(x, self.embed_context(context, x.shape[1:]))[0]
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """The exact inverse of :meth:`encode`."""
         self._check(z, "latent", getattr(self.base, "event_shape", None))
-        return self.bijector.inverse(z, context)[0]
+        event_shape = self.bijector.inverse_shape(tuple(z.shape[1:]))
+        return self.bijector.inverse(z, self.embed_context(context, event_shape))[0]
+
+    def data_shape(self, length: int | Sequence[int] | None = None, context: Tensor | None = None) -> tuple[int, ...]:
+        """The event shape of samples: ``event_shape`` with its free sizes set to ``length``
+        (or to the length the context implies)."""
+        if self.event_shape is None:
+            raise ShapeError("this Flow was built without an event_shape; it cannot tell the shape of samples")
+        free = [i for i, n in enumerate(self.event_shape) if n is None]
+        if not free:
+            if length is not None:
+                raise ShapeError(f"this Flow's samples have the fixed shape {self.event_shape}; drop length")
+            return self.event_shape
+        if length is None:
+            if context is None or not hasattr(self.context_net, "implied_length"):
+                raise ShapeError(f"samples of shape {self.event_shape} have a free size: pass length")
+            length = self.context_net.implied_length(context)
+        sizes = [length] * len(free) if isinstance(length, int) else list(length)
+        if len(sizes) != len(free) or any(int(n) < 1 for n in sizes):
+            raise ShapeError(f"length must give {len(free)} positive size(s) for event shape {self.event_shape}")
+        shape = list(self.event_shape)
+        for i, n in zip(free, sizes):
+            shape[i] = int(n)
+        return tuple(shape)
 
     def rsample(self, n: int, temperature: float = 1.0, context: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, length: int | Sequence[int] | None = None) -> Tensor:
         """``n`` samples, differentiable w.r.t. the parameters; ``z ~ N(0, T^2 I)``."""
-        return self.rsample_and_log_prob(n, temperature, context, generator)[0]
+        return self.rsample_and_log_prob(n, temperature, context, generator, length)[0]
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, context: Tensor | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
-        """``n`` samples at temperature ``T`` (the latent's std is scaled by ``T``)."""
-        return self.rsample(n, temperature, context, generator)
+               generator: torch.Generator | None = None, length: int | Sequence[int] | None = None) -> Tensor:
+        """``n`` samples at temperature ``T`` (the latent's std is scaled by ``T``); ``length``
+        sets the free size of a variable-length flow."""
+        return self.rsample(n, temperature, context, generator, length)
 
     def rsample_and_log_prob(self, n: int, temperature: float = 1.0, context: Tensor | None = None,
-                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                             generator: torch.Generator | None = None,
+                             length: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """Samples and their log-density under the model (not the tempered one)."""
         if context is not None and context.shape[0] != n:
             raise ShapeError(f"context has batch size {context.shape[0]}; sampling {n}")
-        z = self.base.sample(n, temperature, generator=generator)
-        x, ladj_inverse = self.bijector.inverse(z, context)
+        if not (math.isfinite(float(temperature)) and float(temperature) >= 0):
+            raise FlowkitError(f"temperature must be a finite number >= 0, not {float(temperature)}")
+        shape = self.data_shape(length, context) if self.event_shape is not None else None
+        latent_shape = None if shape is None else self.bijector.forward_shape(shape)
+        z = self.base.sample(n, temperature, event_shape=latent_shape, generator=generator)
+        x, ladj_inverse = self.bijector.inverse(z, self.embed_context(context, shape or ()))
         return x, self.base.log_prob(z) - ladj_inverse
 
     @torch.no_grad()
     def sample_and_log_prob(self, n: int, temperature: float = 1.0, context: Tensor | None = None,
-                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                            generator: torch.Generator | None = None,
+                            length: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """:meth:`rsample_and_log_prob` without autograd."""
-        return self.rsample_and_log_prob(n, temperature, context, generator)
+        return self.rsample_and_log_prob(n, temperature, context, generator, length)
+
+
+def _matches(shape: tuple[int, ...], pattern: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(pattern) and all(p is None or p == n for n, p in zip(shape, pattern))

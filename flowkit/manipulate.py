@@ -2,16 +2,25 @@ r"""Latent-space editing with an exact encoder (the Glow blog's recipe).
 
 ``direction = mean encode(x_pos) - mean encode(x_neg)``; an edit is
 ``decode(encode(x) + alpha * direction)``; an interpolation is
-``decode(z_a + t (z_b - z_a))``. Everything is batched and works for any flow.
+``decode(z_a + t (z_b - z_a))``. Everything is batched, runs in evaluation mode (a
+fresh ActNorm is never initialised by an edit) and works for any flow.
+
+Variable-length data (audio clips, sequences): pass lists of clips of different lengths
+(each an event tensor, no batch dim, with a list of per-clip contexts if the flow is
+conditional), and ``average_positions=True`` so the direction is averaged over the
+positions (time) and broadcasts along them: shape ``(C, 1)`` for sequences.
 
 Example:
     >>> d = attribute_direction(flow, smiling, neutral)
     >>> edited = apply_direction(flow, faces, d, alphas=[-1.0, 0.0, 1.0])  # (3, B, ...)
+    >>> d = attribute_direction(flow, high_clips, low_clips, average_positions=True)  # lists
+    >>> edited_clips = apply_direction(flow, clips, d, 1.0)                             # a list
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -19,39 +28,98 @@ from torch import Tensor
 from .errors import ShapeError
 from .flow import Flow
 
+__all__ = ["apply_direction", "attribute_direction", "evaluation_mode", "interpolate"]
+
+Clips = Tensor | Sequence[Tensor]
+
+
+@contextmanager
+def evaluation_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Run the block with ``module.eval()``, then restore its training flags."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _groups(x: Clips, context: Clips | None, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Batches of a tensor, or one-clip batches of a list of clips."""
+    if torch.is_tensor(x):
+        for start in range(0, x.shape[0], batch_size):
+            yield x[start:start + batch_size], None if context is None else context[start:start + batch_size]
+        return
+    for i, clip in enumerate(x):
+        yield clip[None], None if context is None else context[i][None]
+
+
+def _count(x: Clips) -> int:
+    return x.shape[0] if torch.is_tensor(x) else len(x)
+
 
 @torch.no_grad()
-def _encode_mean(flow: Flow, x: Tensor, context: Tensor | None, batch_size: int) -> Tensor:
-    if x.shape[0] == 0:
+def _encode_mean(flow: Flow, x: Clips, context: Clips | None, batch_size: int, average_positions: bool) -> Tensor:
+    if _count(x) == 0:
         raise ShapeError("cannot compute a direction from an empty group")
     total = None
-    for start in range(0, x.shape[0], batch_size):
-        ctx = None if context is None else context[start:start + batch_size]
-        z = flow.encode(x[start:start + batch_size], ctx).double().sum(0)
-        total = z if total is None else total + z
-    return (total / x.shape[0]).to(x.dtype if x.is_floating_point() else torch.float32)
+    with evaluation_mode(flow):
+        for batch, ctx in _groups(x, context, batch_size):
+            z = flow.encode(batch, ctx).double()
+            if average_positions:
+                z = z.mean(dim=tuple(range(2, z.dim())), keepdim=True)
+            elif total is not None and z.shape[1:] != total.shape:
+                raise ShapeError(f"latents of shapes {tuple(total.shape)} and {tuple(z.shape[1:])} cannot be "
+                                 f"averaged: clips of different lengths need average_positions=True")
+            z = z.sum(0)
+            total = z if total is None else total + z
+    dtype = next((t.dtype for t in ([x] if torch.is_tensor(x) else x) if t.is_floating_point()), torch.float32)
+    return (total / _count(x)).to(dtype)
 
 
-def attribute_direction(flow: Flow, x_pos: Tensor, x_neg: Tensor, context_pos: Tensor | None = None,
-                        context_neg: Tensor | None = None, batch_size: int = 256) -> Tensor:
-    """Mean latent of ``x_pos`` minus mean latent of ``x_neg`` (one latent-shaped tensor)."""
-    return _encode_mean(flow, x_pos, context_pos, batch_size) - _encode_mean(flow, x_neg, context_neg, batch_size)
+def attribute_direction(flow: Flow, x_pos: Clips, x_neg: Clips, context_pos: Clips | None = None,
+                        context_neg: Clips | None = None, batch_size: int = 256,
+                        average_positions: bool = False) -> Tensor:
+    """Mean latent of ``x_pos`` minus mean latent of ``x_neg``.
+
+    Arguments:
+        x_pos, x_neg: batches, or lists of clips (event tensors, lengths may differ).
+        context_pos, context_neg: their contexts (batches or lists), for conditional flows.
+        average_positions: average each latent over its positions first, so the direction
+            has size 1 along them and applies to data of any length.
+    """
+    mean_pos = _encode_mean(flow, x_pos, context_pos, batch_size, average_positions)
+    return mean_pos - _encode_mean(flow, x_neg, context_neg, batch_size, average_positions)
 
 
 @torch.no_grad()
-def apply_direction(flow: Flow, x: Tensor, direction: Tensor, alphas: float | Sequence[float],
-                    context: Tensor | None = None) -> Tensor:
+def apply_direction(flow: Flow, x: Clips, direction: Tensor, alphas: float | Sequence[float],
+                    context: Clips | None = None) -> Tensor | list[Tensor]:
     """``decode(encode(x) + alpha * direction)``.
 
     A scalar ``alpha`` gives a batch like ``x``; a sequence of ``A`` alphas gives ``(A, B, ...)``.
+    A list of clips gives a list of edited clips (each ``(...)`` or ``(A, ...)``). The
+    direction broadcasts against the latent (a position-averaged one along time).
     """
-    z = flow.encode(x, context)
-    if direction.shape != z.shape[1:]:
-        raise ShapeError(f"direction has shape {tuple(direction.shape)}, latents have {tuple(z.shape[1:])}")
-    scalar = not isinstance(alphas, Sequence) and not (torch.is_tensor(alphas) and alphas.dim() > 0)
-    a = torch.as_tensor([alphas] if scalar else list(alphas), dtype=z.dtype, device=z.device)
-    edited = z[None] + a.view(-1, *([1] * z.dim())) * direction[None, None]
-    out = _decode_stacked(flow, edited, context)
+    if not torch.is_tensor(x):
+        edited = []
+        for i, clip in enumerate(x):
+            out = apply_direction(flow, clip[None], direction, alphas, None if context is None else context[i][None])
+            edited.append(out.select(out.dim() - clip.dim() - 1, 0))  # drop the batch dim of one
+        return edited
+    with evaluation_mode(flow):
+        z = flow.encode(x, context)
+        try:
+            fits = torch.broadcast_shapes(direction.shape, z.shape[1:]) == z.shape[1:]
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"direction has shape {tuple(direction.shape)}, latents have {tuple(z.shape[1:])}")
+        scalar = not isinstance(alphas, Sequence) and not (torch.is_tensor(alphas) and alphas.dim() > 0)
+        a = torch.as_tensor([alphas] if scalar else list(alphas), dtype=z.dtype, device=z.device)
+        edited = z[None] + a.view(-1, *([1] * z.dim())) * direction.to(z.dtype)[None, None]
+        out = _decode_stacked(flow, edited, context)
     return out[0] if scalar else out
 
 
@@ -60,9 +128,10 @@ def interpolate(flow: Flow, x_a: Tensor, x_b: Tensor, steps: int, context: Tenso
     """Decode ``steps`` evenly spaced points from ``encode(x_a)`` to ``encode(x_b)``: ``(steps, B, ...)``."""
     if x_a.shape != x_b.shape:
         raise ShapeError(f"interpolation ends differ in shape: {tuple(x_a.shape)} vs {tuple(x_b.shape)}")
-    z_a, z_b = flow.encode(x_a, context), flow.encode(x_b, context)
-    t = torch.linspace(0, 1, steps, dtype=z_a.dtype, device=z_a.device).view(-1, *([1] * z_a.dim()))
-    return _decode_stacked(flow, z_a[None] + t * (z_b - z_a)[None], context)
+    with evaluation_mode(flow):
+        z_a, z_b = flow.encode(x_a, context), flow.encode(x_b, context)
+        t = torch.linspace(0, 1, steps, dtype=z_a.dtype, device=z_a.device).view(-1, *([1] * z_a.dim()))
+        return _decode_stacked(flow, z_a[None] + t * (z_b - z_a)[None], context)
 
 
 def _decode_stacked(flow: Flow, z: Tensor, context: Tensor | None) -> Tensor:

@@ -1,6 +1,7 @@
 """The benchmark scripts run (tiny sizes) so they cannot rot; their numbers are not asserted."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,27 +9,47 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_glow_vs_normflows_quick_run(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "glow_vs_normflows.py"), "--quick",
-                           "--results", str(tmp_path)], capture_output=True, text=True, timeout=600)
+def run_script(name: str, *options: str, tmp_path) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *options, "--results",
+                           str(tmp_path)], capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((tmp_path / "glow_vs_normflows_quick.json").read_text())
+    suffix = "_tiny" if "--tiny" in options else "_quick"
+    return json.loads((tmp_path / f"{name}{suffix}.json").read_text())
+
+
+def expected_source() -> str:
+    shared = (ROOT.parent / "shared" / "data" / "cifar10" / "train_10k.npz").exists()
+    return "shared CIFAR-10 train_10k.npz" if shared else "embedded CIFAR-10 demo sample"
+
+
+def test_glow_vs_normflows_quick_run_with_compiled_paths(tmp_path):
+    result = run_script("glow_vs_normflows", "--quick", "--compile", tmp_path=tmp_path)
     assert [r["library"] for r in result["results"]] == ["normflows", "flowkit", "flowkit (matched)"]
     assert all(r["held_out_bpd"] > 0 for r in result["results"])
+    compiled = [r for r in result["results"] if r["library"].startswith("flowkit")]
+    assert all(r["compiled_train_step_ms"] > 0 and r["compiled_sample16_ms"] > 0 for r in compiled)
+    assert result["config"]["compile"] is True and result["config"]["depths"] == "1"  # every option, as run
+    assert result["data"]["train"].startswith(expected_source())  # the data actually used
+    assert "--compile" in result["command"]
+
+
+def test_profile_script_quick_run(tmp_path):
+    result = run_script("profile_step", "--quick", tmp_path=tmp_path)
+    rows = result["results"]
+    assert [(r["library"], r["measure"]) for r in rows] == [
+        ("normflows (eager)", "train step"), ("normflows (eager)", "16 samples"),
+        ("flowkit (eager)", "train step"), ("flowkit (eager)", "16 samples")]
+    assert all(0 < r["convolution_ms"] < r["total_ms"] for r in rows)
 
 
 def test_memory_benchmark_quick_run(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory.py"), "--quick",
-                           "--results", str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((tmp_path / "memory_quick.json").read_text())
+    result = run_script("memory", "--quick", tmp_path=tmp_path)
+    assert result["data"].startswith(expected_source())
     assert len(result["results"]) == 2 and result["results"][0]["flowkit plain MiB"] > 0
 
 
 def test_gpu_script_runs_tiny_on_cpu(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny", "--device", "cpu",
-                           "--results", str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads((tmp_path / "gpu_tiny.json").read_text())["results"]
+    rows = run_script("gpu", "--tiny", "--device", "cpu", tmp_path=tmp_path)["results"]
     assert [r["precision"] for r in rows] == ["fp32", "bf16 autocast"]
     assert all(r["images_per_s"] > 0 and r["sample_ms"] > 0 for r in rows)

@@ -93,3 +93,93 @@ def test_diag_normal_base():
     torch.testing.assert_close(z.mean(0), torch.full((3,), 2.0), atol=0.05, rtol=0)
     expected = torch.distributions.Normal(2.0, 0.5).log_prob(z).sum(1)
     torch.testing.assert_close(base.log_prob(z), expected)
+
+
+def small_multiscale_flow() -> fk.Flow:
+    """Squeeze -> step -> factor-out(step) -> unsqueeze on (2, 4, 4), parameters moved off their init."""
+    def step(c):
+        return [fk.ActNorm(c), fk.Invertible1x1LU(c), fk.AffineCoupling(c, hidden=6, spatial_dims=2)]
+
+    inner = fk.Sequential(*step(4))
+    body = fk.Sequential(fk.Squeeze(2), *step(8), fk.FactorOut(8, inner, spatial_dims=2), fk.Squeeze(2).inv)
+    flow = fk.Flow(body, event_shape=(2, 4, 4)).double()
+    g = torch.Generator().manual_seed(0)
+    flow(torch.randn(16, 2, 4, 4, dtype=torch.float64, generator=g))  # ActNorm init
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return flow.eval()
+
+
+def test_multiscale_log_prob_gradients_match_finite_differences():
+    flow = small_multiscale_flow()
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(flow.log_prob, (x,), eps=1e-6, atol=1e-6, rtol=1e-5)
+    names, params = zip(*[(n, p.detach().clone().requires_grad_(True)) for n, p in flow.named_parameters()])
+
+    def log_prob_of(*values):
+        return torch.func.functional_call(flow, dict(zip(names, values)), (x.detach(),))
+
+    assert torch.autograd.gradcheck(log_prob_of, params, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
+
+
+class Upsampler(torch.nn.Module):
+    """A toy context network: (B, 2, frames) -> (B, 2, T / 4), trimmed to the data length T."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.hop = 8
+
+    def forward(self, context, event_shape):
+        self.calls += 1
+        return context.repeat_interleave(self.hop // 4, dim=-1)[..., : event_shape[-1] // 4]
+
+    def implied_length(self, context):
+        return context.shape[-1] * self.hop
+
+
+def sequence_flow(context_net=None) -> fk.Flow:
+    coupling = fk.AffineCoupling(4, hidden=8, spatial_dims=1, context_channels=2 if context_net else 0)
+    with torch.no_grad():
+        coupling.net.conv_out.layer.weight.normal_(0, 0.1)
+    return fk.Flow(fk.Sequential(fk.Squeeze(4), fk.ActNorm(4), coupling), event_shape=(1, None),
+                   context_net=context_net)
+
+
+def test_a_flow_of_free_length_takes_any_length_the_squeezes_allow():
+    flow = sequence_flow().eval()
+    for length in (16, 64, 100):
+        x = torch.randn(3, 1, length)
+        assert flow.log_prob(x).shape == (3,)
+        torch.testing.assert_close(flow.decode(flow.encode(x)), x, atol=1e-5, rtol=0)
+    assert flow.sample(2, length=40).shape == (2, 1, 40)
+    with pytest.raises(ShapeError, match="free size: pass length"):
+        flow.sample(2)
+    with pytest.raises(ShapeError, match="divisible by 4"):
+        flow.log_prob(torch.randn(2, 1, 30))
+    with pytest.raises(ShapeError, match=r"\(batch, 1, any\)"):
+        flow.log_prob(torch.randn(2, 2, 16))
+
+
+def test_the_context_network_runs_once_in_every_method_and_implies_the_length():
+    net = Upsampler()
+    flow = sequence_flow(net).eval()
+    mel = torch.randn(2, 2, 6)
+    x = torch.randn(2, 1, 48)
+    for call in (lambda: flow.log_prob(x, mel), lambda: flow.encode(x, mel), lambda: flow.decode(x.view(2, 4, 12), mel),
+                 lambda: flow.sample(2, context=mel)):
+        before = net.calls
+        call()
+        assert net.calls == before + 1
+    torch.testing.assert_close(flow.decode(flow.encode(x, mel), mel), x, atol=1e-5, rtol=0)
+    assert flow.sample(2, context=mel).shape == (2, 1, 48)  # 6 frames x hop 8
+    assert not torch.allclose(flow.log_prob(x, mel), flow.log_prob(x, mel + 1))
+    edited = fk.apply_direction(flow, x, torch.zeros(4, 1), [0.0, 1.0], context=mel)
+    torch.testing.assert_close(edited[0], x, atol=1e-5, rtol=0)
+
+
+def test_temperature_must_be_a_finite_non_negative_number():
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(fk.FlowkitError, match="temperature must be a finite number"):
+            make_flow().sample(2, temperature=bad)

@@ -42,3 +42,43 @@ def test_interpolation_ends_at_the_inputs_and_is_linear_in_latent(flow):
     torch.testing.assert_close(path[-1], b, atol=1e-5, rtol=0)
     mid = flow.encode(path[2])
     torch.testing.assert_close(mid, (flow.encode(a) + flow.encode(b)) / 2, atol=1e-4, rtol=0)
+
+
+@pytest.fixture
+def sequence_flow():
+    """A flow over sequences of any length: a direction averaged over time applies to every length."""
+    bijector = fk.Sequential(fk.Squeeze(2), fk.ActNorm(6), fk.Invertible1x1(6),
+                             fk.AffineCoupling(6, hidden=8, spatial_dims=1), fk.Squeeze(2).inv)
+    flow = fk.Flow(bijector, event_shape=(3, None))
+    flow(torch.randn(16, 3, 10))
+    with torch.no_grad():
+        bijector[3].net.conv_out.layer.weight.normal_(0, 0.1)
+    return flow.eval()
+
+
+def test_directions_from_clips_of_different_lengths_broadcast_along_time(sequence_flow):
+    flow = sequence_flow
+    pos = [torch.randn(3, n) + 1 for n in (8, 12, 20)]
+    neg = [torch.randn(3, n) for n in (6, 10)]
+    d = fk.attribute_direction(flow, pos, neg, average_positions=True)
+    assert d.shape == (3, 1)
+    expected = (torch.stack([flow.encode(c[None]).mean(-1)[0] for c in pos]).mean(0)
+                - torch.stack([flow.encode(c[None]).mean(-1)[0] for c in neg]).mean(0))
+    torch.testing.assert_close(d[:, 0], expected, atol=1e-5, rtol=1e-5)
+    clips = [torch.randn(3, 4), torch.randn(3, 14)]
+    edited = fk.apply_direction(flow, clips, d, [0.0, 2.0])
+    assert [e.shape for e in edited] == [(2, 3, 4), (2, 3, 14)]
+    for clip, out in zip(clips, edited):
+        torch.testing.assert_close(out[0], clip, atol=1e-5, rtol=0)
+        torch.testing.assert_close(flow.encode(out[1][None])[0], flow.encode(clip[None])[0] + 2 * d, atol=1e-4, rtol=0)
+    with pytest.raises(ShapeError, match="average_positions=True"):
+        fk.attribute_direction(flow, pos, neg)
+
+
+def test_editing_runs_in_evaluation_mode_and_restores_the_mode():
+    bijector = fk.Sequential(fk.ActNorm(3), fk.Invertible1x1(3))
+    flow = fk.Flow(bijector, event_shape=(3, 4)).train()
+    fk.attribute_direction(flow, torch.randn(5, 3, 4) * 9, torch.randn(5, 3, 4))
+    fk.apply_direction(flow, torch.randn(2, 3, 4) * 9, torch.ones(3, 4), 1.0)
+    assert not bijector[0]._initialized  # an edit never initialises a fresh ActNorm from its inputs
+    assert flow.training and bijector[0].training

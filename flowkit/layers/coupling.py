@@ -10,8 +10,14 @@ conditioner network :math:`h = NN(x_a, context)` transforms :math:`x_b`:
     \text{additive:}\quad y_b = x_b + h,\quad \log|\det J| = 0
 
 ``scale="sigmoid"`` is openai's stable form; ``scale="exp"`` uses
-:math:`e^{c \tanh(r / c)}` (a soft clamp at ``±clamp``). The default conditioner is
+:math:`e^{c \tanh(r / c)}` (a soft clamp at ``±clamp``), or WaveGlow's unclamped
+:math:`e^{r}` with ``clamp=None``. The default conditioner is
 :class:`flowkit.nn.GlowConditioner`, zero-initialised, so a new coupling is the identity.
+
+A conditioner factory is called ``net(in_channels, out_channels)`` with the context's
+channels added to ``in_channels``, or, if it has a parameter named
+``context_channels``, ``net(in_channels, out_channels, context_channels=k)`` with the two
+counts apart (a WaveNet takes audio and mel spectrogram through different layers).
 
 Example:
     >>> coupling = flowkit.AffineCoupling(4, hidden=32, spatial_dims=1)
@@ -20,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Literal
 
@@ -28,9 +35,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..bijector import Bijector, check_channels, sum_except_batch
+from ..errors import ShapeError
 from ..nn import GlowConditioner
 
-NetFactory = Callable[[int, int], nn.Module]
+NetFactory = Callable[..., nn.Module]
+
+
+def build_conditioner(factory: NetFactory, in_channels: int, out_channels: int, context_channels: int) -> nn.Module:
+    """Call a conditioner factory, telling it the context channels apart when it asks for them."""
+    try:
+        asks = "context_channels" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        asks = False
+    if asks:
+        return factory(in_channels, out_channels, context_channels=context_channels)
+    return factory(in_channels + context_channels, out_channels)
 
 
 class _Coupling(Bijector):
@@ -42,9 +61,10 @@ class _Coupling(Bijector):
         self.channels = channels
         self.split = channels // 2
         self.uses_context = context_channels > 0
+        self.spatial_dims = None if net is not None else spatial_dims  # checked when the default net is used
         out_channels = (channels - self.split) * out_per_channel
         if net is not None:
-            self.net = net(self.split + context_channels, out_channels)
+            self.net = build_conditioner(net, self.split, out_channels, context_channels)
         elif spatial_dims is None:
             raise ValueError("give spatial_dims (0 vectors, 1 sequences, 2 images) or a net factory")
         else:
@@ -55,6 +75,9 @@ class _Coupling(Bijector):
 
     def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_channels(x, self.channels, type(self).__name__)
+        if self.spatial_dims is not None and x.dim() - 2 != self.spatial_dims:
+            raise ShapeError(f"{type(self).__name__} was built for {self.spatial_dims} spatial dims; "
+                             f"got shape {tuple(x.shape)}")
         return x[:, : self.split], x[:, self.split:]
 
     def _transform(self, x_b: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
@@ -94,17 +117,20 @@ class AffineCoupling(_Coupling):
         context_channels: channels of the context fed to the conditioner; with 0 the
             layer ignores any context it is given.
         net: a factory ``(in_channels, out_channels) -> Module`` replacing the default
-            conditioner; the module is called as ``net(x_a)``, or ``net(x_a, context)``
-            when ``context_channels > 0``.
-        scale: ``"sigmoid"`` (openai) or ``"exp"`` (soft-clamped).
-        clamp: the soft clamp of the log-scale for ``scale="exp"``.
+            conditioner (see the module docs for ``context_channels``); the module is
+            called as ``net(x_a)``, or ``net(x_a, context)`` when ``context_channels > 0``.
+        scale: ``"sigmoid"`` (openai) or ``"exp"``.
+        clamp: the soft clamp of the log-scale for ``scale="exp"``; ``None`` for WaveGlow's
+            unclamped ``exp``.
     """
 
     def __init__(self, channels: int, hidden: int = 512, spatial_dims: int | None = None,
                  context_channels: int = 0, net: NetFactory | None = None,
-                 scale: Literal["sigmoid", "exp"] = "sigmoid", clamp: float = 2.0):
+                 scale: Literal["sigmoid", "exp"] = "sigmoid", clamp: float | None = 2.0):
         if scale not in ("sigmoid", "exp"):
             raise ValueError(f"scale must be 'sigmoid' or 'exp', not {scale!r}")
+        if clamp is not None and not clamp > 0:
+            raise ValueError(f"clamp must be positive or None (unclamped), not {clamp}")
         super().__init__(channels, 2, hidden, spatial_dims, context_channels, net)
         self.scale = scale
         self.clamp = clamp
@@ -113,6 +139,8 @@ class AffineCoupling(_Coupling):
         shift, raw = h[:, 0::2], h[:, 1::2]
         if self.scale == "sigmoid":
             log_scale = F.logsigmoid(raw + 2.0)
+        elif self.clamp is None:
+            log_scale = raw
         else:
             log_scale = self.clamp * torch.tanh(raw / self.clamp)
         if inverse:

@@ -21,6 +21,7 @@ optionally shifted by a linear function of the context (class-conditional prior)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -42,33 +43,69 @@ def _unstandardise(eps: Tensor, mean: Tensor, logs: Tensor) -> tuple[Tensor, Ten
 
 
 class FactorOut(Bijector):
-    """Split the channels, standardise the second part given the first, run ``inner``
+    r"""Split the channels, standardise the second part given the first, run ``inner``
     on the first part.
 
+    With ``prior="standard"`` the factored-out part is modelled as N(0, sigma^2 I)
+    (WaveGlow's early outputs): :math:`\epsilon_2 = z_2 / \sigma`, with log-det
+    :math:`-D_2 \log \sigma`.
+
     Args:
-        channels: input channels; the first ``channels // 2`` are kept.
+        channels: input channels.
         inner: the rest of the model, applied to the kept part; must preserve shape.
-        spatial_dims: 0, 1 or 2 (for the prior network).
-        prior: ``"learned"`` (openai's zero-initialised conv of the kept half) or
-            ``"standard"`` (``z_2`` is already N(0, I), as in WaveGlow's early outputs).
+        spatial_dims: 0, 1 or 2 (for the prior network); inputs of another rank are refused
+            with a :class:`~flowkit.errors.ShapeError`.
+        prior: ``"learned"`` (openai's zero-initialised conv of the kept part) or
+            ``"standard"`` (``z_2 ~ N(0, sigma^2 I)``, as in WaveGlow's early outputs).
         context_channels: channels of a context fed to the prior network.
         edge_bias: give the prior's convolution openai's border channel.
+        keep: channels kept and passed to ``inner`` (default ``channels // 2``); WaveGlow
+            keeps 6 of 8, then 4 of 6.
+        sigma: the scale of the ``"standard"`` prior.
+
+    Example:
+        >>> level = flowkit.FactorOut(8, spatial_dims=1, prior="standard", keep=6)
+        >>> level(torch.randn(2, 8, 10))[0].shape
+        torch.Size([2, 8, 10])
     """
 
     def __init__(self, channels: int, inner: Bijector | None = None, spatial_dims: int = 2,
                  prior: Literal["learned", "standard"] = "learned", context_channels: int = 0,
-                 edge_bias: bool = False):
+                 edge_bias: bool = False, keep: int | None = None, sigma: float = 1.0):
         super().__init__()
         if prior not in ("learned", "standard"):
             raise ValueError(f"prior must be 'learned' or 'standard', not {prior!r}")
+        keep = channels // 2 if keep is None else keep
+        if not 0 < keep < channels:
+            raise ValueError(f"FactorOut keeps between 1 and {channels - 1} of its {channels} channels, not {keep}")
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive number, not {sigma}")
+        if sigma != 1.0 and prior == "learned":
+            raise ValueError("sigma is the scale of the 'standard' prior; a learned prior learns its scale")
         self.channels = channels
-        self.split = channels // 2
+        self.split = keep
+        self.spatial_dims = spatial_dims
+        self.log_sigma = math.log(sigma)
         self.inner = inner if inner is not None else Sequential()
         self.prior = None
         self.uses_context = context_channels > 0
         if prior == "learned":
             self.prior = ZeroConv(self.split + context_channels, 2 * (channels - self.split), spatial_dims,
                                   edge_bias=edge_bias)
+
+    def _check(self, x: Tensor) -> None:
+        check_channels(x, self.channels, "FactorOut")
+        if self.prior is not None and x.dim() - 2 != self.spatial_dims:
+            raise ShapeError(f"FactorOut was built for {self.spatial_dims} spatial dims (its prior network is "
+                             f"{self.spatial_dims}-D); got shape {tuple(x.shape)}")
+
+    def _fixed_scale(self, z2: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        """The ``"standard"`` prior's ``eps_2 = z_2 / sigma`` (or its inverse) and log-det."""
+        per_sample = -self.log_sigma * z2[0].numel()
+        if self.log_sigma == 0.0:
+            return z2, z2.new_zeros(z2.shape[0])
+        scaled = z2 * math.exp(self.log_sigma) if inverse else z2 * math.exp(-self.log_sigma)
+        return scaled, z2.new_full((z2.shape[0],), -per_sample if inverse else per_sample)
 
     def _prior(self, z1: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         h = self.prior(z1, context if self.uses_context else None)
@@ -82,22 +119,25 @@ class FactorOut(Bijector):
         return out, ladj
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_channels(x, self.channels, "FactorOut")
+        self._check(x)
         record_boundary(self, x)
         z1, z2 = x[:, : self.split], x[:, self.split:]
-        ladj = x.new_zeros(x.shape[0])
         if self.prior is not None:
             z2, ladj = _standardise(z2, *self._prior(z1, context))
+        else:
+            z2, ladj = self._fixed_scale(z2, inverse=False)
         y1, inner_ladj = self._run_inner(z1, context, inverse=False)
         return torch.cat([y1, z2], dim=1), ladj + inner_ladj
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_channels(y, self.channels, "FactorOut")
+        self._check(y)
         y1, eps2 = y[:, : self.split], y[:, self.split:]
         z1, ladj = self._run_inner(y1, context, inverse=True)
         if self.prior is not None:
             eps2, prior_ladj = _unstandardise(eps2, *self._prior(z1, context))
-            ladj = ladj + prior_ladj
+        else:
+            eps2, prior_ladj = self._fixed_scale(eps2, inverse=True)
+        ladj = ladj + prior_ladj
         return torch.cat([z1, eps2], dim=1), ladj
 
     def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
@@ -110,9 +150,10 @@ class FactorOut(Bijector):
         if stored is not None:
             sink.note_drift(self, z1, stored[:, : self.split])
             z1 = stored[:, : self.split]
+        if self.prior is None:  # z2 = sigma * eps2, a constant log-det: no parameters, no recomputation
+            sigma = math.exp(self.log_sigma)
+            return torch.cat([z1, eps2 * sigma], dim=1), torch.cat([grad_z1, grad_y[:, self.split:] / sigma], dim=1)
         grad_y = torch.cat([grad_z1, grad_y[:, self.split:]], dim=1)
-        if self.prior is None:
-            return torch.cat([z1, eps2], dim=1), grad_y
 
         def recompute(y: Tensor, context: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor]:
             z1 = y[:, : self.split].detach().requires_grad_(True)

@@ -81,7 +81,11 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
     outputs; no tensor state lives outside the state_dict; and ``example``'s own
     dtype round trips to ``sqrt(atol)``; ``recompute`` (reversible backprop) rebuilds
     the input and the outputs, and ``reversible_backward`` gives autograd's gradients
-    (input, parameters, context).
+    (input, parameters, context); autograd's gradients of the output and the log-det
+    with respect to the input, the context and the parameters match finite differences
+    (``torch.autograd.gradcheck`` in float64), which catches a detached tensor that the
+    Jacobian log-det cannot see (a block-triangular Jacobian's determinant ignores the
+    off-diagonal block, where a detached conditioner input hides).
 
     Raises:
         ConformanceError: listing every failed property.
@@ -164,6 +168,7 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
         expect(not dead, f"no gradient reaches parameters {dead}")
 
     failures += _reversible_failures(b, x, ctx, generator, atol, rtol)
+    failures += _gradient_failures(b, x[:2], None if ctx is None else ctx[:2], generator)
 
     with torch.no_grad():
         y_train, ladj_train = b.train()(x, ctx)
@@ -211,6 +216,58 @@ def _reversible_failures(b: Bijector, x: Tensor, ctx: Tensor | None, generator: 
         failures.append(f"reversible_backward does not rebuild the input: {_err(x_back, x)}")
     if wrong:
         failures.append(f"reversible_backward's gradients differ from autograd's for {wrong}")
+    return failures
+
+
+def _gradcheck_along(run: Callable[[Tensor], tuple[Tensor, Tensor]]) -> bool:
+    """gradcheck of ``t -> run(t)``: autograd's derivative along one direction against
+    central finite differences (fast mode: random projections of the outputs).
+
+    A network with ReLUs has kinks, and a kink within the finite-difference step of the
+    evaluation point makes the two disagree without any bug. A cut path (a detached
+    tensor) disagrees everywhere, so the check fails only if it fails at three points
+    ``t = 0, 1e-3, -2e-3`` along the direction.
+    """
+    def along(t: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():  # layers cache derived tensors only with autograd off
+            y, ladj = run(t)
+        return y + 0 * t, ladj + 0 * t  # an output cut off from t must still count (as a zero derivative)
+
+    for t0 in (0.0, 1e-3, -2e-3):
+        t = torch.full((1,), t0, dtype=torch.float64, requires_grad=True)
+        if torch.autograd.gradcheck(along, (t,), eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True,
+                                    raise_exception=False):
+            return True
+    return False
+
+
+def _gradient_failures(b: Bijector, x: Tensor, ctx: Tensor | None, generator: torch.Generator) -> list[str]:
+    """Output and log-det gradients against finite differences, along random directions of the
+    input, the context and all parameters (then each parameter alone, to name the culprits)."""
+    from torch.func import functional_call
+
+    params = {n: p.detach() for n, p in b.named_parameters() if p.requires_grad}
+    directions = {n: torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for n, p in params.items()}
+    u_x = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+
+    def with_params(names: list[str]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        return lambda t: functional_call(b, {n: params[n] + t * directions[n] for n in names}, (x, ctx))
+
+    checks = {"the input": lambda t: b(x + t * u_x, ctx)}
+    if ctx is not None and ctx.is_floating_point():
+        u_c = torch.randn(ctx.shape, generator=generator, dtype=ctx.dtype)
+        checks["the context"] = lambda t: b(x, ctx + t * u_c)
+    if params:
+        checks["the parameters"] = with_params(list(params))
+    failures = []
+    for what, run in checks.items():
+        if _gradcheck_along(run):
+            continue
+        if what == "the parameters":
+            what = f"the parameters {[n for n in params if not _gradcheck_along(with_params([n]))]}"
+        failures.append(f"gradients of the output and log-det w.r.t. {what} do not match finite differences "
+                        f"(torch.autograd.gradcheck, float64): autograd misses or distorts a path, "
+                        f"e.g. a detached tensor")
     return failures
 
 

@@ -87,9 +87,19 @@ def test_untrained_glow_is_near_uniform_and_training_helps(cifar_train, cifar_va
 
 
 def test_temperature_zero_sample_is_the_prior_mode_and_samples_are_images():
-    model = Glow(GlowConfig(image_shape=(3, 8, 8), levels=2, depth=1, width=8)).eval()
-    a, b = model.sample(2, temperature=0.0), model.sample(2, temperature=0.0)
-    assert torch.equal(a, b)
+    """T = 0 decodes the latent mode (eps = 0 at every level); T scales the latent std."""
+    model = Glow(GlowConfig(image_shape=(3, 8, 8), levels=2, depth=1, width=8))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model(torch.rand(16, 3, 8, 8, generator=g) - 0.5)  # ActNorm init
+        for p in model.parameters():  # learned priors away from N(0, I), so eps = 0 is not x = 0
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    model.eval()
+    mode = model.sample(3, temperature=0.0, generator=g)
+    assert mode.abs().max() > 1e-3 and torch.equal(mode[0], mode[1]) and torch.equal(mode[0], mode[2])
+    assert model.encode(mode).abs().max() < 1e-4
+    latent = model.encode(model.sample(256, temperature=0.5, generator=g))
+    assert abs(float(latent.std()) - 0.5) < 0.02
     images = model.postprocess(model.sample(4, temperature=0.7))
     assert images.dtype == torch.uint8 and images.shape == (4, 3, 8, 8)
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from flowkit import ActNorm
@@ -43,3 +44,24 @@ def test_logscale_factor_scales_the_stored_parameter():
     a, b = ActNorm(2), ActNorm(2, logscale_factor=3.0)
     torch.testing.assert_close(a(x)[0], b(x)[0])
     torch.testing.assert_close(a.logs, 3.0 * b.logs)
+
+
+@pytest.mark.parametrize("spatial", [(), (6,), (3, 4)])
+def test_forward_inverse_and_logdet_of_an_initialised_perturbed_layer(spatial):
+    """y = (x + b) e^s and x = y e^-s - b, log-det |S| sum(s), on arbitrary b and s (not the init values)."""
+    norm = ActNorm(3, logscale_factor=2.0).double()
+    norm(torch.randn(16, 3, *spatial, dtype=torch.float64) * 3 + 1)  # initialise
+    with torch.no_grad():
+        norm.bias.add_(torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64))
+        norm.logs.add_(torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64))
+    b = norm.bias.detach().view(1, 3, *([1] * len(spatial)))
+    s = (2.0 * norm.logs.detach()).view(1, 3, *([1] * len(spatial)))
+    x = torch.randn(4, 3, *spatial, dtype=torch.float64)
+    y, ladj = norm(x)
+    positions = x[0, 0].numel()
+    torch.testing.assert_close(y, (x + b) * s.exp(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj, (positions * s.sum()).expand(4), rtol=1e-12, atol=1e-12)
+    x_back, ladj_back = norm.inverse(y)
+    torch.testing.assert_close(x_back, y * (-s).exp() - b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x_back, x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj_back, -ladj, rtol=1e-12, atol=1e-12)

@@ -44,10 +44,10 @@ def test_permute(x, kind):
 
 
 @SETTINGS
-@given(fst.batches(fst.event_shapes()), st.sampled_from(["sigmoid", "exp"]))
-def test_affine_coupling(x, scale):
-    rank = x.dim() - 2
-    conforms(lambda: fk.AffineCoupling(x.shape[1], hidden=8, spatial_dims=rank, scale=scale), x)
+@given(fst.batches(fst.event_shapes()), st.sampled_from([("sigmoid", 2.0), ("exp", 2.0), ("exp", None)]))
+def test_affine_coupling(x, scale_and_clamp):
+    rank, (scale, clamp) = x.dim() - 2, scale_and_clamp
+    conforms(lambda: fk.AffineCoupling(x.shape[1], hidden=8, spatial_dims=rank, scale=scale, clamp=clamp), x)
 
 
 @SETTINGS
@@ -105,13 +105,31 @@ def test_learned_prior(x, classes):
 
 
 @SETTINGS
-@given(fst.batches(fst.event_shapes(min_channels=2, max_side=4)), st.sampled_from(["learned", "standard"]))
-def test_factor_out(x, prior):
-    rank, kept = x.dim() - 2, x.shape[1] // 2
+@given(fst.batches(fst.event_shapes(min_channels=2, max_side=4)), st.sampled_from(["learned", "standard"]),
+       st.data())
+def test_factor_out(x, prior, data):
+    rank = x.dim() - 2
+    kept = data.draw(st.integers(1, x.shape[1] - 1), label="keep")
+    sigma = data.draw(st.sampled_from([1.0, 0.5, 2.0]), label="sigma") if prior == "standard" else 1.0
 
     def factory():
         inner = fk.Sequential(fk.ActNorm(kept), fk.Invertible1x1(kept))
-        return fk.FactorOut(x.shape[1], inner, spatial_dims=rank, prior=prior)
+        return fk.FactorOut(x.shape[1], inner, spatial_dims=rank, prior=prior, keep=kept, sigma=sigma)
+
+    conforms(factory, x)
+
+
+@SETTINGS
+@given(fst.batches(fst.event_shapes(spatial_dims=1, min_channels=8, max_channels=8, max_side=5)))
+def test_waveglow_like_early_outputs(x):
+    """8 channels: 2 factored out, then 2 of the remaining 6 (WaveGlow's early outputs)."""
+    def factory():
+        inner = fk.FactorOut(6, fk.Sequential(fk.Invertible1x1(4), fk.AffineCoupling(4, hidden=8, spatial_dims=1,
+                                                                                       scale="exp", clamp=None)),
+                             spatial_dims=1, prior="standard", keep=4, sigma=0.7)
+        return fk.Sequential(fk.Invertible1x1(8), fk.AffineCoupling(8, hidden=8, spatial_dims=1, scale="exp",
+                                                                    clamp=None),
+                             fk.FactorOut(8, inner, spatial_dims=1, prior="standard", keep=6, sigma=0.7))
 
     conforms(factory, x)
 

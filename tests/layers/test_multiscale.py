@@ -48,3 +48,46 @@ def test_class_conditional_prior_needs_context_and_uses_it():
     a = prior(z, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))[0]
     b = prior(z, torch.tensor([[0.0, 1.0], [0.0, 1.0]]))[0]
     assert not torch.allclose(a, b)
+
+
+def test_factor_out_gradients_through_the_prior_match_finite_differences():
+    """A prior that sees z1.detach() gives the right density but wrong gradients of it."""
+    layer = FactorOut(4, Sequential(ActNorm(2)), spatial_dims=1).double()
+    g = torch.Generator().manual_seed(0)
+    layer(torch.randn(8, 4, 6, dtype=torch.float64, generator=g))
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    layer.eval()
+    x = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: layer(t), (x,), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_standard_prior_with_a_chosen_split_and_scale():
+    """WaveGlow's early output: keep 6 of 8 channels, eps_2 = z_2 / sigma, log-det -D_2 log sigma."""
+    layer = FactorOut(8, Sequential(ActNorm(6)), spatial_dims=1, prior="standard", keep=6, sigma=0.5).double()
+    x = torch.randn(3, 8, 10, dtype=torch.float64)
+    y, ladj = layer.eval()(x)
+    torch.testing.assert_close(y[:, 6:], x[:, 6:] / 0.5, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y[:, :6], x[:, :6], rtol=1e-12, atol=1e-12)  # fresh ActNorm in eval: identity
+    torch.testing.assert_close(ladj, torch.full((3,), -2 * 10 * math.log(0.5), dtype=torch.float64))
+    x_back, ladj_back = layer.inverse(y)
+    torch.testing.assert_close(x_back, x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj_back, -ladj)
+    assert layer.forward_shape((8, 10)) == (8, 10)
+
+
+def test_a_chosen_split_must_leave_channels_on_both_sides():
+    for keep in (0, 8):
+        with pytest.raises(ValueError, match="keeps between 1 and 7"):
+            FactorOut(8, keep=keep, spatial_dims=1)
+    with pytest.raises(ValueError, match="'standard' prior"):
+        FactorOut(8, spatial_dims=1, sigma=0.5)
+
+
+def test_a_tensor_of_another_rank_is_a_shape_error():
+    layer = FactorOut(4, spatial_dims=1)
+    with pytest.raises(ShapeError, match="built for 1 spatial dims"):
+        layer(torch.randn(2, 4, 6, 6))
+    with pytest.raises(ShapeError, match="built for 1 spatial dims"):
+        layer.inverse(torch.randn(2, 4))

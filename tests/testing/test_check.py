@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flowkit import ActNorm, Bijector
+from flowkit import ActNorm, AffineCoupling, Bijector, FactorOut
 from flowkit.testing import ConformanceError, check_bijector
 
 
@@ -85,6 +85,29 @@ class ForgetsLogDetGradient(Scale):
         return x, grad_y * self._s(y).exp()
 
 
+class DetachedConditioner(AffineCoupling):
+    """The classic silent bug: the conditioner sees ``x_a.detach()``. Inverse, log-det and
+    Jacobian determinant are all right; only the gradients of log p(x) are wrong."""
+
+    def _conditioner(self, x_a, context):
+        return super()._conditioner(x_a.detach(), context)
+
+
+class DetachedPrior(FactorOut):
+    """A factor-out whose prior network sees ``z1.detach()``."""
+
+    def _prior(self, z1, context):
+        return super()._prior(z1.detach(), context)
+
+
+class DetachedScale(Scale):
+    """The parameter's gradient through the output is cut (the log-det keeps one)."""
+
+    def forward(self, x, context=None):
+        y, ladj = super().forward(x)
+        return x * self._s(x).detach().exp(), ladj
+
+
 x = torch.randn(4, 3, 5)
 
 
@@ -133,3 +156,22 @@ def test_kit_leaves_the_bijector_untouched():
 def test_kit_needs_a_batch():
     with pytest.raises(ValueError, match="at least 2 samples"):
         check_bijector(Scale(3), torch.randn(1, 3))
+
+
+@pytest.mark.parametrize("broken", [
+    lambda: DetachedConditioner(4, hidden=8, spatial_dims=1),
+    lambda: DetachedPrior(4, spatial_dims=1),
+])
+def test_kit_catches_a_detached_network_input(broken):
+    with pytest.raises(ConformanceError, match="w.r.t. the input do not match finite differences"):
+        check_bijector(broken(), torch.randn(4, 4, 6), factory=broken)
+
+
+def test_the_same_layers_without_the_bug_pass():
+    for layer in (lambda: AffineCoupling(4, hidden=8, spatial_dims=1), lambda: FactorOut(4, spatial_dims=1)):
+        check_bijector(layer(), torch.randn(4, 4, 6), factory=layer)
+
+
+def test_kit_names_the_parameter_whose_gradient_is_cut():
+    with pytest.raises(ConformanceError, match="w.r.t. the parameters \\['log_scale'\\] do not match"):
+        check_bijector(DetachedScale(3), x)

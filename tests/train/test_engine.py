@@ -160,3 +160,14 @@ def test_compiled_training_reaches_the_eager_weights(tmp_path):
     assert compiled.compute_loss is not compiled.loss_fn
     for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_loading_refuses_non_finite_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    save_checkpoint(tmp_path / "c", tiny_flow(), {"step": 1})
+    state = load_checkpoint(tmp_path / "c").model
+    state[next(iter(state))] = torch.full_like(state[next(iter(state))], float("inf"))
+    save_file(state, tmp_path / "c" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="model weights hold non-finite values"):
+        load_checkpoint(tmp_path / "c")
