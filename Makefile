@@ -13,8 +13,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "torch==2.14.1"
-	$(PY) -m pip install --quiet -e ".[dev,image]"
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchaudio==2.11.0"
+	$(PY) -m pip install --quiet -e ".[dev,image,audio]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -12,6 +12,7 @@ prints one line and exits 1 (``FLOWKIT_TRACEBACK=1`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from importlib.metadata import entry_points
@@ -22,6 +23,46 @@ from .train.interrupt import TrainingInterrupted
 
 PLUGIN_GROUP = "flowkit.plugins"
 TRACEBACK_VARIABLE = "FLOWKIT_TRACEBACK"
+
+__all__ = ["build_parser", "finite_float", "main", "non_negative_float", "positive_float", "positive_int"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (counts, steps, sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no NaN or infinity)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (minutes, learning rates)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (temperatures, sigmas, strengths)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
 
 
 def _register_plugins(subparsers: argparse._SubParsersAction) -> list[str]:
@@ -35,8 +76,16 @@ def _register_plugins(subparsers: argparse._SubParsersAction) -> list[str]:
     return broken
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (``flowkit: error: ...``) and exit 2, no usage dump;
+    subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"flowkit: error: {self.prog.removeprefix('flowkit ')}: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowkit", description="Normalizing flows for images, audio and text.")
+    parser = OneLineParser(prog="flowkit", description="Normalizing flows for images, audio and text.")
     parser.add_argument("--version", action="version", version=f"flowkit {__version__}")
     subparsers = parser.add_subparsers(dest="plugin", metavar="PLUGIN")
     parser.broken_plugins = _register_plugins(subparsers)

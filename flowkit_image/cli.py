@@ -12,12 +12,21 @@ import argparse
 import json
 
 from flowkit.bijector import MEMORY_MODES
+from flowkit.cli import finite_float, non_negative_float, positive_float, positive_int
 
 from . import workflows
 from .presets import PRESETS
 
 
 ARCHITECTURE_FLAGS = ("levels", "depth", "width", "coupling", "permutation", "n_bits")
+
+
+def n_bits(text: str) -> int:
+    """argparse type: bits per colour channel, 1..8."""
+    value = positive_int(text)
+    if value > 8:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 8, got {value}")
+    return value
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -75,31 +84,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--data", default=None, help=".npz, image folder, CIFAR-10 binary folder/file, or 'demo' (default)")
     p.add_argument("--eval-data", default=None, help="held-out images (default: the demo test split, or 5%% of --data)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
     p.add_argument("--out", default="out/glow")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch (split across torchrun processes)")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (split across torchrun processes)")
+    p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--optimizer", default=None, choices=["adamax", "adam", "sgd"], help="default: the preset's")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips")
     p.add_argument("--class-conditional", action="store_true", help="class-conditional top prior")
-    p.add_argument("--weight-y", type=float, default=0.0,
+    p.add_argument("--weight-y", type=non_negative_float, default=0.0,
                    help="with --class-conditional: weight of openai's auxiliary classifier (openai: 0.01)")
     p.add_argument("--device", default=None)
-    p.add_argument("--levels", type=int, default=None, help="override the preset's L")
-    p.add_argument("--depth", type=int, default=None, help="override the preset's K")
-    p.add_argument("--width", type=int, default=None, help="override the preset's coupling width")
+    p.add_argument("--levels", type=positive_int, default=None, help="override the preset's L")
+    p.add_argument("--depth", type=positive_int, default=None, help="override the preset's K")
+    p.add_argument("--width", type=positive_int, default=None, help="override the preset's coupling width")
     p.add_argument("--coupling", default=None, choices=["affine", "additive"])
     p.add_argument("--permutation", default=None, choices=["conv", "conv_lu", "shuffle", "reverse"])
-    p.add_argument("--n-bits", type=int, default=None, help="bits per colour channel (1..8)")
+    p.add_argument("--n-bits", type=n_bits, default=None, help="bits per colour channel (1..8)")
     p.add_argument("--memory", default=None, choices=list(MEMORY_MODES),
                    help="backprop mode: reversible keeps activation memory flat in depth; "
                         "reversible+boundaries also keeps each level's input to bound drift")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training step (faster steps after a compile of a minute or more)")
-    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                    help="save a checkpoint every N steps (default: the preset's; SIGTERM/SIGINT always save)")
     p.set_defaults(run=_train)
 
@@ -108,13 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="demo")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA ones")
-    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--batch-size", type=positive_int, default=200)
     p.set_defaults(run=_evaluate)
 
     p = commands.add_parser("sample", help="a grid of samples")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--temperature", type=non_negative_float, default=0.7)
+    p.add_argument("--n", type=positive_int, default=64)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int, default=None, help="class of a class-conditional model")
@@ -123,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("reconstruct", help="encode/decode error on real images")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="demo")
-    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--n", type=positive_int, default=16)
     p.add_argument("--out", default=None)
     p.set_defaults(run=_reconstruct)
 
@@ -132,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="demo")
     p.add_argument("--a", type=int, default=None, help="index of the first image")
     p.add_argument("--b", type=int, default=None, help="index of the second image")
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--steps", type=positive_int, default=8)
     p.add_argument("--out", required=True)
     p.set_defaults(run=_interpolate)
 
@@ -142,14 +151,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--negative", required=True, help="class name or index")
     p.add_argument("--data", default="demo", help="labelled images the direction comes from")
     p.add_argument("--edit-data", default="demo", help="images to edit (their negative-class images)")
-    p.add_argument("--n", type=int, default=6)
+    p.add_argument("--n", type=positive_int, default=6)
     p.add_argument("--alphas", default="-1,-0.5,0,0.5,1")
-    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--scale", type=finite_float, default=1.0)
     p.add_argument("--out", required=True)
     p.set_defaults(run=_manipulate)
 
     p = commands.add_parser("demo", help="train on the embedded CIFAR-10 sample and write every artefact")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=positive_int, default=600)
     p.add_argument("--out", default="out/demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out (refused otherwise)")

@@ -47,3 +47,41 @@ def cifar_val() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+AUDIO_TRAIN_SPEAKERS = {"george", "jackson", "lucas", "nicolas"}
+AUDIO_HELD_OUT = "theo"
+
+
+@pytest.fixture(scope="session")
+def fsdd_folder() -> Path:
+    """Free Spoken Digit Dataset recordings (8 kHz); speaker theo is the held-out one."""
+    return require_data("fsdd")
+
+
+@pytest.fixture(scope="session")
+def fsdd_train(fsdd_folder):
+    """Every 4th recording of the four training speakers (500 clips)."""
+    from flowkit_audio.data import fsdd_clips
+
+    return fsdd_clips(fsdd_folder, speakers=AUDIO_TRAIN_SPEAKERS)[::4]
+
+
+@pytest.fixture(scope="session")
+def fsdd_held_out(fsdd_folder):
+    """Twenty recordings of the held-out speaker, two of every digit."""
+    from flowkit_audio.data import fsdd_clips
+
+    return fsdd_clips(fsdd_folder, speakers={AUDIO_HELD_OUT})[::25]
+
+
+@pytest.fixture(scope="session")
+def fsdd_subset(tmp_path_factory, fsdd_folder) -> Path:
+    """A folder of 300 recordings (all five speakers, takes 5-10 of every digit), for the CLI."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("fsdd")
+    for path in sorted(fsdd_folder.glob("*.wav")):
+        if int(path.stem.split("_")[2]) in range(5, 11):
+            shutil.copy(path, folder / path.name)
+    return folder

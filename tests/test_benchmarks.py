@@ -53,3 +53,14 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path):
     rows = run_script("gpu", "--tiny", "--device", "cpu", tmp_path=tmp_path)["results"]
     assert [r["precision"] for r in rows] == ["fp32", "bf16 autocast"]
     assert all(r["images_per_s"] > 0 and r["sample_ms"] > 0 for r in rows)
+
+
+def test_audio_benchmark_quick_run(tmp_path, fsdd_folder):
+    result = run_script("audio", "--quick", tmp_path=tmp_path)
+    assert [r["mode"] for r in result["speed"]] == ["weight norm (as trained)", "weight norm folded",
+                                                    "folded + bf16 conditioners"]
+    assert all(r["kHz"] > 0 for r in result["speed"])
+    assert [r["synthesis"] for r in result["vocoder_quality"]] == ["WaveGlow cpu (sigma 0.6)",
+                                                                   "Griffin-Lim (60 iterations)"]
+    assert [r["requested"] for r in result["pitch"]] == [-2, 2]
+    assert "theo" in result["data"]["held_out"] and result["config"]["quick"] is True

@@ -1,0 +1,16 @@
+"""flowkit_audio: audio flows built from flowkit's core layers.
+
+* :mod:`~flowkit_audio.waveglow`: the WaveGlow vocoder (mel spectrogram to waveform);
+* :mod:`~flowkit_audio.melflow`: a flow over log-mel frames whose latent carries pitch;
+* :mod:`~flowkit_audio.pitch`: pitch directions calibrated in semitones;
+* :mod:`~flowkit_audio.features`: the shared mel definition, Griffin-Lim, F0 (Praat);
+* :mod:`~flowkit_audio.data`: WAV files, FSDD, the embedded demo sample;
+* ``flowkit audio ...``: the command line (:mod:`~flowkit_audio.cli`).
+
+Needs the ``audio`` extra (torchaudio, soundfile, praat-parselmouth).
+"""
+
+from .features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
+from .waveglow import WaveGlow, WaveGlowConfig, WaveNet
+
+__all__ = ["MelConfig", "WaveGlow", "WaveGlowConfig", "WaveNet", "f0_hz", "griffin_lim", "log_mel", "semitones"]

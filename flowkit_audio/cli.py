@@ -1,0 +1,138 @@
+"""``flowkit audio ...``: the vocoder and pitch editing on the command line.
+
+    flowkit audio train-vocoder --data FOLDER --out DIR [--preset P] [--steps N] [--minutes M] [--seed S] [--resume]
+    flowkit audio vocode --checkpoint DIR --input WAV_OR_FOLDER --out FOLDER [--sigma S] [--json]
+    flowkit audio train-pitch --data FOLDER --out DIR [--steps N] [--minutes M] [--seed S] [--resume]
+    flowkit audio edit-pitch --checkpoint DIR --input WAV_OR_FOLDER --out FOLDER (--semitones S | --alpha A)
+                             [--vocoder DIR | --vocoder griffinlim] [--json]
+    flowkit audio demo
+
+Registering the commands imports nothing heavy: torchaudio, soundfile and Praat load when
+a command runs, and a missing ``audio`` extra is reported in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from flowkit.cli import finite_float, non_negative_float, positive_float, positive_int
+from flowkit.errors import FlowkitError
+
+REQUIRED = {"torchaudio": "torchaudio", "soundfile": "soundfile", "parselmouth": "praat-parselmouth"}
+
+
+def require_audio_extra() -> None:
+    """Raise a one-line error naming the extra if an audio dependency is missing."""
+    import importlib.util
+
+    missing = [package for module, package in REQUIRED.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise FlowkitError(f"the audio commands need {', '.join(missing)}: pip install 'flowkit[audio]'")
+
+
+def _print(result: dict[str, Any], as_json: bool, summary: str) -> None:
+    print(json.dumps(result) if as_json else summary)
+
+
+def _train_vocoder(args: argparse.Namespace) -> None:
+    require_audio_extra()
+    from . import vocoder
+
+    metrics = vocoder.train_vocoder(args.data, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
+                                    checkpoint_every=args.checkpoint_every)
+    print(json.dumps({k: metrics[k] for k in ("step", "nll", "eval_nll") if k in metrics}))
+
+
+def _vocode(args: argparse.Namespace) -> None:
+    require_audio_extra()
+    from . import vocoder
+
+    result = vocoder.vocode_files(args.checkpoint, args.input, args.out, args.sigma, args.denoise)
+    mean = result["mean"]
+    _print(result, args.json, f"wrote {len(result['files'])} file(s) to {result['out']}: log-spectral distance "
+                              f"{mean['log_spectral_distance_db']:.2f} dB, real-time factor {mean['real_time_factor']:.3f}")
+
+
+def _train_pitch(args: argparse.Namespace) -> None:
+    require_audio_extra()
+    from . import pitch
+
+    report = pitch.train_pitch(args.data, args.out, args.steps, args.minutes, args.seed, args.resume,
+                               args.checkpoint_every)
+    print(json.dumps({k: report[k] for k in ("steps", "held_out_nll", "train_nll")}))
+
+
+def _edit_pitch(args: argparse.Namespace) -> None:
+    require_audio_extra()
+    from . import pitch
+
+    result = pitch.edit_files(args.checkpoint, args.input, args.out, args.semitones, args.alpha,
+                              None if args.vocoder in (None, "griffinlim") else args.vocoder)
+    median = result["median_semitones_vs_resynthesis"]
+    _print(result, args.json, f"wrote {len(result['files'])} file(s) to {result['out']} (alpha {result['alpha']:+.3f}); "
+                              f"median F0 change {'n/a' if median is None else f'{median:+.2f} semitones'}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    require_audio_extra()
+    from . import demo
+
+    result = demo.run(args.out, args.vocoder_minutes, args.pitch_minutes, overwrite=args.overwrite)
+    print(json.dumps(result["summary"]))
+
+
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="demo", help="a folder of WAV files, or 'demo' (the embedded FSDD sample)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Entry point of the ``flowkit.plugins`` group: adds ``flowkit audio``."""
+    from .waveglow import PRESETS  # torch only: torchaudio, soundfile and Praat load when a command runs
+
+    audio = subparsers.add_parser("audio", help="WaveGlow vocoder and pitch editing",
+                                  description="WaveGlow vocoder and pitch editing through a flow latent.")
+    commands = audio.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("train-vocoder", help="train a WaveGlow vocoder")
+    _training_flags(p)
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.set_defaults(run=_train_vocoder)
+
+    p = commands.add_parser("vocode", help="copy synthesis of WAV files through a trained vocoder")
+    p.add_argument("--checkpoint", required=True, help="a vocoder run folder or its checkpoint/")
+    p.add_argument("--input", required=True, help="a WAV file or a folder of them")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--sigma", type=non_negative_float, default=0.6, help="synthesis sigma (WaveGlow: 0.6)")
+    p.add_argument("--denoise", type=non_negative_float, default=0.0, help="denoiser strength (0.01-0.1)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_vocode)
+
+    p = commands.add_parser("train-pitch", help="train the mel flow and calibrate its pitch direction")
+    _training_flags(p)
+    p.set_defaults(run=_train_pitch)
+
+    p = commands.add_parser("edit-pitch", help="raise or lower the pitch of WAV files through the latent")
+    p.add_argument("--checkpoint", required=True, help="a pitch run folder or its checkpoint/")
+    p.add_argument("--input", required=True)
+    p.add_argument("--out", required=True)
+    amount = p.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--semitones", type=finite_float, help="calibrated change of F0")
+    amount.add_argument("--alpha", type=finite_float, help="raw strength along the pitch direction")
+    p.add_argument("--vocoder", default="griffinlim", help="a vocoder run folder, or 'griffinlim'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_edit_pitch)
+
+    p = commands.add_parser("demo", help="train both models on the embedded FSDD sample and write every artefact")
+    p.add_argument("--out", default="out/audio-demo")
+    p.add_argument("--vocoder-minutes", type=positive_float, default=3.0)
+    p.add_argument("--pitch-minutes", type=positive_float, default=1.0)
+    p.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
+    p.set_defaults(run=_demo)

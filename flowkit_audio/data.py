@@ -1,0 +1,150 @@
+"""Audio data: WAV files read and written with soundfile, resampled with torchaudio,
+the Free Spoken Digit Dataset's naming, and the embedded demo sample.
+
+Every reader returns float32 mono audio in [-1, 1] at the requested rate. Bad files get
+a :class:`~flowkit.errors.DataError` naming the file and the problem (not a WAV,
+empty, non-finite samples); stereo is mixed down and other rates are resampled, both
+said in :attr:`Clip.notes`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowkit.errors import DataError
+
+__all__ = ["Clip", "demo_clips", "fsdd_clips", "load_clips", "read_wav", "split_clips", "write_wav"]
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+FSDD_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)$")
+
+
+@dataclass
+class Clip:
+    """One recording: ``audio`` float32 ``(T,)`` in [-1, 1] at ``sample_rate``."""
+
+    name: str
+    audio: Tensor
+    sample_rate: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def speaker(self) -> str | None:
+        match = FSDD_NAME.match(self.name)
+        return match["speaker"] if match else None
+
+    @property
+    def digit(self) -> int | None:
+        match = FSDD_NAME.match(self.name)
+        return int(match["digit"]) if match else None
+
+
+def _resample(audio: Tensor, rate: int, target: int) -> Tensor:
+    import torchaudio.functional as AF
+
+    return AF.resample(audio, rate, target) if rate != target else audio
+
+
+def read_wav(path: str | os.PathLike, sample_rate: int | None = None) -> Clip:
+    """Read an audio file as mono float32, resampled to ``sample_rate`` if given."""
+    import soundfile
+
+    path = Path(path)
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: not a readable audio file ({' '.join(str(error).split())})") from None
+    return _clip(path.stem, data, rate, sample_rate, str(path))
+
+
+def _clip(name: str, data: np.ndarray, rate: int, sample_rate: int | None, source: str) -> Clip:
+    notes = []
+    if data.size == 0 or data.shape[0] == 0:
+        raise DataError(f"{source}: the file holds no audio samples")
+    if not np.isfinite(data).all():
+        raise DataError(f"{source}: the audio holds NaN or infinite samples")
+    if data.shape[1] > 1:
+        notes.append(f"mixed {data.shape[1]} channels down to mono")
+    audio = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32))
+    if sample_rate is not None and rate != sample_rate:
+        notes.append(f"resampled from {rate} Hz to {sample_rate} Hz")
+        audio, rate = _resample(audio, rate, sample_rate), sample_rate
+    return Clip(name, audio.clamp(-1.0, 1.0), int(rate), notes)
+
+
+def write_wav(path: str | os.PathLike, audio: Tensor, sample_rate: int) -> Path:
+    """Write mono 16-bit PCM (clipped to [-1, 1]) atomically: a temporary file, then a rename."""
+    import soundfile
+
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        raise DataError(f"{path}: output audio files must end in .wav")
+    values = audio.detach().float().reshape(-1).clamp(-1.0, 1.0).cpu().numpy()
+    if not np.isfinite(values).all():
+        raise DataError(f"refusing to write non-finite audio to {path}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    soundfile.write(str(tmp), values, int(sample_rate), subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+    return path
+
+
+def load_clips(source: str | os.PathLike, sample_rate: int) -> list[Clip]:
+    """A WAV file or every audio file in a folder (sorted by name), at ``sample_rate``."""
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+        if not files:
+            raise DataError(f"{source}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this folder")
+        return [read_wav(p, sample_rate) for p in files]
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    return [read_wav(source, sample_rate)]
+
+
+def fsdd_clips(folder: str | os.PathLike, sample_rate: int = 8000, speakers: set[str] | None = None) -> list[Clip]:
+    """Free Spoken Digit Dataset recordings (``{digit}_{speaker}_{index}.wav``), optionally of some speakers."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.glob("*.wav") if FSDD_NAME.match(p.stem))
+    if speakers is not None:
+        files = [p for p in files if FSDD_NAME.match(p.stem)["speaker"] in speakers]
+    if not files:
+        raise DataError(f"{folder}: no FSDD recordings ({{digit}}_{{speaker}}_{{index}}.wav)")
+    return [read_wav(p, sample_rate) for p in files]
+
+
+def demo_clips(split: str = "train") -> list[Clip]:
+    """The embedded FSDD sample (CC BY-SA 4.0, see assets/README.md): ``"train"`` has four
+    speakers, ``"test"`` a fifth one held out."""
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', not {split!r}")
+    raw = resources.files("flowkit_audio").joinpath("assets", "fsdd_demo.npz").read_bytes()
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+        names = [str(n) for n in data[f"{split}_names"]]
+        ends = np.cumsum(data[f"{split}_lengths"])
+        samples = np.split(data[f"{split}_audio"], ends[:-1])
+        rate = int(data["sample_rate"])
+    return [Clip(n, torch.from_numpy(s.astype(np.float32) / 32768.0), rate) for n, s in zip(names, samples)]
+
+
+def split_clips(data: str | os.PathLike | None, sample_rate: int) -> tuple[list[Clip], list[Clip]]:
+    """Training and held-out clips: ``"demo"`` (the embedded sample, its fifth speaker held
+    out), or a WAV folder: with FSDD names the alphabetically last speaker is held out,
+    otherwise every 20th clip."""
+    if data in (None, "demo"):
+        return demo_clips("train"), demo_clips("test")
+    clips = load_clips(data, sample_rate)
+    speakers = sorted({c.speaker for c in clips if c.speaker})
+    if len(speakers) >= 2 and all(c.speaker for c in clips):
+        return [c for c in clips if c.speaker != speakers[-1]], [c for c in clips if c.speaker == speakers[-1]]
+    if len(clips) < 2:
+        raise DataError(f"{data}: need at least 2 clips (one to hold out)")
+    return [c for i, c in enumerate(clips) if i % 20], [c for i, c in enumerate(clips) if i % 20 == 0]

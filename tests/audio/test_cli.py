@@ -1,0 +1,119 @@
+"""Every `flowkit audio` command end to end on real FSDD speech, and their one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from flowkit.cli import main
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, fsdd_subset):
+    root = tmp_path_factory.mktemp("audio-cli")
+    assert main(["audio", "train-vocoder", "--data", str(fsdd_subset), "--out", str(root / "vocoder"),
+                 "--steps", "4"]) == 0
+    assert main(["audio", "train-pitch", "--data", str(fsdd_subset), "--out", str(root / "pitch"),
+                 "--steps", "60"]) == 0
+    return root
+
+
+def test_train_commands_write_runs_that_resume(runs, fsdd_subset, capsys):
+    saved = json.loads((runs / "vocoder" / "checkpoint" / "config.json").read_text())
+    assert saved["step"] == 4 and saved["model"]["kind"] == "waveglow" and saved["model"]["preset"] == "cpu"
+    assert main(["audio", "train-vocoder", "--data", str(fsdd_subset), "--out", str(runs / "vocoder"),
+                 "--steps", "6", "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 6
+    assert (runs / "pitch" / "pitch.json").exists()
+
+
+def test_vocode_writes_wavs_pictures_and_json(runs, fsdd_folder, tmp_path, capsys):
+    clips = tmp_path / "in"
+    clips.mkdir()
+    for name in ("3_theo_11.wav", "7_theo_12.wav"):
+        (clips / name).write_bytes((fsdd_folder / name).read_bytes())
+    assert main(["audio", "vocode", "--checkpoint", str(runs / "vocoder" / "checkpoint"), "--input", str(clips),
+                 "--out", str(tmp_path / "out"), "--sigma", "0.6", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert [f["file"] for f in result["files"]] == ["3_theo_11", "7_theo_12"]
+    assert result["mean"]["log_spectral_distance_db"] > 0 and result["mean"]["real_time_factor"] > 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "3_theo_11.png", "3_theo_11.wav", "7_theo_12.png", "7_theo_12.wav", "vocode.json"]
+
+
+@pytest.mark.parametrize("amount", [["--semitones", "2"], ["--alpha", "-3"]])
+def test_edit_pitch_with_griffin_lim_and_with_the_vocoder(runs, fsdd_folder, tmp_path, capsys, amount):
+    wav = tmp_path / "5_theo_12.wav"
+    wav.write_bytes((fsdd_folder / "5_theo_12.wav").read_bytes())
+    for vocoder in ("griffinlim", str(runs / "vocoder")):
+        out = tmp_path / ("gl" if vocoder == "griffinlim" else "wg")
+        assert main(["audio", "edit-pitch", "--checkpoint", str(runs / "pitch"), "--input", str(wav),
+                     "--out", str(out), *amount, "--vocoder", vocoder, "--json"]) == 0
+        result = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert result["synthesis"] == ("griffin-lim" if vocoder == "griffinlim" else "vocoder")
+        row = result["files"][0]
+        assert row["file"] == "5_theo_12" and row["f0_in_hz"] > 60 and "semitones_vs_input" in row
+        assert (out / "5_theo_12.wav").exists() and (out / "5_theo_12.png").exists()
+    if amount[0] == "--alpha":
+        assert result["alpha"] == -3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["vocode", "--checkpoint", "{runs}/nothing", "--input", "{wav}", "--out", "{tmp}/o"], "no checkpoint"),
+    (["vocode", "--checkpoint", "{runs}/pitch", "--input", "{wav}", "--out", "{tmp}/o"], "not a vocoder checkpoint"),
+    (["vocode", "--checkpoint", "{runs}/vocoder", "--input", "{bad}", "--out", "{tmp}/o"], "not a readable audio file"),
+    (["vocode", "--checkpoint", "{runs}/vocoder", "--input", "{wav}", "--out", "{wav}"], "--out must be a folder"),
+    (["vocode", "--checkpoint", "{runs}/vocoder", "--input", "{wav}", "--out", "{tmp}/o", "--sigma", "nan"],
+     "--sigma: must be a finite number"),
+    (["edit-pitch", "--checkpoint", "{runs}/pitch", "--input", "{wav}", "--out", "{tmp}/o", "--semitones", "inf"],
+     "--semitones: must be a finite number"),
+    (["edit-pitch", "--checkpoint", "{runs}/pitch", "--input", "{wav}", "--out", "{tmp}/o", "--semitones", "30"],
+     "calibrated pitch range"),
+    (["edit-pitch", "--checkpoint", "{runs}/pitch", "--input", "{wav}", "--out", "{tmp}/o"],
+     "one of the arguments --semitones --alpha is required"),
+    (["edit-pitch", "--checkpoint", "{runs}/vocoder", "--input", "{wav}", "--out", "{tmp}/o", "--alpha", "1"],
+     "not a pitch-flow checkpoint"),
+    (["train-vocoder", "--out", "{runs}/vocoder", "--steps", "1"], "already holds a checkpoint"),
+    (["train-vocoder", "--out", "{tmp}/v", "--steps", "0"], "--steps: must be at least 1"),
+    (["train-vocoder", "--out", "{tmp}/v", "--preset", "huge"], "--preset: invalid choice"),
+    (["train-pitch", "--out", "{tmp}/p", "--data", "{tmp}/empty"], "no audio files"),
+])
+def test_errors_are_one_line_and_exit_2(runs, fsdd_folder, tmp_path, args, message):
+    wav = tmp_path / "1_theo_11.wav"
+    wav.write_bytes((fsdd_folder / "1_theo_11.wav").read_bytes())
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
+    (tmp_path / "empty").mkdir()
+    values = {"runs": runs, "wav": wav, "bad": tmp_path / "bad.wav", "tmp": tmp_path}
+    done = subprocess.run([sys.executable, "-m", "flowkit.cli", "audio", *(a.format(**values) for a in args)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowkit: error:") and message in lines[0], done.stderr
+
+
+def test_a_missing_audio_extra_is_named_and_other_plugins_still_work():
+    probe = "import sys; sys.modules['torchaudio'] = None; from flowkit.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", probe, "audio", "vocode", "--checkpoint", "x", "--input", "y",
+                           "--out", "z"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "flowkit: error: the audio commands need torchaudio: pip install 'flowkit[audio]'")
+    help_text = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True, env=ENV,
+                               timeout=120).stdout
+    assert "image" in help_text and "audio" in help_text
+
+
+def test_a_broken_plugin_is_one_warning_line_and_the_others_work(tmp_path):
+    probe = ("import sys, flowkit.cli as cli; from importlib.metadata import EntryPoint\n"
+             "real = cli.entry_points\n"
+             "def patched(group):\n"
+             "    return [*real(group=group), EntryPoint('broken', 'no_such_module:register', group)]\n"
+             "cli.entry_points = patched\n"
+             "sys.exit(cli.main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True, env=ENV,
+                          timeout=120)
+    assert done.returncode == 0 and "image" in done.stdout and "audio" in done.stdout
+    assert done.stderr.strip().startswith("flowkit: warning: plug-in 'broken' could not be loaded")

@@ -1,0 +1,21 @@
+"""`flowkit audio demo` on a fresh machine: the embedded sample, every artefact, no data given."""
+
+import json
+
+import pytest
+
+from flowkit.errors import FlowkitError
+from flowkit_audio import demo
+
+
+def test_demo_writes_every_artefact_and_never_replaces_a_run(tmp_path):
+    result = demo.run(tmp_path / "demo", vocoder_minutes=0.5, pitch_minutes=0.5, progress=False, steps=5)
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())["summary"]
+    assert summary == result["summary"]
+    assert {"log_spectral_distance_db", "griffin_lim_log_spectral_distance_db", "real_time_factor"} <= set(
+        summary["vocoder"])
+    for folder in ("held_out", "vocoded", "griffin_lim", "pitch_-2", "pitch_+2"):
+        assert len(list((tmp_path / "demo" / folder).glob("*.wav"))) == demo.EXAMPLES, folder
+    assert len(list((tmp_path / "demo" / "pitch_+2").glob("*.png"))) == demo.EXAMPLES
+    with pytest.raises(FlowkitError, match="already holds a checkpoint"):
+        demo.run(tmp_path / "demo", steps=1, progress=False)
