@@ -28,5 +28,5 @@ __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "CheckpointError", "DataError",
     "DiagNormal", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1", "Invertible1x1LU",
     "LearnedPrior", "NonFiniteError", "Permute", "RQSplineCoupling", "Sequential", "ShapeError",
-    "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "interpolate",
+    "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "evaluation_mode", "interpolate",
 ]

@@ -15,23 +15,22 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from flowkit.config import SavedConfig
 from flowkit.errors import DataError, FlowkitError
 
 __all__ = ["MelConfig", "f0_hz", "griffin_lim", "log_mel", "semitones"]
 
 
 @dataclass(frozen=True)
-class MelConfig:
+class MelConfig(SavedConfig):
     """STFT and mel filterbank of a model; saved in its checkpoint.
 
     Arguments:
@@ -64,12 +63,6 @@ class MelConfig:
         """Frames of a clip of ``samples`` samples (centred STFT)."""
         return samples // self.hop_length + 1
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> MelConfig:
-        return cls(**values)
 
 
 @lru_cache(maxsize=8)

@@ -20,22 +20,21 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 import flowkit as fk
+from flowkit.config import SavedConfig
 from flowkit.errors import FlowkitError
 
 __all__ = ["MelFlow", "MelFlowConfig"]
 
 
 @dataclass
-class MelFlowConfig:
+class MelFlowConfig(SavedConfig):
     """Architecture of the mel flow; saved in checkpoints."""
 
     n_mels: int = 80
@@ -52,15 +51,6 @@ class MelFlowConfig:
         if self.levels > 8:
             raise FlowkitError(f"mel flow config: at most 8 levels, not {self.levels}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> MelFlowConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(values) - names:
-            raise FlowkitError(f"unknown mel flow config keys: {sorted(set(values) - names)}")
-        return cls(**values)
 
 
 def _level(channels: int, level: int, cfg: MelFlowConfig) -> fk.Sequential:

@@ -33,7 +33,8 @@ from torch import Tensor
 
 import flowkit as fk
 from flowkit.errors import CheckpointError, DataError, FlowkitError
-from flowkit.train import IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder
+from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
+                           saved_run_config)
 
 from .data import Clip, load_clips, split_clips, write_wav
 from .features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
@@ -182,9 +183,7 @@ def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps:
     out = Path(out)
     resuming = prepare_run_folder(out, resume)
     if resuming:
-        saved = load_checkpoint(out / "checkpoint").config
-        if saved.get("model", {}).get("kind") != "pitch":
-            raise CheckpointError(f"{out} holds no pitch-flow run")
+        saved = saved_run_config(out, "pitch")
         mel, config = MelConfig.from_dict(saved["model"]["mel"]), MelFlowConfig.from_dict(saved["model"]["flow"])
         train_defaults = saved["train"]
     else:

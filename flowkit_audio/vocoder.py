@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from flowkit.errors import CheckpointError, DataError, FlowkitError
-from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, newest_checkpoint,
-                           prepare_run_folder)
+from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
+                           saved_run_config)
 
 from .data import Clip, load_clips, split_clips, write_wav
 from .features import griffin_lim, log_mel
@@ -98,9 +98,7 @@ def train_vocoder(data: str | None = "demo", out: str | Path = "out/vocoder", pr
     out = Path(out)
     resuming = prepare_run_folder(out, resume)
     if resuming:
-        saved = load_checkpoint(out / "checkpoint").config
-        if saved.get("model", {}).get("kind") != "waveglow":
-            raise CheckpointError(f"{out} holds no vocoder run")
+        saved = saved_run_config(out, "waveglow")
         config, train_defaults = WaveGlowConfig.from_dict(saved["model"]["waveglow"]), saved["train"]
         preset_name = saved["model"].get("preset", preset_name)
     else:
@@ -179,7 +177,3 @@ def vocode_files(checkpoint: str | Path, source: str | Path, out: str | Path, si
     result = {"files": rows, "mean": means, "out": str(out)}
     (out / "vocode.json").write_text(json.dumps(result, indent=2, allow_nan=False))
     return result
-
-
-def has_checkpoint(path: str | Path) -> bool:
-    return newest_checkpoint(Path(path)) is not None or newest_checkpoint(Path(path) / "checkpoint") is not None

@@ -31,18 +31,16 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 import flowkit as fk
+from flowkit.config import SavedConfig
 from flowkit.errors import FlowkitError, ShapeError
 
 from .features import MelConfig, log_mel
@@ -51,7 +49,7 @@ __all__ = ["MelUpsampler", "WaveGlow", "WaveGlowConfig", "WaveNet", "PRESETS", "
 
 
 @dataclass
-class WaveGlowConfig:
+class WaveGlowConfig(SavedConfig):
     """The architecture (and the mel it is conditioned on); saved in checkpoints."""
 
     mel: MelConfig = field(default_factory=MelConfig)
@@ -85,16 +83,6 @@ class WaveGlowConfig:
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise FlowkitError(f"sigma must be positive, not {self.sigma}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> WaveGlowConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise FlowkitError(f"unknown WaveGlow config keys: {sorted(unknown)}")
-        return cls(**values)
 
 
 PRESETS: dict[str, WaveGlowConfig] = {

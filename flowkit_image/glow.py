@@ -21,10 +21,9 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +44,14 @@ from flowkit import (
     Squeeze,
 )
 from flowkit.errors import DataError, ShapeError
+from flowkit.config import SavedConfig
 from flowkit.nn import GlowConditioner, ZeroConv
 
 Permutation = Literal["conv", "conv_lu", "shuffle", "reverse"]
 
 
 @dataclass
-class GlowConfig:
+class GlowConfig(SavedConfig):
     """Architecture of a Glow (openai's flags in brackets).
 
     Attributes:
@@ -95,16 +95,6 @@ class GlowConfig:
         if self.weight_y and not self.n_classes:
             raise ValueError("weight_y (the auxiliary classifier) needs n_classes > 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> GlowConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown Glow config keys: {sorted(unknown)}")
-        return cls(**values)
 
 
 def _mixing(channels: int, kind: Permutation, seed: int) -> Bijector:

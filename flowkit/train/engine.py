@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..errors import FlowkitError, NonFiniteError
+from ..errors import CheckpointError, FlowkitError, NonFiniteError
 from ..reversible import set_memory_mode
 from . import distributed as dist
 from .checkpoint import (load_checkpoint, load_weights, newest_checkpoint, recover_checkpoint, refuse_foreign_folder,
@@ -112,6 +112,15 @@ def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True) 
     if found and recover:
         recover_checkpoint(checkpoint_dir)
     return found
+
+
+def saved_run_config(out_dir: str | Path, kind: str) -> dict[str, Any]:
+    """The saved configuration of the run in ``out_dir`` (``{"model": ..., "train": ..., "step": ...}``),
+    checking that its model is of ``kind`` (e.g. a vocoder run is not resumed as a pitch run)."""
+    saved = load_checkpoint(Path(out_dir) / "checkpoint").config
+    if saved.get("model", {}).get("kind") != kind:
+        raise CheckpointError(f"{out_dir} holds no {kind} run (it holds {saved.get('model', {}).get('kind')!r})")
+    return saved
 
 
 def first_nonfinite_layer(model: nn.Module, run: Callable[[], Any]) -> str:

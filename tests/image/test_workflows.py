@@ -115,7 +115,7 @@ def test_version_and_help():
 
 
 def test_class_conditional_glow_with_auxiliary_classifier(tmp_path, trained):
-    metrics = workflows.train(preset="tiny", data=str(trained / "train.npz"), out=tmp_path / "y", steps=6,
+    workflows.train(preset="tiny", data=str(trained / "train.npz"), out=tmp_path / "y", steps=6,
                               class_conditional=True, weight_y=0.01, progress=False)
     model = workflows.load_model(tmp_path / "y" / "checkpoint")
     assert model.config.n_classes == 10 and model.classifier is not None
