@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .bijector import Bijector
+from .bijector import Bijector, Sequential
 from .distributions import StandardNormal
-from .errors import FlowkitError, ShapeError, check_finite
+from .errors import DataError, FlowkitError, NonFiniteError, ShapeError, check_finite
 
 
 class Flow(nn.Module):
@@ -72,6 +72,9 @@ class Flow(nn.Module):
     def _check(self, x: Tensor, what: str, shape: Sequence[int | None] | None) -> None:
         if not self.validate:
             return
+        if not x.is_floating_point():
+            raise DataError(f"{what} must be floating point, got {x.dtype}: flows model continuous values "
+                            f"(for images, dequantise pixels first, e.g. Glow.preprocess)")
         if shape is not None and not _matches(tuple(x.shape[1:]), tuple(shape)):
             hint = " (add a batch dim)" if _matches(tuple(x.shape), tuple(shape)) else ""
             wanted = ", ".join("any" if n is None else str(n) for n in shape)
@@ -117,7 +120,17 @@ class Flow(nn.Module):
         """The exact inverse of :meth:`encode`."""
         self._check(z, "latent", getattr(self.base, "event_shape", None))
         event_shape = self.bijector.inverse_shape(tuple(z.shape[1:]))
-        return self.bijector.inverse(z, self.embed_context(context, event_shape))[0]
+        context = self.embed_context(context, event_shape)
+        x = self.bijector.inverse(z, context)[0]
+        self._check_decoded(x, z, context)
+        return x
+
+    def _check_decoded(self, x: Tensor, z: Tensor, context: Tensor | None) -> None:
+        """Raise :class:`NonFiniteError` naming the first layer whose inverse overflowed."""
+        if self.validate and not torch.isfinite(x).all():
+            where = _first_nonfinite_inverse(self.bijector, z, context, "bijector")
+            raise NonFiniteError(f"decoding produced non-finite values, first in {where}; the latent is too far "
+                                 f"out (lower the temperature) or the weights are broken")
 
     def data_shape(self, length: int | Sequence[int] | None = None, context: Tensor | None = None) -> tuple[int, ...]:
         """The event shape of samples: ``event_shape`` with its free sizes set to ``length``
@@ -164,7 +177,9 @@ class Flow(nn.Module):
         shape = self.data_shape(length, context) if self.event_shape is not None else None
         latent_shape = None if shape is None else self.bijector.forward_shape(shape)
         z = self.base.sample(n, temperature, event_shape=latent_shape, generator=generator)
-        x, ladj_inverse = self.bijector.inverse(z, self.embed_context(context, shape or ()))
+        context = self.embed_context(context, shape or ())
+        x, ladj_inverse = self.bijector.inverse(z, context)
+        self._check_decoded(x, z, context)
         return x, self.base.log_prob(z) - ladj_inverse
 
     @torch.no_grad()
@@ -173,6 +188,21 @@ class Flow(nn.Module):
                             length: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """:meth:`rsample_and_log_prob` without autograd."""
         return self.rsample_and_log_prob(n, temperature, context, generator, length)
+
+
+@torch.no_grad()
+def _first_nonfinite_inverse(bijector: Bijector, y: Tensor, context: Tensor | None, name: str) -> str:
+    """Rerun the inverse member by member (into nested ``Sequential`` chains) and name the
+    first whose output is not finite."""
+    if isinstance(bijector, Sequential):
+        for i in reversed(range(len(bijector))):
+            where = _first_nonfinite_inverse(bijector[i], y, context, f"{name}.layers.{i}")
+            if where:
+                return where
+            y = bijector[i].inverse(y, context)[0]
+        return ""
+    out = bijector.inverse(y, context)[0]
+    return "" if torch.isfinite(out).all() else f"{name} ({type(bijector).__name__})"
 
 
 def _matches(shape: tuple[int, ...], pattern: tuple[int | None, ...]) -> bool:

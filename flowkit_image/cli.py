@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = image.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser("train", help="train a Glow")
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default: cpu (a resumed run keeps its own)")
     p.add_argument("--data", default=None, help=".npz, image folder, CIFAR-10 binary folder/file, or 'demo' (default)")
     p.add_argument("--eval-data", default=None, help="held-out images (default: the demo test split, or 5%% of --data)")
     p.add_argument("--steps", type=positive_int, default=None)

@@ -43,7 +43,7 @@ from flowkit import (
     Sequential,
     Squeeze,
 )
-from flowkit.errors import DataError, ShapeError
+from flowkit.errors import DataError, FlowkitError, ShapeError
 from flowkit.config import SavedConfig
 from flowkit.nn import GlowConditioner, ZeroConv
 
@@ -87,7 +87,18 @@ class GlowConfig(SavedConfig):
 
     def __post_init__(self):
         self.image_shape = tuple(self.image_shape)
+        if len(self.image_shape) != 3 or not all(isinstance(n, int) and 0 < n <= 4096 for n in self.image_shape):
+            raise ShapeError(f"image_shape must be (channels, height, width) of positive sizes, got {self.image_shape}")
         c, h, w = self.image_shape
+        limits = {"levels": (self.levels, 1, 10), "depth": (self.depth, 1, 512), "width": (self.width, 1, 8192),
+                  "n_classes": (self.n_classes, 0, 100_000)}
+        bad = [f"{name}={value!r} (allowed {low}..{high})" for name, (value, low, high) in limits.items()
+               if not (isinstance(value, int) and low <= value <= high)]
+        if bad:
+            raise FlowkitError(f"Glow config out of range: {', '.join(bad)}")
+        if self.parameter_estimate() > MAX_PARAMETERS:
+            raise FlowkitError(f"this Glow would have about {self.parameter_estimate() / 1e9:.1f} billion parameters "
+                               f"(limit {MAX_PARAMETERS / 1e9:.0f} billion): check depth, width and levels")
         if h % 2**self.levels or w % 2**self.levels:
             raise ShapeError(f"image size {h}x{w} must be divisible by 2**levels = {2 ** self.levels}")
         if not 1 <= self.n_bits <= 8:
@@ -95,6 +106,19 @@ class GlowConfig(SavedConfig):
         if self.weight_y and not self.n_classes:
             raise ValueError("weight_y (the auxiliary classifier) needs n_classes > 0")
 
+    def parameter_estimate(self) -> int:
+        """About how many parameters the model has (its coupling networks), before building it."""
+        total, channels = 0, self.image_shape[0]
+        for _ in range(self.levels):
+            channels *= 4
+            per_net = 9 * channels // 2 * self.width + self.width**2 + 9 * self.width * channels
+            total += self.depth * (per_net + channels**2)
+            channels //= 2
+        return total
+
+
+
+MAX_PARAMETERS = 2_000_000_000
 
 
 def _mixing(channels: int, kind: Permutation, seed: int) -> Bijector:

@@ -101,7 +101,7 @@ def build_model(preset: str, image_shape: tuple[int, ...], class_conditional: in
     return Glow(glow_config), chosen["train"]
 
 
-def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/glow", steps: int | None = None,
+def train(preset: str | None = None, data: str | None = None, out: str | Path = "out/glow", steps: int | None = None,
           resume: bool = False, seed: int = 0, eval_data: str | None = None, batch_size: int | None = None,
           lr: float | None = None, minutes: float | None = None, hflip: bool = False,
           class_conditional: bool = False, device: str | None = None, progress: bool = True,
@@ -110,22 +110,30 @@ def train(preset: str = "cpu", data: str | None = None, out: str | Path = "out/g
           **overrides: Any) -> dict[str, float]:
     """Train a Glow; returns the last logged metrics (with ``eval_bits_per_dim`` on held-out images).
 
-    Every input (data, held-out data, output folder) is checked before the first step.
+    ``preset`` defaults to ``"cpu"`` for a new run; a resumed run keeps its own, and naming
+    another one is refused. Every input (data, held-out data, output folder) is checked
+    before the first step.
     """
     out = Path(out)
     resuming = prepare_run_folder(out, resume)
     train_set, eval_set = _datasets(data, eval_data)
-    if class_conditional and train_set.labels is None:
-        raise DataError("class-conditional training needs labels; this dataset has none")
+    if class_conditional and (train_set.labels is None or len(train_set.labels.unique()) < 2):
+        raise DataError("class-conditional training needs labels of at least 2 classes; this dataset has "
+                        f"{'none' if train_set.labels is None else 'one'}")
     n_classes = int(train_set.labels.max()) + 1 if class_conditional else 0
     torch.manual_seed(seed)
     if resuming:
         if overrides:
             raise FlowkitError(f"a resumed run keeps its architecture; drop {', '.join(sorted(overrides))}")
         saved = load_checkpoint(out / "checkpoint").config
+        if preset is not None and preset != saved["model"].get("preset"):
+            raise FlowkitError(f"{out} was trained with preset {saved['model'].get('preset')!r}; a resumed run keeps "
+                               f"it: drop --preset {preset}")
+        preset = saved["model"].get("preset")
         glow = Glow(GlowConfig.from_dict(saved["model"]["glow"]))
         train_defaults = saved["train"]
     else:
+        preset = preset or "cpu"
         if weight_y:
             overrides["weight_y"] = weight_y
         glow, train_defaults = build_model(preset, tuple(train_set.images.shape[1:]), n_classes, **overrides)

@@ -183,3 +183,17 @@ def test_temperature_must_be_a_finite_non_negative_number():
     for bad in (float("nan"), float("inf"), -1.0):
         with pytest.raises(fk.FlowkitError, match="temperature must be a finite number"):
             make_flow().sample(2, temperature=bad)
+
+
+def test_integer_input_is_refused_with_a_pointer_to_dequantisation():
+    with pytest.raises(fk.DataError, match="floating point.*dequantise"):
+        make_flow().log_prob(torch.zeros(3, 2, dtype=torch.uint8))
+
+
+def test_decoding_that_overflows_names_the_first_layer_instead_of_returning_inf():
+    flow = fk.Flow(fk.Sequential(Affine([0.0, 0.0], [1e30, 1e30]), fk.ActNorm(2)), event_shape=(2,)).eval()
+    with pytest.raises(NonFiniteError, match=r"first in bijector.layers.0 \(Affine\).*lower the temperature"):
+        flow.sample(4, temperature=1e9)
+    with pytest.raises(NonFiniteError, match="bijector.layers.0"):
+        flow.decode(torch.full((2, 2), 1e9))
+    assert torch.isfinite(flow.sample(4, temperature=1.0)).all()  # a sane temperature still samples

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..bijector import Bijector, check_channels, spatial_size
+from ..errors import ShapeError, check_finite
 
 CONSTANT_STD = 1e-5  # below this a channel counts as constant in the init batch
 
@@ -53,7 +54,13 @@ class ActNorm(Bijector):
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Set bias and scale from the batch ``x`` so the output is standardised per channel."""
+        """Set bias and scale from the batch ``x`` so the output is standardised per channel.
+
+        An empty or non-finite batch is refused before any parameter is touched: it would
+        leave the layer initialised with NaN for good."""
+        if x.shape[0] == 0 or spatial_size(x) == 0:
+            raise ShapeError(f"ActNorm cannot initialise from an empty batch of shape {tuple(x.shape)}")
+        check_finite(x, "the batch ActNorm initialises from")
         dims = [0, *range(2, x.dim())]
         mean = x.mean(dims)
         std = x.std(dims, unbiased=False)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from flowkit.errors import DataError, ShapeError
+from flowkit.errors import DataError, FlowkitError, ShapeError
 from flowkit.testing import check_bijector
 from flowkit_image import Glow, GlowConfig, build_glow_bijector
 from flowkit_image.glow import count_parameters
@@ -114,3 +114,11 @@ def test_bad_images_get_clear_errors():
         model.preprocess(torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
     with pytest.raises(ShapeError, match="divisible"):
         GlowConfig(image_shape=(3, 20, 20), levels=3)
+
+
+@pytest.mark.parametrize("sizes, message", [({"width": 200_000}, "width=200000"), ({"depth": 100_000}, "depth=100000"),
+                                            ({"levels": -1}, "levels=-1"),
+                                            ({"depth": 400, "width": 8000}, "billion parameters")])
+def test_absurd_sizes_are_refused_before_anything_is_allocated(sizes, message):
+    with pytest.raises(FlowkitError, match=message):
+        GlowConfig(image_shape=(3, 32, 32), **sizes)

@@ -209,3 +209,14 @@ def test_cli_training_stopped_by_sigint_saves_and_resumes_exactly(tmp_path, trai
     b = workflows.load_model(tmp_path / "cut").state_dict()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-6, msg=name)
+
+
+def test_a_resumed_run_keeps_its_preset_and_class_conditioning_needs_two_classes(tmp_path, trained):
+    data = str(trained / "train.npz")
+    with pytest.raises(Exception, match="trained with preset 'tiny'.*drop --preset cpu"):
+        workflows.train(preset="cpu", data=data, out=trained / "run", steps=40, resume=True, progress=False)
+    one_class = tmp_path / "one.npz"
+    np.savez(one_class, images=np.zeros((40, 32, 32, 3), np.uint8), labels=np.zeros(40, np.int64))
+    with pytest.raises(Exception, match="at least 2 classes"):
+        workflows.train(preset="tiny", data=str(one_class), out=tmp_path / "c", steps=1, class_conditional=True,
+                        progress=False)

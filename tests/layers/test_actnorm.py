@@ -65,3 +65,14 @@ def test_forward_inverse_and_logdet_of_an_initialised_perturbed_layer(spatial):
     torch.testing.assert_close(x_back, y * (-s).exp() - b, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x_back, x, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ladj_back, -ladj, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch, message", [(torch.zeros(0, 3, 4), "empty batch"),
+                                            (torch.full((4, 3, 4), float("nan")), "NaN")])
+def test_empty_or_non_finite_first_batches_never_poison_the_layer(batch, message):
+    norm = ActNorm(3)
+    with pytest.raises(Exception, match=message):
+        norm(batch)
+    assert not norm._initialized and torch.equal(norm.logs, torch.zeros(3)) and torch.equal(norm.bias, torch.zeros(3))
+    y, _ = norm(torch.randn(8, 3, 4) * 2 + 1)  # a good batch still initialises it afterwards
+    assert norm._initialized and torch.isfinite(y).all()
