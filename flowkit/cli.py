@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     for line in parser.broken_plugins:
         print(f"flowkit: warning: {line}", file=sys.stderr)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # a bad flag (one line already printed) or --help / --version
+        return stop.code if isinstance(stop.code, int) else 2
     if not hasattr(args, "run"):
         parser.print_help()
         return 0 if args.plugin is None else 2

@@ -61,8 +61,13 @@ def _interpolate(args: argparse.Namespace) -> None:
     print(workflows.interpolate(args.checkpoint, args.out, args.data, pairs, args.steps))
 
 
+def _alphas(text: str) -> tuple[float, ...]:
+    """argparse type: comma-separated finite numbers."""
+    return tuple(finite_float(part) for part in text.split(","))
+
+
 def _manipulate(args: argparse.Namespace) -> None:
-    alphas = tuple(float(a) for a in args.alphas.split(","))
+    alphas = args.alphas
     print(json.dumps(workflows.manipulate(args.checkpoint, args.out, args.positive, args.negative, args.data,
                                           args.edit_data, args.n, alphas, args.scale)))
 
@@ -152,7 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="demo", help="labelled images the direction comes from")
     p.add_argument("--edit-data", default="demo", help="images to edit (their negative-class images)")
     p.add_argument("--n", type=positive_int, default=6)
-    p.add_argument("--alphas", default="-1,-0.5,0,0.5,1")
+    p.add_argument("--alphas", type=_alphas, default=(-1.0, -0.5, 0.0, 0.5, 1.0), help="comma-separated strengths")
     p.add_argument("--scale", type=finite_float, default=1.0)
     p.add_argument("--out", required=True)
     p.set_defaults(run=_manipulate)

@@ -119,6 +119,8 @@ def load_files(files: list[Path], path: Path) -> ImageSet:
         try:
             with Image.open(file) as image:
                 arrays.append(np.asarray(image.convert("RGB")))
+        except Image.DecompressionBombError as error:
+            raise DataError(f"{file}: refused as a possible decompression bomb ({error})") from None
         except (UnidentifiedImageError, OSError) as error:
             raise DataError(f"{file}: corrupt or unreadable image ({error})") from None
         folders.append(file.parent.relative_to(path).as_posix())

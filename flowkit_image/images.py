@@ -8,6 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowkit.errors import FlowkitError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
 
 def grid(images: Tensor, ncol: int, pad: int = 2) -> np.ndarray:
     """Tile uint8 ``(N, C, H, W)`` images into an ``(rows * H, ncol * W, C)`` array."""
@@ -26,6 +30,10 @@ def save_grid(images: Tensor, path: str | Path, ncol: int, scale: int = 2) -> Pa
     from PIL import Image
 
     path = Path(path)
+    if path.is_dir():
+        raise FlowkitError(f"{path} is a folder; give an image file name such as samples.png")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise FlowkitError(f"{path}: output images need an extension: {', '.join(sorted(IMAGE_SUFFIXES))}")
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas = grid(images.to(torch.uint8), ncol)
     image = Image.fromarray(canvas if canvas.shape[2] == 3 else canvas[..., 0])

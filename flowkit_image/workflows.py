@@ -199,6 +199,8 @@ def sample(checkpoint: str | Path | Glow, out: str | Path, temperature: float = 
 
 def _class_context(model: Glow, n: int, label: int | None) -> Tensor | None:
     if not model.config.n_classes:
+        if label is not None:
+            raise FlowkitError("--label needs a class-conditional model; this one is unconditional")
         return None
     labels = torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % model.config.n_classes
     return model.context(labels)

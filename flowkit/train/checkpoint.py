@@ -221,8 +221,9 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
         newest = newest_checkpoint(candidate)
         if newest is not None:
             return newest
-    if (path / "config.json").exists():
-        return path  # present but invalid: load_checkpoint names the problem
+    for candidate in (path, path / "checkpoint"):
+        if (candidate / "config.json").exists():
+            return candidate  # present but invalid: load_checkpoint names the problem
     raise CheckpointError(f"no checkpoint at {path} (config.json missing)")
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import DataError
+
 
 class IndexSchedule:
     """Which items form the batch of each step: epoch-wise permutations of ``range(n)``.
@@ -18,7 +20,7 @@ class IndexSchedule:
 
     def __init__(self, n_items: int, batch_size: int, seed: int = 0):
         if n_items < batch_size:
-            raise ValueError(f"batch size {batch_size} is larger than the {n_items} items")
+            raise DataError(f"batch size {batch_size} is larger than the {n_items} training items")
         self.n_items = n_items
         self.batch_size = batch_size
         self.seed = seed

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flowkit.errors import DataError
 from flowkit_audio.data import demo_clips, load_clips, read_wav, split_clips, write_wav
@@ -89,3 +91,15 @@ def test_embedded_sample_and_speaker_split(fsdd_subset):
     assert {c.speaker for c in train} == {"george", "jackson", "lucas", "nicolas"} and {c.speaker for c in test} == {"theo"}
     kept, held = split_clips(str(fsdd_subset), 8000)
     assert {c.speaker for c in held} == {"theo"} and "theo" not in {c.speaker for c in kept}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=4096), st.booleans())
+def test_wav_reader_survives_arbitrary_bytes(tmp_path_factory, data, with_header):
+    path = tmp_path_factory.mktemp("fuzz") / "x.wav"
+    path.write_bytes((b"RIFF\x24\x08\x00\x00WAVEfmt " if with_header else b"") + data)
+    try:
+        clip = read_wav(path, 8000)
+    except DataError:
+        return  # the only acceptable failure: a clear DataError naming the file
+    assert torch.isfinite(clip.audio).all() and clip.audio.abs().max() <= 1.0
