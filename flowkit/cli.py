@@ -12,6 +12,7 @@ prints one line and exits 1 (``FLOWKIT_TRACEBACK=1`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -24,7 +25,22 @@ from .train.interrupt import TrainingInterrupted
 PLUGIN_GROUP = "flowkit.plugins"
 TRACEBACK_VARIABLE = "FLOWKIT_TRACEBACK"
 
-__all__ = ["build_parser", "finite_float", "main", "non_negative_float", "positive_float", "positive_int"]
+__all__ = ["build_parser", "finite_float", "json_line", "main", "non_negative_float", "positive_float", "positive_int"]
+
+
+def json_line(value: object) -> str:
+    """One line of strict JSON for a command's output: NaN and infinities become ``null``
+    (JSON has no NaN, and a reader should not have to guess)."""
+    def clean(v: object) -> object:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), allow_nan=False)
 
 
 def positive_int(text: str) -> int:

@@ -14,10 +14,9 @@ a command runs, and a missing ``audio`` extra is reported in one line.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from flowkit.cli import finite_float, non_negative_float, positive_float, positive_int
+from flowkit.cli import finite_float, json_line, non_negative_float, positive_float, positive_int
 from flowkit.errors import FlowkitError
 
 REQUIRED = {"torchaudio": "torchaudio", "soundfile": "soundfile", "parselmouth": "praat-parselmouth"}
@@ -33,7 +32,7 @@ def require_audio_extra() -> None:
 
 
 def _print(result: dict[str, Any], as_json: bool, summary: str) -> None:
-    print(json.dumps(result) if as_json else summary)
+    print(json_line(result) if as_json else summary)
 
 
 def _train_vocoder(args: argparse.Namespace) -> None:
@@ -42,7 +41,7 @@ def _train_vocoder(args: argparse.Namespace) -> None:
 
     metrics = vocoder.train_vocoder(args.data, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
                                     checkpoint_every=args.checkpoint_every)
-    print(json.dumps({k: metrics[k] for k in ("step", "nll", "eval_nll") if k in metrics}))
+    print(json_line({k: metrics[k] for k in ("step", "nll", "eval_nll") if k in metrics}))
 
 
 def _vocode(args: argparse.Namespace) -> None:
@@ -61,7 +60,7 @@ def _train_pitch(args: argparse.Namespace) -> None:
 
     report = pitch.train_pitch(args.data, args.out, args.steps, args.minutes, args.seed, args.resume,
                                args.checkpoint_every)
-    print(json.dumps({k: report[k] for k in ("steps", "held_out_nll", "train_nll")}))
+    print(json_line({k: report[k] for k in ("steps", "held_out_nll", "train_nll")}))
 
 
 def _edit_pitch(args: argparse.Namespace) -> None:
@@ -80,7 +79,7 @@ def _demo(args: argparse.Namespace) -> None:
     from . import demo
 
     result = demo.run(args.out, args.vocoder_minutes, args.pitch_minutes, overwrite=args.overwrite)
-    print(json.dumps(result["summary"]))
+    print(json_line(result["summary"]))
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:

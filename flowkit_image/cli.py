@@ -9,10 +9,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from flowkit.bijector import MEMORY_MODES
-from flowkit.cli import finite_float, non_negative_float, positive_float, positive_int
+from flowkit.cli import finite_float, json_line, non_negative_float, positive_float, positive_int
 
 from . import workflows
 from .presets import PRESETS
@@ -37,13 +36,13 @@ def _train(args: argparse.Namespace) -> None:
                               device=args.device, optimizer=args.optimizer,
                               weight_y=args.weight_y, memory=args.memory, compile_step=args.compile or None,
                               checkpoint_every=args.checkpoint_every, **overrides)
-    print(json.dumps({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
+    print(json_line({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     result = workflows.evaluate(args.checkpoint, args.data, ema=not args.no_ema, batch_size=args.batch_size)
     if args.json:
-        print(json.dumps(result))
+        print(json_line(result))
     else:
         print(f"{result['bits_per_dim']:.4f} bits/dim ({result['n_bits']}-bit, {result['images']} images)")
 
@@ -53,7 +52,7 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
-    print(json.dumps(workflows.reconstruct(args.checkpoint, args.data, args.n, args.out)))
+    print(json_line(workflows.reconstruct(args.checkpoint, args.data, args.n, args.out)))
 
 
 def _interpolate(args: argparse.Namespace) -> None:
@@ -68,7 +67,7 @@ def _alphas(text: str) -> tuple[float, ...]:
 
 def _manipulate(args: argparse.Namespace) -> None:
     alphas = args.alphas
-    print(json.dumps(workflows.manipulate(args.checkpoint, args.out, args.positive, args.negative, args.data,
+    print(json_line(workflows.manipulate(args.checkpoint, args.out, args.positive, args.negative, args.data,
                                           args.edit_data, args.n, alphas, args.scale)))
 
 

@@ -102,9 +102,9 @@ class GlowConfig(SavedConfig):
         if h % 2**self.levels or w % 2**self.levels:
             raise ShapeError(f"image size {h}x{w} must be divisible by 2**levels = {2 ** self.levels}")
         if not 1 <= self.n_bits <= 8:
-            raise ValueError(f"n_bits must be in 1..8, got {self.n_bits}")
+            raise FlowkitError(f"n_bits must be in 1..8, got {self.n_bits}")
         if self.weight_y and not self.n_classes:
-            raise ValueError("weight_y (the auxiliary classifier) needs n_classes > 0")
+            raise FlowkitError("weight_y (the auxiliary classifier) needs n_classes > 0")
 
     def parameter_estimate(self) -> int:
         """About how many parameters the model has (its coupling networks), before building it."""
@@ -128,7 +128,7 @@ def _mixing(channels: int, kind: Permutation, seed: int) -> Bijector:
         return Invertible1x1LU(channels)
     if kind in ("shuffle", "reverse"):
         return Permute(channels, kind, seed=seed)
-    raise ValueError(f"permutation must be conv, conv_lu, shuffle or reverse, not {kind!r}")
+    raise FlowkitError(f"permutation must be conv, conv_lu, shuffle or reverse, not {kind!r}")
 
 
 def _step(channels: int, cfg: GlowConfig, seed: int) -> list[Bijector]:
@@ -140,7 +140,7 @@ def _step(channels: int, cfg: GlowConfig, seed: int) -> list[Bijector]:
     elif cfg.coupling == "additive":
         coupling = AdditiveCoupling(channels, net=net)
     else:
-        raise ValueError(f"coupling must be affine or additive, not {cfg.coupling!r}")
+        raise FlowkitError(f"coupling must be affine or additive, not {cfg.coupling!r}")
     return [ActNorm(channels, cfg.actnorm_logscale_factor), _mixing(channels, cfg.permutation, seed), coupling]
 
 
