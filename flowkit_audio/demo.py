@@ -9,11 +9,10 @@ and pitch edits of -2 and +2 semitones. Writes WAVs, spectrogram PNGs and
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from flowkit.train import newest_checkpoint, prepare_run_folder
+from flowkit.train import prepare_run_folder
 
 from .data import demo_clips, write_wav
 from .features import griffin_lim, log_mel
@@ -23,21 +22,13 @@ from .vocoder import load_vocoder, log_spectral_distance, train_vocoder, vocode_
 EXAMPLES = 4
 
 
-def _fresh(folder: Path, overwrite: bool) -> None:
-    if overwrite:
-        for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
-            if newest_checkpoint(folder / name) is not None:  # only flowkit checkpoints, never a user's own files
-                shutil.rmtree(folder / name)
-    prepare_run_folder(folder, resume=False)
-
-
 def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_minutes: float = 1.0,
         overwrite: bool = False, progress: bool = True, steps: int | None = None) -> dict[str, Any]:
     """Train (each model for its preset's steps or the minutes given, whichever ends first),
     synthesise, edit; returns the summary written to ``out/summary.json``."""
     out = Path(out)
     for run_folder in (out / "vocoder", out / "pitch"):
-        _fresh(run_folder, overwrite)
+        prepare_run_folder(run_folder, resume=False, overwrite=overwrite)
     examples = out / "held_out"
     examples.mkdir(parents=True, exist_ok=True)
     clips = demo_clips("test")[::10][:EXAMPLES]  # one take of different digits by the held-out speaker

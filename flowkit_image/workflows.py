@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ from torch import Tensor
 
 import flowkit
 from flowkit.errors import DataError, FlowkitError
-from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, newest_checkpoint,
-                           prepare_run_folder)
+from flowkit.train import IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder
 
 from .data import ImageSet, load_images, random_hflip
 from .glow import Glow, GlowConfig
@@ -294,11 +292,7 @@ def demo(out: str | Path = "out/demo", steps: int = 600, seed: int = 0, progress
     """
     out = Path(out)
     ckpt = out / "checkpoint"
-    if overwrite:
-        for folder in (ckpt, ckpt.with_name("checkpoint.old"), ckpt.with_name("checkpoint.tmp")):
-            if newest_checkpoint(folder) is not None:  # only flowkit checkpoints, never a user's own files
-                shutil.rmtree(folder)
-    prepare_run_folder(out, resume=False)
+    prepare_run_folder(out, resume=False, overwrite=overwrite)
     torch.manual_seed(seed)
     untrained, _ = build_model("cpu", (3, 32, 32))
     test_set = load_images(None, "test")

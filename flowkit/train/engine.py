@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from ..errors import CheckpointError, FlowkitError, NonFiniteError
 from ..reversible import set_memory_mode
 from . import distributed as dist
 from .checkpoint import (load_checkpoint, load_weights, newest_checkpoint, recover_checkpoint, refuse_foreign_folder,
-                         save_checkpoint)
+                         save_checkpoint, sibling)
 from .interrupt import TrainingInterrupted, stop_on_signals
 from .metrics import MetricsLog
 from .optim import linear_warmup, make_ema, make_optimizer
@@ -92,17 +93,23 @@ def ensure_writable(folder: Path) -> None:
         raise FlowkitError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
 
 
-def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True) -> bool:
+def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True, overwrite: bool = False) -> bool:
     """Check a run's output folder before any work; return whether a run is there to resume.
 
     Refuses a folder that already holds a checkpoint unless ``resume`` (no run is
     overwritten), a ``checkpoint/`` folder with someone else's files, and a folder that
     cannot be written. With ``recover`` the newest complete checkpoint left by an
-    interrupted save is moved back into place (see :func:`recover_checkpoint`).
+    interrupted save is moved back into place (see :func:`recover_checkpoint`). With
+    ``overwrite`` (and no ``resume``) an existing run's checkpoints are deleted first; only
+    flowkit checkpoints, never a user's own files.
     """
     out_dir = Path(out_dir)
     ensure_writable(out_dir)
     checkpoint_dir = out_dir / "checkpoint"
+    if overwrite and not resume:
+        for folder in (checkpoint_dir, sibling(checkpoint_dir, ".old"), sibling(checkpoint_dir, ".tmp")):
+            if newest_checkpoint(folder) is not None:
+                shutil.rmtree(folder)
     found = newest_checkpoint(checkpoint_dir) is not None
     if found and not resume:
         raise FlowkitError(f"{out_dir} already holds a checkpoint; pass --resume to continue it "

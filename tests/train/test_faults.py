@@ -168,3 +168,17 @@ def test_an_unwritable_output_folder_is_refused_before_training(tmp_path):
     blocker.write_text("")
     with pytest.raises(FlowkitError, match="cannot write to the output folder"):
         make_trainer(blocker / "run", 3)
+
+
+def test_overwrite_replaces_a_run_but_never_a_users_own_files(tmp_path):
+    from flowkit.train import prepare_run_folder
+
+    make_trainer(tmp_path / "run", 2).fit()
+    assert prepare_run_folder(tmp_path / "run", resume=False, overwrite=True) is False
+    assert newest_checkpoint(tmp_path / "run" / "checkpoint") is None
+    mine = tmp_path / "mine" / "checkpoint"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("my own files")
+    with pytest.raises(CheckpointError, match="holds no flowkit checkpoint"):
+        prepare_run_folder(tmp_path / "mine", resume=False, overwrite=True)
+    assert (mine / "notes.txt").exists()
