@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchaudio==2.11.0"
-	$(PY) -m pip install --quiet -e ".[dev,image,audio]"
+	$(PY) -m pip install --quiet -e ".[dev,image,audio,text]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -85,3 +85,64 @@ def fsdd_subset(tmp_path_factory, fsdd_folder) -> Path:
         if int(path.stem.split("_")[2]) in range(5, 11):
             shutil.copy(path, folder / path.name)
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _embedding_cache(tmp_path_factory):
+    """Sentence embeddings cached in one folder for the whole session (never the user's own cache)."""
+    os.environ["FLOWKIT_CACHE"] = str(tmp_path_factory.mktemp("flowkit-cache"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    """The real default encoder (offline all-MiniLM-L6-v2), embeddings cached for the session."""
+    from flowkit_text.encoder import SentenceEncoder
+
+    return SentenceEncoder(progress=False)
+
+
+@pytest.fixture(scope="session")
+def rt_polarity() -> tuple[list[str], list[str]]:
+    """The first 1,000 positive and 1,000 negative rt-polarity sentences."""
+    from flowkit_text.data import read_sentences
+
+    folder = require_data("rt-polarity")
+    return read_sentences(folder / "pos.txt")[:1000], read_sentences(folder / "neg.txt")[:1000]
+
+
+@pytest.fixture(scope="session")
+def sts_dev():
+    """STS Benchmark dev pairs (all 1,500)."""
+    from flowkit_text.data import read_pairs
+
+    return read_pairs(require_data("sts", "sts-dev.csv"))
+
+
+@pytest.fixture(scope="session")
+def text_data() -> Path:
+    """The folder holding rt-polarity/ and sts/."""
+    require_data("rt-polarity")
+    return require_data("sts").parent
+
+
+TEXT_FIT_STEPS = 300
+
+
+@pytest.fixture(scope="session")
+def text_files(text_data) -> dict[str, Path]:
+    """The rt-polarity sentence files (4,265 each) and the STS-B dev file."""
+    return {"pos": text_data / "rt-polarity" / "pos.txt", "neg": text_data / "rt-polarity" / "neg.txt",
+            "sts": text_data / "sts" / "sts-dev.csv"}
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory, text_files) -> tuple[Path, dict]:
+    """A run of the default preset fitted on the 8,530 review sentences and the STS-B dev
+    sentences (unlabelled, as BERT-flow fits its target corpus), and its report."""
+    from flowkit_text.recipe import fit_text
+
+    out = tmp_path_factory.mktemp("text-run")
+    report = fit_text([str(text_files["pos"]), str(text_files["neg"]), str(text_files["sts"])], out,
+                      "affine", steps=TEXT_FIT_STEPS, progress=False)
+    return out, report

@@ -64,3 +64,11 @@ def test_audio_benchmark_quick_run(tmp_path, fsdd_folder):
                                                                    "Griffin-Lim (60 iterations)"]
     assert [r["requested"] for r in result["pitch"]] == [-2, 2]
     assert "theo" in result["data"]["held_out"] and result["config"]["quick"] is True
+
+
+def test_text_benchmark_quick_run(tmp_path, text_data):
+    result = run_script("text", "--quick", tmp_path=tmp_path)
+    assert [r["preset"] for r in result["fit"]] == ["bert-flow", "affine"]
+    assert all(r["flow_nll"] == r["flow_nll"] and r["fit_s"] > 0 for r in result["fit"])
+    assert {r["data"] for r in result["sts"]} == {"STS-B dev", "SICK-R trial"}
+    assert [r["alpha"] for r in result["steering"][:4]] == [0.25, 0.5, 1.0, 2.0]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..bijector import Bijector, check_channels, spatial_size
+from ..errors import FlowkitError, ShapeError, check_finite
 
 
 def random_rotation(channels: int, generator: torch.Generator | None = None) -> Tensor:
@@ -87,6 +88,22 @@ class _Mixing(Bijector):
         """``log|det W|`` (a scalar in the parameters' dtype)."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def set_matrix(self, weight: Tensor) -> None:
+        """Set ``W`` to a given invertible ``C x C`` matrix (a data-dependent initialisation,
+        e.g. the whitening transform of the layer's input)."""
+        weight = torch.as_tensor(weight, dtype=torch.float64, device=self.matrix().device)
+        if weight.shape != (self.channels, self.channels):
+            raise ShapeError(f"{type(self).__name__} needs a {self.channels} x {self.channels} matrix, "
+                             f"got shape {tuple(weight.shape)}")
+        check_finite(weight, "the mixing matrix")
+        if torch.linalg.matrix_rank(weight) < self.channels:
+            raise FlowkitError(f"{type(self).__name__} needs an invertible matrix; the one given is singular")
+        self._store_matrix(weight)
+
+    def _store_matrix(self, weight: Tensor) -> None:
+        raise NotImplementedError
+
     def _cached_matrix(self) -> Tensor:
         return self._weight_cache.get(list(self.parameters()), self.matrix)
 
@@ -124,6 +141,9 @@ class Invertible1x1(_Mixing):
     def matrix(self) -> Tensor:
         return self.weight
 
+    def _store_matrix(self, weight: Tensor) -> None:
+        self.weight.copy_(weight)
+
     def matrix64(self) -> Tensor:
         return self.weight.double()
 
@@ -150,6 +170,15 @@ class Invertible1x1LU(_Mixing):
         self.lower = nn.Parameter(lower[tuple(self.lower_index)].float())
         self.upper = nn.Parameter(upper[tuple(self.upper_index)].float())
         self.log_s = nn.Parameter(torch.log(torch.abs(s)).float())
+
+    def _store_matrix(self, weight: Tensor) -> None:
+        p, lower, upper = torch.linalg.lu(weight)
+        s = torch.diagonal(upper)
+        self.permutation.copy_(p)
+        self.sign_s.copy_(torch.sign(s))
+        self.lower.copy_(lower[tuple(self.lower_index)])
+        self.upper.copy_(upper[tuple(self.upper_index)])
+        self.log_s.copy_(torch.log(torch.abs(s)))
 
     def _assemble(self, dtype: torch.dtype) -> Tensor:
         c = self.channels

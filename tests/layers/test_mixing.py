@@ -103,3 +103,31 @@ def test_logdet_and_inverse_match_numpy_on_a_non_orthogonal_matrix(layer, spatia
     np.testing.assert_allclose(x_back.detach().numpy(), np.linalg.solve(weight, expected_y.reshape(3, 5, -1)).reshape(
         x.shape), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(ladj_back.detach().numpy(), np.full(3, -positions * logdet), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("layer", [Invertible1x1, Invertible1x1LU])
+def test_set_matrix_installs_the_given_matrix_and_keeps_the_contract(layer):
+    from flowkit.testing import check_bijector
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.randn(5, 5, generator=g, dtype=torch.float64) + 2 * torch.eye(5, dtype=torch.float64)
+    mix = layer(5).double()
+    mix.set_matrix(target)
+    torch.testing.assert_close(mix.matrix64(), target, atol=1e-10, rtol=0)
+    torch.testing.assert_close(mix.log_abs_det().double(), torch.linalg.slogdet(target)[1], atol=1e-10, rtol=0)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    torch.testing.assert_close(mix(x)[0], x @ target.T)
+    check_bijector(mix, x, perturb=False)
+
+
+@pytest.mark.parametrize("layer", [Invertible1x1, Invertible1x1LU])
+def test_set_matrix_refuses_singular_and_misshapen_matrices(layer):
+    from flowkit.errors import FlowkitError, NonFiniteError, ShapeError
+
+    mix = layer(3)
+    with pytest.raises(FlowkitError, match="singular"):
+        mix.set_matrix(torch.ones(3, 3))
+    with pytest.raises(ShapeError, match="3 x 3"):
+        mix.set_matrix(torch.eye(4))
+    with pytest.raises(NonFiniteError):
+        mix.set_matrix(torch.full((3, 3), float("nan")))

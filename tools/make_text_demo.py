@@ -1,0 +1,31 @@
+"""Build flowkit_text/assets/: the small attributed sample `flowkit text demo` embeds.
+
+    python tools/make_text_demo.py [../shared/data]
+
+1,000 positive and 1,000 negative rt-polarity sentences and 500 STS Benchmark dev pairs,
+drawn with a fixed seed.
+"""
+
+import random
+import sys
+from pathlib import Path
+
+DATA = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data")
+ASSETS = Path(__file__).resolve().parents[1] / "flowkit_text" / "assets"
+
+
+def sample(lines: list[str], k: int, seed: int) -> list[str]:
+    return random.Random(seed).sample(lines, k)
+
+
+def main() -> None:
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    for name, seed in (("pos", 1), ("neg", 2)):
+        lines = [line for line in (DATA / "rt-polarity" / f"{name}.txt").read_text("utf-8").splitlines() if line.strip()]
+        (ASSETS / f"rt-polarity-{name}.txt").write_text("\n".join(sample(lines, 1000, seed)) + "\n", "utf-8")
+    pairs = [line for line in (DATA / "sts" / "sts-dev.csv").read_text("utf-8").splitlines() if line.strip()]
+    (ASSETS / "sts-dev-sample.csv").write_text("\n".join(sample(pairs, 500, 3)) + "\n", "utf-8")
+
+
+if __name__ == "__main__":
+    main()
