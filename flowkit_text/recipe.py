@@ -190,6 +190,8 @@ def fit_text(data: list[str] | str = "demo", out: str | Path = "out/text", prese
     trainer = Trainer(model, _loss, batches, train_config, out, evaluate=best,
                       model_config={"kind": "text", **config.to_dict()}, resume=resume, progress=progress)
     best.trainer = trainer
+    if not resuming:
+        best(model.eval())  # the starting point: with the whitening init, the Gaussian itself
     metrics = trainer.fit()
     if best.step is not None and best.step < trainer.step:
         model.load_state_dict(best.state)  # early stopping: keep the weights that generalise best
