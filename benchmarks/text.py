@@ -70,7 +70,7 @@ def main() -> None:
             report = fit_text([str(folder / "fit.txt")], folder / name, name, steps=steps, progress=False)
             seconds = time.perf_counter() - started
             model = load_text_model(folder / name)
-            fits.append({"preset": name, "steps": report["steps"], "sentences": report["train_sentences"],
+            fits.append({"preset": name, "steps": report["steps"], "best_step": report["best_step"], "sentences": report["train_sentences"],
                          "held_out": report["held_out_sentences"], "gaussian_nll": round(report["gaussian_nll"], 4),
                          "flow_nll": round(report["held_out_nll"], 4), "fit_s": round(seconds, 1),
                          "parameters": sum(p.numel() for p in model.flow.parameters())})
@@ -80,7 +80,7 @@ def main() -> None:
                                  "whitened": round(result["whitened"], 2), "flow": round(result["flow"], 2)})
             for row in evaluate_steering(model, split, ALPHAS):
                 steering_rows.append({"preset": name, **{k: round(v, 4) for k, v in row.items()}})
-    print(table(fits, ["preset", "steps", "sentences", "held_out", "gaussian_nll", "flow_nll", "fit_s", "parameters"]))
+    print(table(fits, ["preset", "steps", "best_step", "sentences", "held_out", "gaussian_nll", "flow_nll", "fit_s", "parameters"]))
     print()
     print(table(sts_rows, ["preset", "data", "pairs", "raw", "whitened", "flow"]))
     print()

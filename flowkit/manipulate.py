@@ -11,10 +11,15 @@ conditional), and ``average_positions=True`` so the direction is averaged over t
 positions (time) and broadcasts along them: shape ``(C, 1)`` for sequences.
 
 Example:
+    >>> flow = flowkit.Flow(flowkit.Sequential(flowkit.ActNorm(4), flowkit.Invertible1x1(4)), event_shape=(4, None))
+    >>> smiling, neutral, faces = torch.randn(8, 4, 16) + 1, torch.randn(8, 4, 16), torch.randn(2, 4, 16)
     >>> d = attribute_direction(flow, smiling, neutral)
-    >>> edited = apply_direction(flow, faces, d, alphas=[-1.0, 0.0, 1.0])  # (3, B, ...)
-    >>> d = attribute_direction(flow, high_clips, low_clips, average_positions=True)  # lists
-    >>> edited_clips = apply_direction(flow, clips, d, 1.0)                             # a list
+    >>> apply_direction(flow, faces, d, alphas=[-1.0, 0.0, 1.0]).shape
+    torch.Size([3, 2, 4, 16])
+    >>> high, low = [torch.randn(4, 20) + 1, torch.randn(4, 12)], [torch.randn(4, 30)]  # clips of any length
+    >>> d = attribute_direction(flow, high, low, average_positions=True)
+    >>> [clip.shape for clip in apply_direction(flow, [torch.randn(4, 9)], d, 1.0)]
+    [torch.Size([4, 9])]
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ Likelihood bookkeeping (openai): uint8 ``x`` is reduced to ``n_bits``, mapped to
 
 Example:
     >>> glow = Glow(GlowConfig(image_shape=(3, 32, 32), levels=3, depth=4, width=64))
+    >>> images_uint8 = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     >>> x = glow.preprocess(images_uint8)            # (B, 3, 32, 32) in [-0.5, 0.5]
     >>> bpd = glow.bits_per_dim(x).mean()
-    >>> samples = glow.postprocess(glow.sample(16, temperature=0.7))
+    >>> glow.postprocess(glow.sample(16, temperature=0.7)).shape
+    torch.Size([16, 3, 32, 32])
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """``check_bijector``: the conformance checks every flowkit bijector passes.
 
-Run it on your own layer:
+Run it on your own layer (here a core one):
 
     >>> from flowkit.testing import check_bijector
-    >>> check_bijector(MyCoupling(4), torch.randn(3, 4, 6), factory=lambda: MyCoupling(4))
+    >>> make = lambda: flowkit.AffineCoupling(4, hidden=8, spatial_dims=1)
+    >>> check_bijector(make(), torch.randn(3, 4, 6), factory=make)
 
 It raises :class:`ConformanceError` listing every property that failed.
 """

@@ -5,7 +5,10 @@ Whole-process RSS mixes in weights, allocator caches and the interpreter;
 (distinct storages, released when autograd frees them), the memory that grows with depth.
 
 Example:
-    >>> peak = peak_saved_bytes(lambda: flow.log_prob(x).sum().backward())
+    >>> flow = flowkit.Flow(flowkit.Sequential(flowkit.ActNorm(4), flowkit.Invertible1x1(4)), event_shape=(4, 8))
+    >>> x = torch.randn(16, 4, 8)
+    >>> peak_saved_bytes(lambda: flow.log_prob(x).sum().backward()) > 0
+    True
 """
 
 from __future__ import annotations
