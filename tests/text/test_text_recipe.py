@@ -26,7 +26,9 @@ def test_held_out_split_depends_only_on_the_text():
     assert len(train) + len(validation) + len(test) == 400 and 5 < len(validation) < 40 and 5 < len(test) < 40
 
 
-def test_early_stopping_keeps_the_best_validation_weights(text_run):
+def test_early_stopping_keeps_the_best_validation_weights(text_run, text_files):
+    from flowkit_text.data import read_training_sentences
+
     out, report = text_run
     assert report["best_step"] is not None and report["best_step"] % 50 == 0
     import json as _json
@@ -34,6 +36,12 @@ def test_early_stopping_keeps_the_best_validation_weights(text_run):
     evaluated = {r["step"]: r["eval_nll"] for r in log if "eval_nll" in r}
     assert min(evaluated.values()) == pytest.approx(report["validation_nll"])
     assert evaluated[report["best_step"]] == pytest.approx(report["validation_nll"])
+    if report["best_step"] < report["steps"]:
+        assert evaluated[report["steps"]] > report["validation_nll"]
+    sentences = read_training_sentences([text_files["pos"], text_files["neg"], text_files["sts"]])
+    model = load_text_model(out)
+    validation = model.encode_sentences(split_held_out(sentences)[1])
+    assert model.held_out_nll(validation) == pytest.approx(report["validation_nll"], abs=1e-5)  # the saved weights
 
 
 def test_checkpoint_embeds_in_three_spaces_and_round_trips(text_run, rt_polarity):
@@ -94,3 +102,16 @@ def test_too_few_sentences_and_missing_checkpoints_are_refused(tmp_path):
         fit_text([str(few)], tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError):
         load_text_model(tmp_path / "nothing-here")
+
+
+def test_early_stopping_restores_the_best_weights_when_training_overfits(tmp_path, rt_polarity):
+    from flowkit_text.data import read_sentences
+
+    pos, neg = rt_polarity
+    data = tmp_path / "few.txt"
+    data.write_text("\n".join(pos[:400] + neg[:400]) + "\n")
+    report = fit_text([str(data)], tmp_path / "run", steps=150, progress=False)
+    assert report["best_step"] < report["steps"] == 150  # 720 sentences in 384 dims: overfits within 150 steps
+    model = load_text_model(tmp_path / "run")
+    validation = model.encode_sentences(split_held_out(read_sentences(data))[1])
+    assert model.held_out_nll(validation) == pytest.approx(report["validation_nll"], abs=1e-5)
