@@ -30,8 +30,11 @@ def test_two_processes_train_the_weights_of_one(tmp_path, rt_polarity):
         single = load_file(tmp_path / "single" / "checkpoint" / f"{part}.safetensors")
         ddp = load_file(tmp_path / "ddp" / "checkpoint" / f"{part}.safetensors")
         assert single.keys() == ddp.keys()
-        for name in single:  # moments: float32 gradient sums in another order, about 1e-3 relative
+        for name in single:
+            # Moments: float32 gradient sums in another order differ by up to 4 % of a tensor's scale here,
+            # because the whitening start scales MiniLM's three constant coordinates up 400-fold;
+            # a real DDP fault (unaveraged or missing gradients) is off by 50-100 %.
             scale = float(single[name].abs().max()) if part == "optimizer" else 0.0
-            torch.testing.assert_close(ddp[name], single[name], atol=1e-5 + 1e-2 * scale, rtol=1e-4, msg=name)
+            torch.testing.assert_close(ddp[name], single[name], atol=1e-5 + 0.1 * scale, rtol=1e-4, msg=name)
     moments = [v for k, v in single.items() if "exp_avg" in k]
     assert moments and any(float(m.abs().max()) > 0 for m in moments)
