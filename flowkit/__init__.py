@@ -20,7 +20,7 @@ from .layers import (
     RQSplineCoupling,
     Squeeze,
 )
-from .manipulate import apply_direction, attribute_direction, evaluation_mode, interpolate
+from .manipulate import apply_direction, attribute_direction, evaluation_mode, interpolate, regression_direction
 
 __version__ = "0.1.0"
 
@@ -29,4 +29,5 @@ __all__ = [
     "DiagNormal", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1", "Invertible1x1LU",
     "LearnedPrior", "NonFiniteError", "Permute", "RQSplineCoupling", "Sequential", "ShapeError",
     "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "evaluation_mode", "interpolate",
+    "regression_direction",
 ]

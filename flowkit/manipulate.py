@@ -33,7 +33,7 @@ from torch import Tensor
 from .errors import ShapeError
 from .flow import Flow
 
-__all__ = ["apply_direction", "attribute_direction", "evaluation_mode", "interpolate"]
+__all__ = ["apply_direction", "attribute_direction", "evaluation_mode", "interpolate", "regression_direction"]
 
 Clips = Tensor | Sequence[Tensor]
 
@@ -96,6 +96,48 @@ def attribute_direction(flow: Flow, x_pos: Clips, x_neg: Clips, context_pos: Cli
     """
     mean_pos = _encode_mean(flow, x_pos, context_pos, batch_size, average_positions)
     return mean_pos - _encode_mean(flow, x_neg, context_neg, batch_size, average_positions)
+
+
+@torch.no_grad()
+def regression_direction(flow: Flow, x: Clips, values: Sequence[float] | Tensor, context: Clips | None = None,
+                         batch_size: int = 256, average_positions: bool = False) -> Tensor:
+    r"""The least-squares slope of the latent on a scalar label: how far the latent moves
+    per unit of the label (e.g. per semitone of MIDI pitch), for directions fitted from
+    labels rather than from two groups.
+
+    .. math:: d = \frac{\sum_i (v_i - \bar v)(z_i - \bar z)}{\sum_i (v_i - \bar v)^2}
+
+    so ``apply_direction(flow, x, d, s)`` asks for ``s`` units of change.
+
+    Arguments:
+        x: a batch, or a list of clips (event tensors, lengths may differ).
+        values: one finite label per sample, not all equal.
+        context: contexts of ``x`` for conditional flows.
+        average_positions: average each latent over its positions first (see
+            :func:`attribute_direction`).
+    """
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if v.numel() != _count(x):
+        raise ShapeError(f"{v.numel()} labels for {_count(x)} samples")
+    if not torch.isfinite(v).all() or v.numel() < 2 or float(v.std()) == 0:
+        raise ShapeError("regression needs at least 2 finite labels that are not all equal")
+    centred = (v - v.mean()) / (v - v.mean()).square().sum()
+    total, dtype, seen = None, torch.float32, 0
+    with evaluation_mode(flow):
+        for batch, ctx in _groups(x, context, batch_size):
+            z = flow.encode(batch, ctx)
+            dtype = z.dtype
+            z = z.double()
+            if average_positions:
+                z = z.mean(dim=tuple(range(2, z.dim())), keepdim=True)
+            elif total is not None and z.shape[1:] != total.shape:
+                raise ShapeError(f"latents of shapes {tuple(total.shape)} and {tuple(z.shape[1:])} cannot be "
+                                 f"combined: clips of different lengths need average_positions=True")
+            weights = centred[seen:seen + z.shape[0]].view(-1, *([1] * (z.dim() - 1)))
+            seen += z.shape[0]
+            contribution = (weights * z).sum(0)
+            total = contribution if total is None else total + contribution
+    return total.to(dtype)
 
 
 @torch.no_grad()

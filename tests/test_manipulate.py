@@ -82,3 +82,33 @@ def test_editing_runs_in_evaluation_mode_and_restores_the_mode():
     fk.apply_direction(flow, torch.randn(2, 3, 4) * 9, torch.ones(3, 4), 1.0)
     assert not bijector[0]._initialized  # an edit never initialises a fresh ActNorm from its inputs
     assert flow.training and bijector[0].training
+
+
+def test_regression_direction_is_the_least_squares_slope_of_the_latent(flow):
+    g = torch.Generator().manual_seed(4)
+    x, values = torch.randn(23, 3, 4, generator=g), torch.linspace(48, 72, 23)
+    d = fk.regression_direction(flow, x, values, batch_size=5)
+    z = flow.encode(x).reshape(23, -1).double()
+    design = torch.stack([torch.ones(23, dtype=torch.float64), values.double()], dim=1)
+    slope = torch.linalg.lstsq(design, z).solution[1]
+    torch.testing.assert_close(d.reshape(-1).double(), slope, atol=1e-5, rtol=1e-4)
+
+
+def test_regression_direction_recovers_a_planted_label_direction():
+    identity = fk.Flow(fk.Sequential(), event_shape=(2, None))
+    truth = torch.tensor([[0.5], [-2.0]])
+    values = torch.arange(12.0)
+    clips = [torch.randn(2, 10 + i) * 0.01 + v * truth for i, v in enumerate(values)]  # lengths differ
+    d = fk.regression_direction(identity, clips, values, average_positions=True)
+    assert d.shape == (2, 1)
+    torch.testing.assert_close(d, truth, atol=2e-3, rtol=0)
+
+
+def test_regression_direction_refuses_bad_labels(flow):
+    x = torch.randn(4, 3, 4)
+    with pytest.raises(ShapeError, match="3 labels for 4 samples"):
+        fk.regression_direction(flow, x, [1.0, 2.0, 3.0])
+    with pytest.raises(ShapeError, match="not all equal"):
+        fk.regression_direction(flow, x, [5.0] * 4)
+    with pytest.raises(ShapeError, match="finite"):
+        fk.regression_direction(flow, x, [1.0, float("nan"), 2.0, 3.0])
