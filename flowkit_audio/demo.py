@@ -2,7 +2,8 @@
 
 Trains the ``cpu`` WaveGlow and the pitch flow on four speakers, then, on the fifth
 (held out): copy synthesis through the vocoder beside Griffin-Lim from the same mel,
-and pitch edits of -2 and +2 semitones. Writes WAVs, spectrogram PNGs and
+and pitch edits of -2 and +2 semitones (clipped to the range the model calibrated: a
+model trained for seconds may not reach both). Writes WAVs, spectrogram PNGs and
 ``summary.json`` to the output folder.
 """
 
@@ -16,7 +17,7 @@ from flowkit.train import prepare_run_folder
 
 from .data import demo_clips, write_wav
 from .features import griffin_lim, log_mel
-from .pitch import edit_files, train_pitch
+from .pitch import edit_files, load_pitch_model, train_pitch
 from .vocoder import load_vocoder, log_spectral_distance, train_vocoder, vocode_files
 
 EXAMPLES = 4
@@ -46,7 +47,10 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
         gl = griffin_lim(log_mel(clip.audio[None], vocoder.config.mel), vocoder.config.mel)[0]
         write_wav(gl_folder / f"{clip.name}.wav", gl, clip.sample_rate)
         gl_distance.append(log_spectral_distance(clip.audio, gl))
-    edits = {f"{s:+d}": edit_files(out / "pitch", examples, out / f"pitch_{s:+d}", semitones_wanted=float(s))
+    # A model trained for seconds may not have calibrated the full +-2 semitones: ask for what it reaches.
+    low, high = load_pitch_model(out / "pitch").calibrated_range
+    edits = {f"{s:+d}": edit_files(out / "pitch", examples, out / f"pitch_{s:+d}",
+                                   semitones_wanted=min(max(float(s), low), high))
              for s in (-2, 2)}
     summary = {
         "vocoder": {"steps": vocoder_metrics.get("step"), "held_out_nll_nats_per_sample": vocoder_metrics.get("eval_nll"),
@@ -54,6 +58,7 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
                     "griffin_lim_log_spectral_distance_db": round(sum(gl_distance) / len(gl_distance), 3),
                     "real_time_factor": vocoded["mean"]["real_time_factor"]},
         "pitch": {"steps": pitch_report["steps"], "held_out_nll_nats_per_dim": pitch_report["held_out_nll"],
+                  "calibrated_range_semitones": [round(low, 2), round(high, 2)],
                   **{f"requested {k} semitones: median change": v["median_semitones_vs_resynthesis"]
                      for k, v in edits.items()}},
     }

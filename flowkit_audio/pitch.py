@@ -75,6 +75,12 @@ class PitchEditor:
             return self.flow.unstandardise(edited[0, :, :length])
         return self.flow.unstandardise(edited[:, 0, :, :length])
 
+    @property
+    def calibrated_range(self) -> tuple[float, float]:
+        """The smallest and largest F0 change (semitones) the calibration measured."""
+        moved = self.flow.get_buffer("calibration_semitones")
+        return float(moved.min()), float(moved.max())
+
     def alpha_for(self, semitones_wanted: float) -> float:
         """The strength that moved F0 by ``semitones_wanted`` on the calibration clips."""
         alphas = self.flow.get_buffer("calibration_alphas").double().numpy()

@@ -12,6 +12,9 @@ def test_demo_writes_every_artefact_and_never_replaces_a_run(tmp_path):
     result = demo.run(tmp_path / "demo", vocoder_minutes=0.5, pitch_minutes=0.5, progress=False, steps=5)
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())["summary"]
     assert summary == result["summary"]
+    low, high = summary["pitch"]["calibrated_range_semitones"]
+    for key, wanted in (("-2", -2.0), ("+2", 2.0)):  # requests beyond the calibrated range are clipped to it
+        assert result["edits"][key]["requested_semitones"] == pytest.approx(min(max(wanted, low), high), abs=0.01)
     assert {"log_spectral_distance_db", "griffin_lim_log_spectral_distance_db", "real_time_factor"} <= set(
         summary["vocoder"])
     for folder in ("held_out", "vocoded", "griffin_lim", "pitch_-2", "pitch_+2"):
