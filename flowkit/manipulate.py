@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -100,14 +100,18 @@ def attribute_direction(flow: Flow, x_pos: Clips, x_neg: Clips, context_pos: Cli
 
 @torch.no_grad()
 def regression_direction(flow: Flow, x: Clips, values: Sequence[float] | Tensor, context: Clips | None = None,
-                         batch_size: int = 256, average_positions: bool = False) -> Tensor:
+                         batch_size: int = 256, average_positions: bool = False,
+                         groups: Sequence[Hashable] | None = None) -> Tensor:
     r"""The least-squares slope of the latent on a scalar label: how far the latent moves
     per unit of the label (e.g. per semitone of MIDI pitch), for directions fitted from
     labels rather than from two groups.
 
     .. math:: d = \frac{\sum_i (v_i - \bar v)(z_i - \bar z)}{\sum_i (v_i - \bar v)^2}
 
-    so ``apply_direction(flow, x, d, s)`` asks for ``s`` units of change.
+    so ``apply_direction(flow, x, d, s)`` asks for ``s`` units of change. With ``groups``
+    (e.g. the instrument of each note) the means are taken within each group (the
+    fixed-effects slope), so a label that differs between groups (violins play higher
+    than cellos) does not pull the group difference into the direction.
 
     Arguments:
         x: a batch, or a list of clips (event tensors, lengths may differ).
@@ -115,13 +119,18 @@ def regression_direction(flow: Flow, x: Clips, values: Sequence[float] | Tensor,
         context: contexts of ``x`` for conditional flows.
         average_positions: average each latent over its positions first (see
             :func:`attribute_direction`).
+        groups: one hashable key per sample; the slope is fitted within groups.
     """
     v = torch.as_tensor(values, dtype=torch.float64).flatten()
     if v.numel() != _count(x):
         raise ShapeError(f"{v.numel()} labels for {_count(x)} samples")
     if not torch.isfinite(v).all() or v.numel() < 2 or float(v.std()) == 0:
         raise ShapeError("regression needs at least 2 finite labels that are not all equal")
-    centred = (v - v.mean()) / (v - v.mean()).square().sum()
+    centred = v - _group_means(v, groups)
+    if float(centred.square().sum()) == 0:
+        raise ShapeError("regression needs labels that vary within at least one group")
+    # sum_i w_i z_i with weights summing to zero in every group is the within-group slope
+    centred = centred / centred.square().sum()
     total, dtype, seen = None, torch.float32, 0
     with evaluation_mode(flow):
         for batch, ctx in _groups(x, context, batch_size):
@@ -138,6 +147,20 @@ def regression_direction(flow: Flow, x: Clips, values: Sequence[float] | Tensor,
             contribution = (weights * z).sum(0)
             total = contribution if total is None else total + contribution
     return total.to(dtype)
+
+
+def _group_means(v: Tensor, groups: Sequence[Hashable] | None) -> Tensor:
+    """Each label's group mean (the overall mean without groups)."""
+    if groups is None:
+        return v.mean().expand_as(v)
+    keys = list(groups)
+    if len(keys) != v.numel():
+        raise ShapeError(f"{len(keys)} group keys for {v.numel()} labels")
+    number = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    index = torch.tensor([number[k] for k in keys])
+    sums = torch.zeros(int(index.max()) + 1, dtype=v.dtype).index_add_(0, index, v)
+    counts = torch.bincount(index).to(v.dtype)
+    return (sums / counts)[index]
 
 
 @torch.no_grad()

@@ -2,10 +2,10 @@
 
     flowkit audio train-vocoder --data FOLDER --out DIR [--preset P] [--steps N] [--minutes M] [--seed S] [--resume]
     flowkit audio vocode --checkpoint DIR --input WAV_OR_FOLDER --out FOLDER [--sigma S] [--json]
-    flowkit audio train-pitch --data FOLDER --out DIR [--steps N] [--minutes M] [--seed S] [--resume]
+    flowkit audio train-pitch --data FOLDER --out DIR [--preset speech|notes] [--steps N] [--minutes M] [--seed S] [--resume]
     flowkit audio edit-pitch --checkpoint DIR --input WAV_OR_FOLDER --out FOLDER (--semitones S | --alpha A)
                              [--vocoder DIR | --vocoder griffinlim] [--json]
-    flowkit audio demo
+    flowkit audio demo [--preset speech|notes]
 
 Registering the commands imports nothing heavy: torchaudio, soundfile and Praat load when
 a command runs, and a missing ``audio`` extra is reported in one line.
@@ -20,6 +20,7 @@ from flowkit.cli import finite_float, json_line, non_negative_float, positive_fl
 from flowkit.errors import FlowkitError
 
 REQUIRED = {"torchaudio": "torchaudio", "soundfile": "soundfile", "parselmouth": "praat-parselmouth"}
+PITCH_PRESETS = ["speech", "notes"]
 
 
 def require_audio_extra() -> None:
@@ -56,19 +57,32 @@ def _vocode(args: argparse.Namespace) -> None:
 
 def _train_pitch(args: argparse.Namespace) -> None:
     require_audio_extra()
-    from . import pitch
+    if args.preset == "notes":
+        from . import notes
 
-    report = pitch.train_pitch(args.data, args.out, args.steps, args.minutes, args.seed, args.resume,
-                               args.checkpoint_every)
+        report = notes.train_notes(args.data, args.out, args.steps, args.minutes, args.seed, args.resume,
+                                   args.checkpoint_every)
+    else:
+        from . import pitch
+
+        report = pitch.train_pitch(args.data, args.out, args.steps, args.minutes, args.seed, args.resume,
+                                   args.checkpoint_every)
     print(json_line({k: report[k] for k in ("steps", "held_out_nll", "train_nll")}))
 
 
 def _edit_pitch(args: argparse.Namespace) -> None:
     require_audio_extra()
-    from . import pitch
+    from flowkit.train import load_checkpoint
 
-    result = pitch.edit_files(args.checkpoint, args.input, args.out, args.semitones, args.alpha,
-                              None if args.vocoder in (None, "griffinlim") else args.vocoder)
+    vocoder = None if args.vocoder in (None, "griffinlim") else args.vocoder
+    if load_checkpoint(args.checkpoint).config.get("model", {}).get("kind") == "notes":
+        from . import notes
+
+        result = notes.edit_note_files(args.checkpoint, args.input, args.out, args.semitones, args.alpha, vocoder)
+    else:
+        from . import pitch
+
+        result = pitch.edit_files(args.checkpoint, args.input, args.out, args.semitones, args.alpha, vocoder)
     median = result["median_semitones_vs_resynthesis"]
     _print(result, args.json, f"wrote {len(result['files'])} file(s) to {result['out']} (alpha {result['alpha']:+.3f}); "
                               f"median F0 change {'n/a' if median is None else f'{median:+.2f} semitones'}")
@@ -78,7 +92,13 @@ def _demo(args: argparse.Namespace) -> None:
     require_audio_extra()
     from . import demo
 
-    result = demo.run(args.out, args.vocoder_minutes, args.pitch_minutes, overwrite=args.overwrite)
+    if args.preset == "notes":
+        from . import notes_demo
+
+        result = notes_demo.run(args.out or "out/notes-demo", args.pitch_minutes, overwrite=args.overwrite)
+    else:
+        result = demo.run(args.out or "out/audio-demo", args.vocoder_minutes, args.pitch_minutes,
+                          overwrite=args.overwrite)
     print(json_line(result["summary"]))
 
 
@@ -114,8 +134,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_vocode)
 
-    p = commands.add_parser("train-pitch", help="train the mel flow and calibrate its pitch direction")
+    p = commands.add_parser("train-pitch", help="train the pitch flow and calibrate its pitch direction")
     _training_flags(p)
+    p.add_argument("--preset", default="speech", choices=PITCH_PRESETS,
+                   help="speech: log-mel flow, F0 direction (8 kHz); notes: instrument notes, MIDI direction (16 kHz)")
     p.set_defaults(run=_train_pitch)
 
     p = commands.add_parser("edit-pitch", help="raise or lower the pitch of WAV files through the latent")
@@ -129,8 +151,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_edit_pitch)
 
-    p = commands.add_parser("demo", help="train both models on the embedded FSDD sample and write every artefact")
-    p.add_argument("--out", default="out/audio-demo")
+    p = commands.add_parser("demo", help="train on an embedded sample (FSDD speech, or notes) and write every artefact")
+    p.add_argument("--preset", default="speech", choices=PITCH_PRESETS,
+                   help="speech: vocoder and pitch flow on FSDD; notes: the notes flow on instrument notes")
+    p.add_argument("--out", default=None, help="output folder (out/audio-demo, or out/notes-demo)")
     p.add_argument("--vocoder-minutes", type=positive_float, default=3.0)
     p.add_argument("--pitch-minutes", type=positive_float, default=1.0)
     p.add_argument("--overwrite", action="store_true", help="replace runs already in --out")

@@ -26,7 +26,7 @@ from torch import Tensor
 from flowkit.config import SavedConfig
 from flowkit.errors import DataError, FlowkitError
 
-__all__ = ["MelConfig", "f0_hz", "griffin_lim", "log_mel", "semitones"]
+__all__ = ["MelConfig", "f0_hz", "griffin_lim", "log_mel", "mel_filterbank", "semitones"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,11 @@ def _mel_transform(config: MelConfig):
         sample_rate=config.sample_rate, n_fft=config.n_fft, win_length=config.win_length,
         hop_length=config.hop_length, f_min=config.f_min, f_max=config.f_max, n_mels=config.n_mels,
         power=1.0, norm="slaney", mel_scale="slaney", center=True, pad_mode="reflect")
+
+
+def mel_filterbank(config: MelConfig) -> Tensor:
+    """``(n_fft // 2 + 1, n_mels)``: the filterbank :func:`log_mel` applies to STFT magnitudes."""
+    return _mel_transform(config).mel_scale.fb
 
 
 def log_mel(audio: Tensor, config: MelConfig) -> Tensor:

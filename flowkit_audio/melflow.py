@@ -30,7 +30,7 @@ import flowkit as fk
 from flowkit.config import SavedConfig
 from flowkit.errors import FlowkitError
 
-__all__ = ["MelFlow", "MelFlowConfig"]
+__all__ = ["MelFlow", "MelFlowConfig", "multiscale_1d"]
 
 
 @dataclass
@@ -53,13 +53,18 @@ class MelFlowConfig(SavedConfig):
 
 
 
-def _level(channels: int, level: int, cfg: MelFlowConfig) -> fk.Sequential:
+def multiscale_1d(channels: int, cfg: MelFlowConfig, context_channels: int = 0, level: int = 0) -> fk.Sequential:
+    """Glow in one dimension over ``(B, channels, T)``: per level a time squeeze, ``depth``
+    steps (ActNorm, 1x1, affine coupling) and a factor-out with a learned prior; a ``(B, k)``
+    context, if ``context_channels = k``, conditions every coupling and prior."""
     c = 2 * channels
     layers: list[fk.Bijector] = [fk.Squeeze(2)]
     for _ in range(cfg.depth):
-        layers += [fk.ActNorm(c), fk.Invertible1x1(c), fk.AffineCoupling(c, hidden=cfg.width, spatial_dims=1)]
+        layers += [fk.ActNorm(c), fk.Invertible1x1(c),
+                   fk.AffineCoupling(c, hidden=cfg.width, spatial_dims=1, context_channels=context_channels)]
     if level < cfg.levels - 1:
-        layers.append(fk.FactorOut(c, _level(c // 2, level + 1, cfg), spatial_dims=1))
+        inner = multiscale_1d(c // 2, cfg, context_channels, level + 1)
+        layers.append(fk.FactorOut(c, inner, spatial_dims=1, context_channels=context_channels))
     layers.append(fk.Squeeze(2).inv)
     return fk.Sequential(*layers)
 
@@ -69,7 +74,7 @@ class MelFlow(fk.Flow):
     ``2^levels``; ``standardise``/``unstandardise`` map raw log-mel frames in and out."""
 
     def __init__(self, config: MelFlowConfig):
-        super().__init__(_level(config.n_mels, 0, config), event_shape=(config.n_mels, None))
+        super().__init__(multiscale_1d(config.n_mels, config), event_shape=(config.n_mels, None))
         self.config = config
         self.register_buffer("mean", torch.zeros(config.n_mels, 1))
         self.register_buffer("std", torch.ones(config.n_mels, 1))

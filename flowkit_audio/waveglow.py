@@ -95,6 +95,9 @@ PRESETS: dict[str, WaveGlowConfig] = {
     # 8 kHz speech on a CPU in minutes
     "cpu": WaveGlowConfig(MelConfig(), n_group=8, n_flows=8, n_early_every=4, n_early_size=2, wn_layers=4,
                           wn_channels=48),
+    # 16 kHz instrument notes (the notes preset's STFT: 1024-point window, hop 256), CPU size
+    "notes": WaveGlowConfig(MelConfig(16000, 1024, 1024, 256, 80, 0.0, 8000.0), n_group=8, n_flows=8,
+                            n_early_every=4, n_early_size=2, wn_layers=4, wn_channels=48),
 }
 
 

@@ -112,3 +112,32 @@ def test_regression_direction_refuses_bad_labels(flow):
         fk.regression_direction(flow, x, [5.0] * 4)
     with pytest.raises(ShapeError, match="finite"):
         fk.regression_direction(flow, x, [1.0, float("nan"), 2.0, 3.0])
+
+
+def test_regression_direction_within_groups_is_the_fixed_effects_slope(flow):
+    g = torch.Generator().manual_seed(5)
+    x, values = torch.randn(18, 3, 4, generator=g), torch.linspace(40, 80, 18)
+    groups = ["cello"] * 6 + ["violin"] * 7 + ["flute"] * 5
+    d = fk.regression_direction(flow, x, values, batch_size=4, groups=groups)
+    z = flow.encode(x).reshape(18, -1).double()
+    dummies = torch.stack([torch.tensor([k == name for k in groups], dtype=torch.float64)
+                           for name in ("cello", "violin", "flute")], dim=1)
+    design = torch.cat([values.double()[:, None], dummies], dim=1)  # one intercept per group
+    slope = torch.linalg.lstsq(design, z).solution[0]
+    torch.testing.assert_close(d.reshape(-1).double(), slope, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(d, fk.regression_direction(flow, x, values), atol=1e-3)
+
+
+def test_regression_direction_within_groups_ignores_a_confounded_group_offset():
+    identity = fk.Flow(fk.Sequential(), event_shape=(2,))
+    pitch, offset = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 3.0])
+    values = torch.tensor([40.0, 41, 42, 60, 61, 62])
+    groups = ["low"] * 3 + ["high"] * 3
+    x = values[:, None] * pitch + torch.tensor([0, 0, 0, 1, 1, 1.0])[:, None] * offset
+    torch.testing.assert_close(fk.regression_direction(identity, x, values, groups=groups),
+                               pitch, atol=1e-6, rtol=0)
+    assert float(fk.regression_direction(identity, x, values)[1]) > 0.1  # the pooled slope picks up the offset
+    with pytest.raises(ShapeError, match="vary within"):
+        fk.regression_direction(identity, x, [1.0, 1, 1, 2, 2, 2], groups=groups)
+    with pytest.raises(ShapeError, match="5 group keys"):
+        fk.regression_direction(identity, x, values, groups=groups[:5])

@@ -70,6 +70,14 @@ class ActNorm(Bijector):
         self.initialized.fill_(True)
         self._initialized = True
 
+    @torch.no_grad()
+    def mark_initialized(self) -> None:
+        """Keep the current parameters (the identity for a fresh layer) and skip the
+        data-dependent initialisation: for inputs that are standardised already, where a
+        first batch in which a rare channel happens to be constant would set a huge scale."""
+        self.initialized.fill_(True)
+        self._initialized = True
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._initialized = bool(self.initialized)

@@ -76,3 +76,14 @@ def test_empty_or_non_finite_first_batches_never_poison_the_layer(batch, message
     assert not norm._initialized and torch.equal(norm.logs, torch.zeros(3)) and torch.equal(norm.bias, torch.zeros(3))
     y, _ = norm(torch.randn(8, 3, 4) * 2 + 1)  # a good batch still initialises it afterwards
     assert norm._initialized and torch.isfinite(y).all()
+
+
+def test_mark_initialized_keeps_the_identity_and_survives_a_reload():
+    layer = ActNorm(3).train()
+    layer.mark_initialized()
+    x = torch.randn(4, 3, 5) * 7 + 2
+    y, ladj = layer(x)
+    assert torch.equal(y, x) and torch.equal(ladj, torch.zeros(4))  # no data-dependent init happened
+    fresh = ActNorm(3).train()
+    fresh.load_state_dict(layer.state_dict())
+    assert torch.equal(fresh(x)[0], x)

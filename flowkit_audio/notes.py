@@ -1,0 +1,397 @@
+r"""The ``notes`` preset: transposing isolated instrument notes through a flow latent,
+calibrated in semitones, and instrument-to-instrument (timbre) directions.
+
+1. Each note becomes :mod:`~flowkit_audio.notespec` features (its tracked pitch, its
+   spectrum relative to that pitch) and a :class:`~flowkit_audio.noteflow.NoteFlow` is
+   trained on them by maximum likelihood (no labels).
+2. Directions come from labels when the file names carry them
+   (``{instrument}_{midi}_{note}.wav``): the pitch direction is the within-instrument
+   least-squares slope of the time-averaged latent on the MIDI number
+   (:func:`flowkit.regression_direction` with ``groups``), so "violins play higher than
+   cellos" does not leak into it; without labels the tracked pitch is the label. The
+   timbre offset of each instrument is its mean latent with the pitch slope removed, and
+   ``timbre_direction(a, b)`` is the difference of two offsets: ``a`` played as ``b`` at
+   the same pitch.
+3. Calibration: the training notes are edited at a grid of strengths and the decoded
+   pitch channel (which the synthesis renders exactly) gives the median semitones per
+   strength, a monotone curve inverted by interpolation; ``benchmarks/notes.py`` checks
+   the result with Praat on the audio.
+
+References:
+    Kingma and Dhariwal. Glow: Generative Flow with Invertible 1x1 Convolutions. 2018.
+    Boersma. Praat, a system for doing phonetics by computer (the pitch tracker).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import flowkit as fk
+from flowkit.errors import CheckpointError, DataError, FlowkitError
+from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
+                           saved_run_config)
+
+from .data import Clip, load_clips, write_wav
+from .features import f0_hz, semitones
+from .noteflow import NoteFlow, NoteFlowConfig
+from .notespec import NoteSpectrum, griffin_lim_notes, midi_to_hz, render_magnitude
+
+__all__ = ["NoteEditor", "demo_notes", "edit_note_files", "load_notes_model", "note_label", "split_notes",
+           "train_notes"]
+
+NOTE_NAME = re.compile(r"^(?P<instrument>[a-z][a-z0-9-]*)_(?P<midi>\d{1,3})_(?P<note>[A-G]s?-?\d)$")
+TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "batch_size": 16, "warmup_steps": 20, "ema_decay": None,
+                  "grad_clip": 5.0, "steps": 1500, "log_every": 10, "checkpoint_every": 250, "eval_every": 250}
+CROP_FRAMES = 32
+CALIBRATION_ALPHAS = (-24.0, -18.0, -12.0, -8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0, 12.0, 18.0, 24.0)
+MAX_INSTRUMENTS = 64
+TRACKER_MARGIN = 8.0  # semitones either side of the expected pitch when measuring F0
+
+
+def note_label(name: str) -> tuple[str, int] | None:
+    """``(instrument, midi)`` from a ``{instrument}_{midi}_{note}`` file name, else ``None``."""
+    match = NOTE_NAME.match(name)
+    return (match["instrument"], int(match["midi"])) if match else None
+
+
+def split_notes(clips: list[Clip]) -> tuple[list[Clip], list[Clip]]:
+    """Training and held-out notes: every fifth note of each instrument (by MIDI number,
+    from the third) is held out; without labelled names, every fifth clip."""
+    labels = [note_label(c.name) for c in clips]
+    if len(clips) < 2:
+        raise DataError("need at least 2 notes (one to hold out)")
+    if not all(labels):
+        return [c for i, c in enumerate(clips) if i % 5 != 2], [c for i, c in enumerate(clips) if i % 5 == 2]
+    held = set()
+    for instrument in sorted({lab[0] for lab in labels}):
+        members = sorted((lab[1], i) for i, lab in enumerate(labels) if lab[0] == instrument)
+        held.update(i for _, i in members[2::5])
+    if not held:
+        held = {len(clips) - 1}
+    return [c for i, c in enumerate(clips) if i not in held], [c for i, c in enumerate(clips) if i in held]
+
+
+def demo_notes(split: str = "train") -> list[Clip]:
+    """The embedded sample of notes (CC BY 3.0, tonejs-instruments; see assets/README.md)."""
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', not {split!r}")
+    import soundfile
+
+    raw = resources.files("flowkit_audio").joinpath("assets", "notes_demo.npz").read_bytes()
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+        names = [str(n) for n in data["names"]]
+        ends = np.cumsum(data["flac_lengths"])
+        blobs = np.split(data["flac"], ends[:-1])
+    clips = []
+    for name, blob in zip(names, blobs):
+        audio, rate = soundfile.read(io.BytesIO(blob.tobytes()), dtype="float32")
+        clips.append(Clip(name, torch.from_numpy(audio), int(rate)))
+    train, test = split_notes(clips)
+    return train if split == "train" else test
+
+
+def _load(data: str | os.PathLike | None, sample_rate: int) -> tuple[list[Clip], list[Clip]]:
+    if data in (None, "demo"):
+        return demo_notes("train"), demo_notes("test")
+    return split_notes(load_clips(data, sample_rate))
+
+
+class NoteEditor:
+    """A trained :class:`NoteFlow` with its pitch direction, calibration and timbre offsets.
+
+    Example (with a trained run)::
+
+        editor = load_notes_model("out/notes")
+        features, info = editor.spectrum.analyse(clip.audio)
+        higher = editor.edit(features, editor.alpha_for(3.0))          # three semitones up
+        violin = editor.edit(features, 1.0, editor.timbre_direction("cello", "violin"))
+        audio = editor.synthesise(higher)
+    """
+
+    def __init__(self, flow: NoteFlow, spectrum: NoteSpectrum, instruments: list[str], vocoder: Any | None = None):
+        self.flow = flow.eval()
+        self.spectrum = spectrum
+        self.instruments = instruments
+        self.vocoder = vocoder
+
+    @property
+    def direction(self) -> Tensor:
+        return self.flow.get_buffer("pitch_direction")
+
+    def timbre_direction(self, source: str, target: str) -> Tensor:
+        """The latent step from ``source``'s timbre to ``target``'s at the same pitch."""
+        for name in (source, target):
+            if name not in self.instruments:
+                raise FlowkitError(f"unknown instrument {name!r}; this model knows {', '.join(self.instruments)}")
+        offsets = self.flow.get_buffer("instrument_offsets")
+        return offsets[self.instruments.index(target)] - offsets[self.instruments.index(source)]
+
+    @torch.no_grad()
+    def edit(self, features: Tensor, alphas: float | list[float], direction: Tensor | None = None) -> Tensor:
+        """Edit ``(channels, frames)`` features along ``direction`` (default: pitch):
+        ``(channels, frames)`` per alpha, stacked for a list."""
+        x, length = self.flow.pad(self.flow.standardise(features)[None])
+        edited = fk.apply_direction(self.flow, x, self.direction if direction is None else direction, alphas)
+        if isinstance(alphas, (int, float)):
+            return self.flow.unstandardise(edited[0, :, :length])
+        return self.flow.unstandardise(edited[:, 0, :, :length])
+
+    @property
+    def calibrated_range(self) -> tuple[float, float]:
+        moved = self.flow.get_buffer("calibration_semitones")
+        return float(moved.min()), float(moved.max())
+
+    def alpha_for(self, semitones_wanted: float) -> float:
+        """The strength that moved the pitch by ``semitones_wanted`` on the calibration notes."""
+        alphas = self.flow.get_buffer("calibration_alphas").double().numpy()
+        moved = self.flow.get_buffer("calibration_semitones").double().numpy()
+        if not (moved.min() <= semitones_wanted <= moved.max()):
+            raise FlowkitError(f"this model's calibrated pitch range is {moved.min():+.2f} to {moved.max():+.2f} "
+                               f"semitones; {semitones_wanted:+.2f} is outside it (use --alpha for raw edits)")
+        return float(np.interp(semitones_wanted, moved, alphas))
+
+    @torch.no_grad()
+    def synthesise(self, features: Tensor) -> Tensor:
+        """Audio ``(samples,)``: the spectrum rendered at the features' pitch, then
+        Griffin-Lim, or the vocoder from that spectrum's log-mel frames."""
+        if self.vocoder is None:
+            return griffin_lim_notes(features, self.spectrum)
+        from .features import mel_filterbank
+
+        mel = self.vocoder.config.mel
+        magnitude = render_magnitude(features, self.spectrum).float()
+        logmel = torch.log(torch.clamp(mel_filterbank(mel).T @ magnitude, min=mel.log_floor))
+        return self.vocoder.infer(logmel[None, :, :-1], sigma=0.6)[0]
+
+
+def _crops(flow: NoteFlow, features: list[Tensor], schedule: IndexSchedule):
+    def batch(step: int) -> tuple[Tensor]:
+        generator = schedule.generator(step)
+        pieces = []
+        for i in schedule.indices(step).tolist():
+            frames = features[i]
+            if frames.shape[-1] < CROP_FRAMES:
+                frames = torch.nn.functional.pad(frames[None], (0, CROP_FRAMES - frames.shape[-1]), mode="replicate")[0]
+            start = int(torch.randint(frames.shape[-1] - CROP_FRAMES + 1, (1,), generator=generator))
+            pieces.append(frames[:, start:start + CROP_FRAMES])
+        x = flow.standardise(torch.stack(pieces))
+        return (x + flow.config.noise * torch.randn(x.shape, generator=generator),)
+    return batch
+
+
+def _loss(model: torch.nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
+    x = batch[0]
+    nll = (-model(x) / x[0].numel()).mean()
+    return nll, {"nll": float(nll.detach())}
+
+
+@torch.no_grad()
+def held_out_nll(flow: NoteFlow, features: list[Tensor], limit: int = 64) -> float:
+    """Mean NLL in nats per dimension of standardised, dequantised held-out notes (whole notes)."""
+    flow.eval()
+    generator = torch.Generator().manual_seed(0)
+    total = 0.0
+    for frames in features[:limit]:
+        x, _ = flow.pad(flow.standardise(frames)[None])
+        x = x + flow.config.noise * torch.randn(x.shape, generator=generator)
+        total += float(-flow.log_prob(x)) / x[0].numel()
+    return total / max(1, min(limit, len(features)))
+
+
+def _labels(clips: list[Clip], infos: list[dict[str, Any]]) -> tuple[list[float], list[str], str]:
+    labels = [note_label(c.name) for c in clips]
+    if all(labels):
+        return [float(lab[1]) for lab in labels], [lab[0] for lab in labels], "midi numbers in the file names"
+    return [float(i["pitch"]) for i in infos], ["all"] * len(clips), "tracked pitch (no labelled file names)"
+
+
+@torch.no_grad()
+def fit_directions(flow: NoteFlow, features: list[Tensor], pitch: list[float],
+                   instruments: list[str]) -> tuple[Tensor, list[str], Tensor]:
+    """The within-instrument pitch slope ``(C, 1)``, the instrument names and their
+    pitch-corrected mean latents ``(n, C, 1)``."""
+    x = [flow.pad(flow.standardise(f))[0] for f in features]
+    groups = instruments if len(set(instruments)) > 1 else None
+    slope = fk.regression_direction(flow, x, pitch, average_positions=True, groups=groups)
+    names = sorted(set(instruments))[:MAX_INSTRUMENTS]
+    offsets = []
+    for name in names:
+        members = [i for i, inst in enumerate(instruments) if inst == name]
+        z = torch.stack([flow.encode(x[i][None])[0].mean(-1, keepdim=True) for i in members])
+        offsets.append((z - torch.tensor([pitch[i] for i in members]).view(-1, 1, 1) * slope).mean(0))
+    return slope, names, torch.stack(offsets)
+
+
+@torch.no_grad()
+def calibrate(editor: NoteEditor, features: list[Tensor], alphas: tuple[float, ...] = CALIBRATION_ALPHAS) -> dict:
+    """Median change of the decoded pitch (semitones) at each strength, made monotone; stored in buffers."""
+    changes = np.array([(editor.edit(f, list(alphas))[:, 0].median(-1).values - f[0].median()).numpy()
+                        for f in features])  # (notes, alphas)
+    medians = np.median(changes, axis=0)
+    monotone = np.maximum.accumulate(medians)
+    editor.flow.get_buffer("calibration_alphas").copy_(torch.tensor(alphas, dtype=torch.float64))
+    editor.flow.get_buffer("calibration_semitones").copy_(torch.tensor(monotone))
+    slope = float(np.polyfit(alphas, medians, 1)[0])
+    return {"alphas": list(alphas), "median_semitones": [round(float(m), 3) for m in medians],
+            "semitones_per_unit": round(slope, 4),
+            "spread_semitones_at_max": round(float(np.std(changes[:, -1])), 3), "notes": len(features)}
+
+
+def _with_buffers(flow: NoteFlow, n_instruments: int) -> NoteFlow:
+    c = flow.config.channels
+    flow.register_buffer("pitch_direction", torch.zeros(c, 1))
+    flow.register_buffer("instrument_offsets", torch.zeros(n_instruments, c, 1))
+    flow.register_buffer("calibration_alphas", torch.tensor(CALIBRATION_ALPHAS, dtype=torch.float64))
+    flow.register_buffer("calibration_semitones", torch.zeros(len(CALIBRATION_ALPHAS), dtype=torch.float64))
+    return flow
+
+
+def analyse_clips(clips: list[Clip], spectrum: NoteSpectrum) -> tuple[list[Tensor], list[dict[str, Any]]]:
+    """Features and pitch info of each clip (resampled to the front-end's rate by the reader)."""
+    pairs = []
+    for clip in clips:
+        if clip.sample_rate != spectrum.sample_rate:
+            raise DataError(f"{clip.name}: {clip.sample_rate} Hz audio for a {spectrum.sample_rate} Hz model")
+        pairs.append(spectrum.analyse(clip.audio))
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/notes", steps: int | None = None,
+                minutes: float | None = None, seed: int = 0, resume: bool = False,
+                checkpoint_every: int | None = None, spectrum: NoteSpectrum | None = None,
+                config: NoteFlowConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train the note flow, fit the pitch and timbre directions, calibrate; writes ``notes.json``."""
+    out = Path(out)
+    if prepare_run_folder(out, resume):
+        saved = saved_run_config(out, "notes")
+        spectrum = NoteSpectrum.from_dict(saved["model"]["spectrum"])
+        config, train_defaults = NoteFlowConfig.from_dict(saved["model"]["flow"]), saved["train"]
+    else:
+        spectrum, config, train_defaults = spectrum or NoteSpectrum(), config or NoteFlowConfig(), TRAIN_DEFAULTS
+    config = NoteFlowConfig.from_dict({**config.to_dict(), "channels": spectrum.channels})
+    train_clips, held_out = _load(data, spectrum.sample_rate)
+    features, infos = analyse_clips(train_clips, spectrum)
+    held_features, _ = analyse_clips(held_out, spectrum)
+    pitch, instruments, label_source = _labels(train_clips, infos)
+    names = sorted(set(instruments))[:MAX_INSTRUMENTS]
+    explicit = {"steps": steps, "max_minutes": minutes, "seed": seed, "checkpoint_every": checkpoint_every}
+    train_config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
+    torch.manual_seed(seed)
+    flow = _with_buffers(NoteFlow(config), len(names))
+    flow.fit_standardisation(features)
+    schedule = IndexSchedule(len(features), min(train_config.batch_size, len(features)), seed)
+    trainer = Trainer(flow, _loss, _crops(flow, features, schedule), train_config, out,
+                      model_config={"kind": "notes", "spectrum": spectrum.to_dict(), "flow": config.to_dict(),
+                                    "instruments": names},
+                      evaluate=lambda m: {"nll": held_out_nll(m, held_features)}, resume=resume, progress=progress)
+    metrics = trainer.fit()
+    slope, names, offsets = fit_directions(flow, features, pitch, instruments)
+    flow.get_buffer("pitch_direction").copy_(slope)
+    flow.get_buffer("instrument_offsets").copy_(offsets)
+    curve = calibrate(NoteEditor(flow, spectrum, names), features)
+    trainer.save()  # the checkpoint now carries the directions and the calibration
+    report = {"held_out_nll": metrics.get("eval_nll"), "train_nll": metrics.get("nll"), "steps": trainer.step,
+              "train_notes": len(train_clips), "held_out_notes": len(held_out), "labels": label_source,
+              "instruments": names, "untracked_notes": sum(not i["tracked"] for i in infos), "calibration": curve}
+    (out / "notes.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    return report
+
+
+def load_notes_model(checkpoint: str | Path, vocoder: str | Path | None = None) -> NoteEditor:
+    """A :class:`NoteEditor` from a notes run (folder or ``checkpoint/``); ``vocoder``: a
+    vocoder run with the same STFT (``--preset notes``), or ``None`` / ``"griffinlim"``."""
+    saved = load_checkpoint(checkpoint)
+    model = saved.config.get("model", {})
+    if model.get("kind") != "notes":
+        raise CheckpointError(f"{checkpoint} is not a notes checkpoint")
+    try:
+        spectrum, config = NoteSpectrum.from_dict(model["spectrum"]), NoteFlowConfig.from_dict(model["flow"])
+        instruments = [str(n) for n in model["instruments"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint}: invalid notes config ({error})") from None
+    flow = _with_buffers(NoteFlow(config), len(instruments))
+    load_weights(flow, saved.model, f"checkpoint {checkpoint}")
+    synth = None
+    if vocoder not in (None, "griffinlim"):
+        from .vocoder import load_vocoder
+
+        synth = load_vocoder(vocoder)
+        mel = synth.config.mel
+        if (mel.sample_rate, mel.n_fft, mel.win_length, mel.hop_length) != (
+                spectrum.sample_rate, spectrum.n_fft, spectrum.n_fft, spectrum.hop_length):
+            raise CheckpointError(f"the vocoder {vocoder} uses another STFT ({mel.sample_rate} Hz, {mel.n_fft}/"
+                                  f"{mel.hop_length}) than the notes model ({spectrum.sample_rate} Hz, "
+                                  f"{spectrum.n_fft}/{spectrum.hop_length}); train one with --preset notes")
+    return NoteEditor(flow, spectrum, instruments, synth)
+
+
+def measure_pitch(audio: Tensor, sample_rate: int, expected: float, margin: float = TRACKER_MARGIN) -> float:
+    """F0 in Hz (Praat) searched within ``margin`` semitones of ``expected`` (MIDI), which
+    keeps the tracker off octave errors; NaN if no frame is voiced."""
+    nyquist_midi = 69 + 12 * math.log2(sample_rate / 2 / 440)
+    low, high = expected - margin, min(expected + margin, nyquist_midi - 0.5)
+    if high <= low:
+        return math.nan
+    return f0_hz(audio.numpy(), sample_rate, float(midi_to_hz(low)), float(midi_to_hz(high)))
+
+
+@torch.no_grad()
+def edit_note_files(checkpoint: str | Path, source: str | Path, out: str | Path, semitones_wanted: float | None = None,
+                    alpha: float | None = None, vocoder: str | Path | None = None) -> dict[str, Any]:
+    """``edit-pitch`` for a notes model: one WAV and one spectrogram PNG per input, with F0
+    in, resynthesised and out (Praat, searched around the note's tracked pitch)."""
+    from .plots import save_note_spectrograms
+
+    if (semitones_wanted is None) == (alpha is None):
+        raise FlowkitError("give exactly one of --semitones and --alpha")
+    editor = load_notes_model(checkpoint, vocoder)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FlowkitError(f"{out} is a file; --out must be a folder")
+    strength = alpha if alpha is not None else editor.alpha_for(semitones_wanted)
+    clips = load_clips(source, editor.spectrum.sample_rate)
+    out.mkdir(parents=True, exist_ok=True)
+    rate, rows = editor.spectrum.sample_rate, []
+    for clip in clips:
+        features, info = editor.spectrum.analyse(clip.audio)
+        unedited, edited = editor.edit(features, [0.0, strength])
+        resynthesised, audio = editor.synthesise(unedited), editor.synthesise(edited)
+        write_wav(out / f"{clip.name}.wav", audio, rate)
+        moved = float(edited[0].median() - features[0].median())
+        f0_in = measure_pitch(clip.audio, rate, info["pitch"])
+        f0_resynth = measure_pitch(resynthesised, rate, info["pitch"])
+        f0_out = measure_pitch(audio, rate, info["pitch"] + moved)
+        save_note_spectrograms(out / f"{clip.name}.png", [clip.audio, audio],
+                               ["input", f"edited ({moved:+.2f} semitones, alpha {strength:+.2f})"], rate)
+        notes = clip.notes + ([] if info["tracked"] else ["no pitch found; the note was taken as C4"])
+        rows.append({"file": clip.name, "alpha": round(strength, 4), "pitch_midi": round(info["pitch"], 3),
+                     "f0_in_hz": _round(f0_in), "f0_resynthesised_hz": _round(f0_resynth), "f0_out_hz": _round(f0_out),
+                     "semitones_vs_input": _interval(f0_in, f0_out),
+                     "semitones_vs_resynthesis": _interval(f0_resynth, f0_out), "notes": notes})
+    changes = [r["semitones_vs_resynthesis"] for r in rows if r["semitones_vs_resynthesis"] is not None]
+    result = {"requested_semitones": semitones_wanted, "alpha": round(strength, 4),
+              "synthesis": "vocoder" if editor.vocoder is not None else "griffin-lim",
+              "preset": "notes", "files": rows,
+              "median_semitones_vs_resynthesis": round(float(np.median(changes)), 3) if changes else None,
+              "out": str(out)}
+    (out / "edit_pitch.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    return result
+
+
+def _round(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 2)
+
+
+def _interval(f_from: float, f_to: float) -> float | None:
+    return None if math.isnan(f_from) or math.isnan(f_to) else round(semitones(f_from, f_to), 3)
