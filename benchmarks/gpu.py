@@ -1,11 +1,14 @@
 """One short, prepared GPU measurement: training throughput of the ``cifar10`` preset and
 the latency of one 256x256 sample (the Glow blog: about 130 ms on a GTX 1080 Ti).
 
-    python benchmarks/gpu.py                      # on a GPU: fp32 and bf16 autocast
+    python benchmarks/gpu.py                      # on a GPU: fp32, bf16 conditioners, bf16 autocast, compiled
     python benchmarks/gpu.py --tiny --device cpu  # the test suite's CPU smoke run
 
-bf16 autocast runs the convolutions in bf16; the 1x1 mixing layers keep their log-det
-and inverse in float64, log-dets are summed in float32. Writes
+Modes: ``fp32``; ``bf16-conditioners`` (flowkit.precision: only the coupling and prior
+networks in bfloat16, everything else float32, the training option
+``--precision bf16-conditioners``); ``bf16 autocast`` (the whole model under autocast; the
+1x1 mixing layers keep their log-det and inverse in float64, log-dets are summed in
+float32); ``compiled`` (fp32 under ``torch.compile``). Writes
 benchmarks/results/gpu.json (or gpu_tiny.json) and prints a table.
 """
 
@@ -22,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, options, table, write  # noqa: E402
+import flowkit as fk  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
 from flowkit_image.presets import preset  # noqa: E402
 
@@ -41,37 +45,53 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+MODES = ("fp32", "bf16-conditioners", "bf16 autocast", "compiled")
 
 
-def train_throughput(cfg: GlowConfig, batch: int, steps: int, device: torch.device, bf16: bool) -> dict:
+def autocast(device: torch.device, mode: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16 autocast" else contextlib.nullcontext()
+
+
+def _model(cfg: GlowConfig, device: torch.device, mode: str) -> Glow:
     torch.manual_seed(0)
     model = Glow(cfg).to(device)
+    if mode == "bf16-conditioners":
+        fk.set_conditioner_precision(model, "bf16-conditioners", device)
+    return model
+
+
+def train_throughput(cfg: GlowConfig, batch: int, steps: int, device: torch.device, mode: str) -> dict:
+    model = _model(cfg, device, mode)
     model.validate = False
     x = dequantise(cifar("train", batch), torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         model(x)
     opt = torch.optim.Adamax(model.parameters(), lr=1e-4)
 
+    def loss_fn(images):
+        with autocast(device, mode):
+            return model.nll_to_bits_per_dim(model(images)).mean()
+
+    compute = torch.compile(loss_fn) if mode == "compiled" else loss_fn
+
     def step():
-        with autocast(device, bf16):
-            loss = model.nll_to_bits_per_dim(model(x)).mean()
+        loss = compute(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return loss
 
+    step()  # compile (or warm up) outside the timing
     seconds = timed(step, device, steps)
     loss = float(step().detach())
     return {"images_per_s": round(batch / seconds, 1), "step_ms": round(1000 * seconds, 1), "bits_per_dim": round(loss, 3)}
 
 
-def sample_latency(cfg: GlowConfig, device: torch.device, repeats: int, bf16: bool) -> float:
-    torch.manual_seed(0)
-    model = Glow(cfg).to(device).eval()
-    with torch.no_grad(), autocast(device, bf16):
-        return 1000 * timed(lambda: model.sample(1, temperature=0.7), device, repeats)
+def sample_latency(cfg: GlowConfig, device: torch.device, repeats: int, mode: str) -> float:
+    model = _model(cfg, device, mode).eval()
+    draw = torch.compile(model.sample) if mode == "compiled" else model.sample
+    with torch.no_grad(), autocast(device, mode):
+        return 1000 * timed(lambda: draw(1, temperature=0.7), device, repeats)
 
 
 def main() -> None:
@@ -80,6 +100,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="small sizes for a CPU smoke run")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=None, help="default: all on a GPU")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -90,10 +111,11 @@ def main() -> None:
         sample_cfg = GlowConfig(levels=2, depth=2, width=16, coupling="additive", n_bits=5, image_shape=(3, 64, 64))
         args.batch, args.steps = 4, 2
     rows = []
-    for bf16 in (False, True) if device.type == "cuda" or args.tiny else (False,):
-        row = {"precision": "bf16 autocast" if bf16 else "fp32"}
-        row.update(train_throughput(train_cfg, args.batch, args.steps, device, bf16))
-        row["sample_ms"] = round(sample_latency(sample_cfg, device, max(1, args.steps // 2), bf16), 1)
+    modes = args.modes or (MODES if device.type == "cuda" else ("fp32", "bf16-conditioners", "bf16 autocast"))
+    for mode in modes:
+        row = {"precision": mode}
+        row.update(train_throughput(train_cfg, args.batch, args.steps, device, mode))
+        row["sample_ms"] = round(sample_latency(sample_cfg, device, max(1, args.steps // 2), mode), 1)
         rows.append(row)
     print(table(rows, list(rows[0])))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

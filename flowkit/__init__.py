@@ -21,13 +21,14 @@ from .layers import (
     Squeeze,
 )
 from .manipulate import apply_direction, attribute_direction, evaluation_mode, interpolate, regression_direction
+from .precision import PRECISIONS, bf16_supported, set_conditioner_precision
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "CheckpointError", "DataError",
     "DiagNormal", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1", "Invertible1x1LU",
-    "LearnedPrior", "NonFiniteError", "Permute", "RQSplineCoupling", "Sequential", "ShapeError",
+    "LearnedPrior", "NonFiniteError", "PRECISIONS", "Permute", "RQSplineCoupling", "Sequential", "ShapeError",
     "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "evaluation_mode", "interpolate",
-    "regression_direction",
+    "bf16_supported", "regression_direction", "set_conditioner_precision",
 ]

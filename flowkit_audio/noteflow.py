@@ -50,7 +50,10 @@ class NoteFlowConfig(SavedConfig):
     levels: int = 2
     depth: int = 4
     width: int = 128
-    noise: float = 0.05  # dequantisation noise (std, standardised units) while training
+    # dequantisation noise (std, standardised units) while training; 0.05 let the flow fit the
+    # near-constant bands of sustained notes so sharply that held-out NLL rose after 50 steps
+    # on 66 notes, 0.2 kept it falling
+    noise: float = 0.2
 
     def __post_init__(self):
         if not (isinstance(self.channels, int) and 2 <= self.channels <= 4097):

@@ -9,9 +9,9 @@ calibrated in semitones, and instrument-to-instrument (timbre) directions.
    least-squares slope of the time-averaged latent on the MIDI number
    (:func:`flowkit.regression_direction` with ``groups``), so "violins play higher than
    cellos" does not leak into it; without labels the tracked pitch is the label. The
-   timbre offset of each instrument is its mean latent with the pitch slope removed, and
-   ``timbre_direction(a, b)`` is the difference of two offsets: ``a`` played as ``b`` at
-   the same pitch.
+   timbre offset of each instrument is its mean latent outside the pitch coordinate (the
+   spectrum's latent is conditioned on the pitch already), and ``timbre_direction(a, b)``
+   is the difference of two offsets: ``a`` played as ``b`` at the same pitch.
 3. Calibration: the training notes are edited at a grid of strengths and the decoded
    pitch channel (which the synthesis renders exactly) gives the median semitones per
    strength, a monotone curve inverted by interpolation; ``benchmarks/notes.py`` checks
@@ -219,18 +219,26 @@ def _labels(clips: list[Clip], infos: list[dict[str, Any]]) -> tuple[list[float]
 @torch.no_grad()
 def fit_directions(flow: NoteFlow, features: list[Tensor], pitch: list[float],
                    instruments: list[str]) -> tuple[Tensor, list[str], Tensor]:
-    """The within-instrument pitch slope ``(C, 1)``, the instrument names and their
-    pitch-corrected mean latents ``(n, C, 1)``."""
+    """The within-instrument pitch slope ``(C, 1)``, the instrument names and their mean
+    time-averaged latents ``(n, C, 1)`` with the pitch coordinate zeroed.
+
+    The spectrum's latent is already "given the pitch" (the flow is conditioned on it), so
+    the difference of two instruments' mean latents outside the pitch coordinate is the
+    timbre difference at the note's own pitch. (A fixed-effects correction by the pitch
+    slope extrapolates across pitch ranges that barely overlap, violin 55-96 against cello
+    36-72, and decoded to changes unrelated to the instruments.)"""
     x = [flow.pad(flow.standardise(f))[0] for f in features]
     groups = instruments if len(set(instruments)) > 1 else None
     slope = fk.regression_direction(flow, x, pitch, average_positions=True, groups=groups)
     names = sorted(set(instruments))[:MAX_INSTRUMENTS]
     offsets = []
-    for name in names:
-        members = [i for i, inst in enumerate(instruments) if inst == name]
-        z = torch.stack([flow.encode(x[i][None])[0].mean(-1, keepdim=True) for i in members])
-        offsets.append((z - torch.tensor([pitch[i] for i in members]).view(-1, 1, 1) * slope).mean(0))
-    return slope, names, torch.stack(offsets)
+    with fk.evaluation_mode(flow):
+        for name in names:
+            members = [i for i, inst in enumerate(instruments) if inst == name]
+            offsets.append(torch.stack([flow.encode(x[i][None])[0].mean(-1, keepdim=True) for i in members]).mean(0))
+    offsets = torch.stack(offsets)
+    offsets[:, 0] = 0.0  # the pitch coordinate: a timbre edit keeps the note
+    return slope, names, offsets
 
 
 @torch.no_grad()
@@ -290,6 +298,7 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
     torch.manual_seed(seed)
     flow = _with_buffers(NoteFlow(config), len(names))
     flow.fit_standardisation(features)
+    start_nll = None if resume else held_out_nll(flow, held_features)
     schedule = IndexSchedule(len(features), min(train_config.batch_size, len(features)), seed)
     trainer = Trainer(flow, _loss, _crops(flow, features, schedule), train_config, out,
                       model_config={"kind": "notes", "spectrum": spectrum.to_dict(), "flow": config.to_dict(),
@@ -301,7 +310,8 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
     flow.get_buffer("instrument_offsets").copy_(offsets)
     curve = calibrate(NoteEditor(flow, spectrum, names), features)
     trainer.save()  # the checkpoint now carries the directions and the calibration
-    report = {"held_out_nll": metrics.get("eval_nll"), "train_nll": metrics.get("nll"), "steps": trainer.step,
+    report = {"held_out_nll": metrics.get("eval_nll"), "held_out_nll_at_start": start_nll,
+              "train_nll": metrics.get("nll"), "steps": trainer.step,
               "train_notes": len(train_clips), "held_out_notes": len(held_out), "labels": label_source,
               "instruments": names, "untracked_notes": sum(not i["tracked"] for i in infos), "calibration": curve}
     (out / "notes.json").write_text(json.dumps(report, indent=2, allow_nan=False))

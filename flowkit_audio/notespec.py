@@ -164,7 +164,8 @@ def render_magnitude(features: Tensor, spec: NoteSpectrum) -> Tensor:
     frac = position - low
     values = torch.gather(log_bands, 0, low) * (1 - frac) + torch.gather(log_bands, 0, low + 1) * frac
     floor = math.log(spec.log_floor)
-    values = torch.where(inside, values, torch.full_like(values, floor))
+    # a full-scale sine peaks at n_fft / 4 in a Hann STFT: cap what a far-out latent decodes to
+    values = torch.where(inside, values.clamp(max=math.log(spec.n_fft)), torch.full_like(values, floor))
     dc = torch.full((1, values.shape[1]), floor, dtype=torch.float64)
     return torch.cat([dc, values]).exp()
 

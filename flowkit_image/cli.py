@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from flowkit.bijector import MEMORY_MODES
+from flowkit.precision import PRECISIONS
 from flowkit.cli import finite_float, json_line, non_negative_float, positive_float, positive_int
 
 from . import workflows
@@ -28,6 +29,12 @@ def n_bits(text: str) -> int:
     return value
 
 
+def _precision_flag(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--precision", default=default, choices=list(PRECISIONS),
+                   help="bf16-conditioners: coupling and prior networks in bfloat16 (log-dets, 1x1, ActNorm and "
+                        "the loss stay float32); float32 where the CPU lacks bfloat16")
+
+
 def _train(args: argparse.Namespace) -> None:
     overrides = {k: getattr(args, k) for k in ARCHITECTURE_FLAGS if getattr(args, k) is not None}
     metrics = workflows.train(preset=args.preset, data=args.data, out=args.out, steps=args.steps, resume=args.resume,
@@ -35,12 +42,13 @@ def _train(args: argparse.Namespace) -> None:
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
                               device=args.device, optimizer=args.optimizer,
                               weight_y=args.weight_y, memory=args.memory, compile_step=args.compile or None,
-                              checkpoint_every=args.checkpoint_every, **overrides)
+                              checkpoint_every=args.checkpoint_every, precision=args.precision, **overrides)
     print(json_line({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    result = workflows.evaluate(args.checkpoint, args.data, ema=not args.no_ema, batch_size=args.batch_size)
+    result = workflows.evaluate(args.checkpoint, args.data, ema=not args.no_ema, batch_size=args.batch_size,
+                                precision=args.precision)
     if args.json:
         print(json_line(result))
     else:
@@ -48,7 +56,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    print(workflows.sample(args.checkpoint, args.out, args.temperature, args.n, args.seed, args.label))
+    print(workflows.sample(args.checkpoint, args.out, args.temperature, args.n, args.seed, args.label, args.precision))
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
@@ -114,6 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="torch.compile the training step (faster steps after a compile of a minute or more)")
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                    help="save a checkpoint every N steps (default: the preset's; SIGTERM/SIGINT always save)")
+    _precision_flag(p, None)
     p.set_defaults(run=_train)
 
     p = commands.add_parser("evaluate", help="held-out bits/dim")
@@ -122,6 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA ones")
     p.add_argument("--batch-size", type=positive_int, default=200)
+    _precision_flag(p, "float32")
     p.set_defaults(run=_evaluate)
 
     p = commands.add_parser("sample", help="a grid of samples")
@@ -131,6 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int, default=None, help="class of a class-conditional model")
+    _precision_flag(p, None)
     p.set_defaults(run=_sample)
 
     p = commands.add_parser("reconstruct", help="encode/decode error on real images")

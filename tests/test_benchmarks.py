@@ -51,7 +51,7 @@ def test_memory_benchmark_quick_run(tmp_path):
 
 def test_gpu_script_runs_tiny_on_cpu(tmp_path):
     rows = run_script("gpu", "--tiny", "--device", "cpu", tmp_path=tmp_path)["results"]
-    assert [r["precision"] for r in rows] == ["fp32", "bf16 autocast"]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16-conditioners", "bf16 autocast"]
     assert all(r["images_per_s"] > 0 and r["sample_ms"] > 0 for r in rows)
 
 
@@ -72,3 +72,23 @@ def test_text_benchmark_quick_run(tmp_path, text_data):
     assert all(r["flow_nll"] == r["flow_nll"] and r["fit_s"] > 0 for r in result["fit"])
     assert {r["data"] for r in result["sts"]} == {"STS-B dev", "SICK-R trial"}
     assert [r["alpha"] for r in result["steering"][:4]] == [0.25, 0.5, 1.0, 2.0]
+
+
+def test_notes_benchmark_quick_run(tmp_path):
+    from conftest import require_data
+
+    require_data("notes")
+    result = run_script("notes", "--quick", tmp_path=tmp_path)
+    assert [r["requested"] for r in result["pitch"]] == [-2, 2]
+    assert {"flowkit vs resynthesis", "librosa vs input", "flowkit instrument accuracy"} <= set(result["pitch"][0])
+    assert result["timbre"][0]["direction"] == "cello -> violin"
+    assert result["mel_baseline"]["steps"] > 0 and result["config"]["quick"] is True
+
+
+def test_precision_benchmark_quick_run(tmp_path):
+    result = run_script("precision", "--quick", tmp_path=tmp_path)
+    rows = result["by_depth"][0]["rows"]
+    assert [r["model"] for r in rows][::2] == ["flowkit float32", "normflows"]
+    assert all(r["train_step_ms"]["min"] <= r["train_step_ms"]["median"] <= r["train_step_ms"]["max"] for r in rows)
+    summary = result["by_depth"][0]["summary"]
+    assert {"bf16_step_speedup", "bf16_bits_per_dim_delta", "round_trip_max_abs_error"} <= set(summary)

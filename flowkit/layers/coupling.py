@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from ..bijector import Bijector, check_channels, sum_except_batch
 from ..errors import ShapeError
 from ..nn import GlowConditioner
+from ..precision import conditioner_autocast
 
 NetFactory = Callable[..., nn.Module]
 
@@ -61,6 +62,7 @@ class _Coupling(Bijector):
         self.channels = channels
         self.split = channels // 2
         self.uses_context = context_channels > 0
+        self.conditioner_dtype: torch.dtype | None = None  # see flowkit.precision
         self.spatial_dims = None if net is not None else spatial_dims  # checked when the default net is used
         out_channels = (channels - self.split) * out_per_channel
         if net is not None:
@@ -71,7 +73,9 @@ class _Coupling(Bijector):
             self.net = GlowConditioner(self.split, out_channels, hidden, spatial_dims, context_channels)
 
     def _conditioner(self, x_a: Tensor, context: Tensor | None) -> Tensor:
-        return self.net(x_a, context) if self.uses_context else self.net(x_a)
+        with conditioner_autocast(self, x_a):
+            h = self.net(x_a, context) if self.uses_context else self.net(x_a)
+        return h.to(x_a.dtype)
 
     def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_channels(x, self.channels, type(self).__name__)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from ..bijector import Bijector, Sequential, Shape, check_channels, sum_except_batch
 from ..errors import ShapeError
 from ..nn import ZeroConv
+from ..precision import conditioner_autocast
 from ..reversible import GradSink, recompute_backward, record_boundary
 
 
@@ -89,6 +90,7 @@ class FactorOut(Bijector):
         self.inner = inner if inner is not None else Sequential()
         self.prior = None
         self.uses_context = context_channels > 0
+        self.conditioner_dtype: torch.dtype | None = None  # see flowkit.precision
         if prior == "learned":
             self.prior = ZeroConv(self.split + context_channels, 2 * (channels - self.split), spatial_dims,
                                   edge_bias=edge_bias)
@@ -108,7 +110,9 @@ class FactorOut(Bijector):
         return scaled, z2.new_full((z2.shape[0],), -per_sample if inverse else per_sample)
 
     def _prior(self, z1: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        h = self.prior(z1, context if self.uses_context else None)
+        with conditioner_autocast(self, z1):
+            h = self.prior(z1, context if self.uses_context else None)
+        h = h.to(z1.dtype)
         return h[:, 0::2], h[:, 1::2]
 
     def _run_inner(self, z: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:

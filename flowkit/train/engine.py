@@ -42,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, FlowkitError, NonFiniteError
+from ..precision import set_conditioner_precision
 from ..reversible import set_memory_mode
 from . import distributed as dist
 from .checkpoint import (load_checkpoint, load_weights, newest_checkpoint, recover_checkpoint, refuse_foreign_folder,
@@ -74,6 +75,7 @@ class TrainConfig:
     seed: int = 0
     memory: str = "plain"  # backprop mode, one of flowkit.bijector.MEMORY_MODES (see flowkit.reversible)
     compile: bool = False  # torch.compile the loss (forward and backward); costs compile time up front
+    precision: str = "float32"  # or "bf16-conditioners": coupling and prior networks in bfloat16 (flowkit.precision)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -194,6 +196,10 @@ class Trainer:
         else:
             self._initialise()
         set_memory_mode(model, config.memory)  # after the data-dependent initialisation
+        # the EMA copy is evaluated and sampled: it runs in the same precision
+        self.precision = set_conditioner_precision(model, config.precision, self.device)
+        if self.ema is not None:
+            set_conditioner_precision(self.ema.module, self.precision, self.device, warn=False)
         self.wrapped = model
         if dist.is_distributed():
             self.wrapped = DistributedDataParallel(model, device_ids=None if self.device.type == "cpu" else [self.device])

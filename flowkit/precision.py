@@ -1,0 +1,76 @@
+r"""Mixed precision for the networks inside a flow: ``"bf16-conditioners"``.
+
+Only the coupling networks and the learned priors' networks run in bfloat16 (autocast);
+everything that defines the bijection's arithmetic stays in float32: the element
+transforms of the couplings, their log-dets, the 1x1 layers, ActNorm, the priors'
+standardisation and the loss. The inverse stays exact because a coupling's network sees
+the same input ``x_a = y_a`` in both directions, so it returns the same (bfloat16-computed)
+parameters to both; only float32 inputs are cast (float64 checks stay float64).
+
+On a CPU with AVX-512 BF16 (or a GPU with bfloat16) a 3x3 convolution runs about twice as
+fast in bfloat16. Where the device lacks bfloat16 support the option says so and runs
+float32.
+
+Example:
+    >>> flow = flowkit.Sequential(flowkit.AffineCoupling(4, hidden=8, spatial_dims=1))
+    >>> set_conditioner_precision(flow, "bf16-conditioners", warn=False) in PRECISIONS
+    True
+    >>> x = torch.randn(2, 4, 6)
+    >>> y, ladj = flow(x)
+    >>> y.dtype, ladj.dtype
+    (torch.float32, torch.float32)
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor, nn
+
+from .errors import FlowkitError
+
+__all__ = ["PRECISIONS", "bf16_supported", "conditioner_autocast", "set_conditioner_precision"]
+
+PRECISIONS = ("float32", "bf16-conditioners")
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether bfloat16 convolutions and matrix products run natively on ``device``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def set_conditioner_precision(model: nn.Module, precision: str, device: torch.device | str | None = None,
+                              warn: bool = True) -> str:
+    """Run every coupling and prior network of ``model`` in ``precision``; returns the
+    precision in effect (``"float32"`` where the device lacks bfloat16, with a warning)."""
+    if precision not in PRECISIONS:
+        raise FlowkitError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if device is None:
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+    if precision == "bf16-conditioners" and not bf16_supported(device):
+        if warn:
+            warnings.warn(f"{torch.device(device).type} here has no native bfloat16; "
+                          f"--precision bf16-conditioners runs float32", stacklevel=2)
+        precision = "float32"
+    dtype = torch.bfloat16 if precision == "bf16-conditioners" else None
+    for module in model.modules():
+        if hasattr(module, "conditioner_dtype"):
+            module.conditioner_dtype = dtype
+    return precision
+
+
+def conditioner_autocast(module: nn.Module, x: Tensor):
+    """The context a layer runs its network in: bfloat16 autocast when the layer was set
+    to it and ``x`` is float32, otherwise nothing."""
+    dtype = getattr(module, "conditioner_dtype", None)
+    if dtype is None or x.dtype != torch.float32:
+        return nullcontext()
+    return torch.autocast(x.device.type, dtype=dtype)
