@@ -277,7 +277,8 @@ def main() -> None:
                "data": {"train": f"{len(train)} notes of {len({note_label(c.name)[0] for c in train})} instruments",
                         "held_out": f"{len(held_out)} notes (every fifth of each instrument)"},
                "training": {"steps": report["steps"], "seconds": round(train_seconds, 1),
-                            "held_out_nll": report["held_out_nll"], "train_nll": report["train_nll"],
+                            "held_out_nll": report["held_out_nll"],
+                            "held_out_nll_at_start": report["held_out_nll_at_start"], "train_nll": report["train_nll"],
                             "calibration": report["calibration"]},
                "pitch": rows, "reference": reference, "evaluated": counts, "linearity": linear,
                "timbre": timbre_rows, "mel_baseline": baseline}
