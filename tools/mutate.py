@@ -43,8 +43,8 @@ class Mutation:
 
 MUTATIONS = [
     Mutation("coupling: conditioner sees x_a.detach()", "flowkit/layers/coupling.py",
-             "return self.net(x_a, context) if self.uses_context else self.net(x_a)",
-             "return self.net(x_a.detach(), context) if self.uses_context else self.net(x_a.detach())",
+             "h = self.net(x_a, context) if self.uses_context else self.net(x_a)",
+             "h = self.net(x_a.detach(), context) if self.uses_context else self.net(x_a.detach())",
              ("tests/layers/test_coupling.py",)),
     Mutation("coupling: affine log-det sign flipped", "flowkit/layers/coupling.py",
              "return (x_b + shift) * log_scale.exp(), sum_except_batch(log_scale)",
