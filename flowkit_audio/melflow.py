@@ -30,7 +30,7 @@ import flowkit as fk
 from flowkit.config import SavedConfig
 from flowkit.errors import FlowkitError
 
-__all__ = ["MelFlow", "MelFlowConfig", "multiscale_1d"]
+__all__ = ["FrameFlow", "MelFlow", "MelFlowConfig", "multiscale_1d"]
 
 
 @dataclass
@@ -69,29 +69,30 @@ def multiscale_1d(channels: int, cfg: MelFlowConfig, context_channels: int = 0, 
     return fk.Sequential(*layers)
 
 
-class MelFlow(fk.Flow):
-    """A :class:`flowkit.Flow` over standardised log-mel frames of any length divisible by
-    ``2^levels``; ``standardise``/``unstandardise`` map raw log-mel frames in and out."""
+class FrameFlow(fk.Flow):
+    """A :class:`flowkit.Flow` over standardised frames ``(channels, T)`` of any length
+    divisible by ``2^levels``, with the training set's per-channel mean and std as buffers
+    (saved in the checkpoint): the base of the mel flow and the notes flow."""
 
-    def __init__(self, config: MelFlowConfig):
-        super().__init__(multiscale_1d(config.n_mels, config), event_shape=(config.n_mels, None))
-        self.config = config
-        self.register_buffer("mean", torch.zeros(config.n_mels, 1))
-        self.register_buffer("std", torch.ones(config.n_mels, 1))
+    def __init__(self, bijector: fk.Bijector, channels: int, levels: int):
+        super().__init__(bijector, event_shape=(channels, None))
+        self.levels = levels
+        self.register_buffer("mean", torch.zeros(channels, 1))
+        self.register_buffer("std", torch.ones(channels, 1))
 
     @property
     def multiple(self) -> int:
         """Lengths must be multiples of this."""
-        return 2**self.config.levels
+        return 2**self.levels
 
-    def fit_standardisation(self, logmels: list[Tensor]) -> None:
-        """Per-bin mean and std over every frame of ``logmels`` (each ``(n_mels, T)``)."""
-        frames = torch.cat(logmels, dim=-1)
-        self.mean.copy_(frames.mean(-1, keepdim=True))
-        self.std.copy_(frames.std(-1, keepdim=True).clamp_min(1e-3))
+    def fit_standardisation(self, frames: list[Tensor], min_std: float = 1e-3) -> None:
+        """Per-channel mean and std over every frame of ``frames`` (each ``(channels, T)``)."""
+        joined = torch.cat(frames, dim=-1)
+        self.mean.copy_(joined.mean(-1, keepdim=True))
+        self.std.copy_(joined.std(-1, keepdim=True).clamp_min(min_std))
 
-    def standardise(self, logmel: Tensor) -> Tensor:
-        return (logmel - self.mean) / self.std
+    def standardise(self, frames: Tensor) -> Tensor:
+        return (frames - self.mean) / self.std
 
     def unstandardise(self, x: Tensor) -> Tensor:
         return x * self.std + self.mean
@@ -101,3 +102,11 @@ class MelFlow(fk.Flow):
         length = x.shape[-1]
         extra = -length % self.multiple
         return (F.pad(x, (0, extra), mode="replicate") if extra else x), length
+
+
+class MelFlow(FrameFlow):
+    """The mel flow: :func:`multiscale_1d` over standardised log-mel frames."""
+
+    def __init__(self, config: MelFlowConfig):
+        super().__init__(multiscale_1d(config.n_mels, config), config.n_mels, config.levels)
+        self.config = config

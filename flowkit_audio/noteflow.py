@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 import flowkit as fk
@@ -35,7 +34,7 @@ from flowkit.bijector import Shape
 from flowkit.config import SavedConfig
 from flowkit.errors import FlowkitError, ShapeError
 
-from .melflow import MelFlowConfig, multiscale_1d
+from .melflow import FrameFlow, MelFlowConfig, multiscale_1d
 
 __all__ = ["NoteFlow", "NoteFlowConfig", "PitchConditioned"]
 
@@ -106,49 +105,29 @@ class PitchConditioned(fk.Bijector):
         return tuple(shape)
 
 
-class NoteFlow(fk.Flow):
-    """A :class:`flowkit.Flow` over standardised note features of any length divisible by
-    ``2^levels``; ``standardise`` / ``unstandardise`` map raw features in and out."""
+class NoteFlow(FrameFlow):
+    """:class:`PitchConditioned` over the notes features: a :class:`FrameFlow` of
+    ``channels`` (the pitch, then the bands)."""
 
     def __init__(self, config: NoteFlowConfig):
         inner_config = MelFlowConfig(n_mels=config.channels - 1, levels=config.levels, depth=config.depth,
                                      width=config.width)
         super().__init__(PitchConditioned(multiscale_1d(config.channels - 1, inner_config, context_channels=1)),
-                         event_shape=(config.channels, None))
+                         config.channels, config.levels)
         self.config = config
-        self.register_buffer("mean", torch.zeros(config.channels, 1))
-        self.register_buffer("std", torch.ones(config.channels, 1))
         for module in self.modules():
             if isinstance(module, fk.ActNorm):
                 # the features are standardised with the whole training set; a data-dependent
                 # init from one batch of 16 crops blew up training on the 48-note demo sample
                 module.mark_initialized()
 
-    @property
-    def multiple(self) -> int:
-        return 2**self.config.levels
-
-    def fit_standardisation(self, features: list[Tensor]) -> None:
-        """Per-channel mean and std: the spectrum's over every frame, the pitch's over notes.
+    def fit_standardisation(self, features: list[Tensor], min_std: float = MIN_BAND_STD) -> None:
+        """Per-channel mean and std: the bands' over every frame, the pitch's over notes.
 
         A band's std is floored at ``MIN_BAND_STD`` nats: bands that sit at the log floor
         for almost every note (above Nyquist for high notes) would otherwise standardise a
         rare loud value to hundreds of units and blow up the couplings."""
-        frames = torch.cat(features, dim=-1)
-        self.mean.copy_(frames.mean(-1, keepdim=True))
-        self.std.copy_(frames.std(-1, keepdim=True).clamp_min(MIN_BAND_STD))
+        super().fit_standardisation(features, min_std)
         pitches = torch.stack([f[0].mean() for f in features])
         if pitches.numel() > 1:
             self.mean[0, 0], self.std[0, 0] = pitches.mean(), pitches.std().clamp_min(1e-3)
-
-    def standardise(self, features: Tensor) -> Tensor:
-        return (features - self.mean) / self.std
-
-    def unstandardise(self, x: Tensor) -> Tensor:
-        return x * self.std + self.mean
-
-    def pad(self, x: Tensor) -> tuple[Tensor, int]:
-        """Pad the last dim to a multiple of ``2^levels`` by repeating the edge frame."""
-        length = x.shape[-1]
-        extra = -length % self.multiple
-        return (F.pad(x, (0, extra), mode="replicate") if extra else x), length

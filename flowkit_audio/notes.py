@@ -42,10 +42,12 @@ from flowkit.errors import CheckpointError, DataError, FlowkitError
 from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
                            saved_run_config)
 
+from .calibration import CalibratedEditor, check_edit_request, hz_or_none, interval_or_none
 from .data import Clip, load_clips, write_wav
-from .features import f0_hz, semitones
+from .features import f0_hz
 from .noteflow import NoteFlow, NoteFlowConfig
 from .notespec import NoteSpectrum, griffin_lim_notes, midi_to_hz, render_magnitude
+from .training import held_out_nll, nll_per_dim, random_crops
 
 __all__ = ["NoteEditor", "demo_notes", "edit_note_files", "load_notes_model", "note_label", "split_notes",
            "train_notes"]
@@ -107,7 +109,7 @@ def _load(data: str | os.PathLike | None, sample_rate: int) -> tuple[list[Clip],
     return split_notes(load_clips(data, sample_rate))
 
 
-class NoteEditor:
+class NoteEditor(CalibratedEditor):
     """A trained :class:`NoteFlow` with its pitch direction, calibration and timbre offsets.
 
     Example (with a trained run)::
@@ -147,20 +149,6 @@ class NoteEditor:
             return self.flow.unstandardise(edited[0, :, :length])
         return self.flow.unstandardise(edited[:, 0, :, :length])
 
-    @property
-    def calibrated_range(self) -> tuple[float, float]:
-        moved = self.flow.get_buffer("calibration_semitones")
-        return float(moved.min()), float(moved.max())
-
-    def alpha_for(self, semitones_wanted: float) -> float:
-        """The strength that moved the pitch by ``semitones_wanted`` on the calibration notes."""
-        alphas = self.flow.get_buffer("calibration_alphas").double().numpy()
-        moved = self.flow.get_buffer("calibration_semitones").double().numpy()
-        if not (moved.min() <= semitones_wanted <= moved.max()):
-            raise FlowkitError(f"this model's calibrated pitch range is {moved.min():+.2f} to {moved.max():+.2f} "
-                               f"semitones; {semitones_wanted:+.2f} is outside it (use --alpha for raw edits)")
-        return float(np.interp(semitones_wanted, moved, alphas))
-
     @torch.no_grad()
     def synthesise(self, features: Tensor) -> Tensor:
         """Audio ``(samples,)``: the spectrum rendered at the features' pitch, then
@@ -173,40 +161,6 @@ class NoteEditor:
         magnitude = render_magnitude(features, self.spectrum).float()
         logmel = torch.log(torch.clamp(mel_filterbank(mel).T @ magnitude, min=mel.log_floor))
         return self.vocoder.infer(logmel[None, :, :-1], sigma=0.6)[0]
-
-
-def _crops(flow: NoteFlow, features: list[Tensor], schedule: IndexSchedule):
-    def batch(step: int) -> tuple[Tensor]:
-        generator = schedule.generator(step)
-        pieces = []
-        for i in schedule.indices(step).tolist():
-            frames = features[i]
-            if frames.shape[-1] < CROP_FRAMES:
-                frames = torch.nn.functional.pad(frames[None], (0, CROP_FRAMES - frames.shape[-1]), mode="replicate")[0]
-            start = int(torch.randint(frames.shape[-1] - CROP_FRAMES + 1, (1,), generator=generator))
-            pieces.append(frames[:, start:start + CROP_FRAMES])
-        x = flow.standardise(torch.stack(pieces))
-        return (x + flow.config.noise * torch.randn(x.shape, generator=generator),)
-    return batch
-
-
-def _loss(model: torch.nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
-    x = batch[0]
-    nll = (-model(x) / x[0].numel()).mean()
-    return nll, {"nll": float(nll.detach())}
-
-
-@torch.no_grad()
-def held_out_nll(flow: NoteFlow, features: list[Tensor], limit: int = 64) -> float:
-    """Mean NLL in nats per dimension of standardised, dequantised held-out notes (whole notes)."""
-    flow.eval()
-    generator = torch.Generator().manual_seed(0)
-    total = 0.0
-    for frames in features[:limit]:
-        x, _ = flow.pad(flow.standardise(frames)[None])
-        x = x + flow.config.noise * torch.randn(x.shape, generator=generator)
-        total += float(-flow.log_prob(x)) / x[0].numel()
-    return total / max(1, min(limit, len(features)))
 
 
 def _labels(clips: list[Clip], infos: list[dict[str, Any]]) -> tuple[list[float], list[str], str]:
@@ -300,7 +254,7 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
     flow.fit_standardisation(features)
     start_nll = None if resume else held_out_nll(flow, held_features)
     schedule = IndexSchedule(len(features), min(train_config.batch_size, len(features)), seed)
-    trainer = Trainer(flow, _loss, _crops(flow, features, schedule), train_config, out,
+    trainer = Trainer(flow, nll_per_dim, random_crops(flow, features, schedule, CROP_FRAMES), train_config, out,
                       model_config={"kind": "notes", "spectrum": spectrum.to_dict(), "flow": config.to_dict(),
                                     "instruments": names},
                       evaluate=lambda m: {"nll": held_out_nll(m, held_features)}, resume=resume, progress=progress)
@@ -363,12 +317,9 @@ def edit_note_files(checkpoint: str | Path, source: str | Path, out: str | Path,
     in, resynthesised and out (Praat, searched around the note's tracked pitch)."""
     from .plots import save_note_spectrograms
 
-    if (semitones_wanted is None) == (alpha is None):
-        raise FlowkitError("give exactly one of --semitones and --alpha")
-    editor = load_notes_model(checkpoint, vocoder)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FlowkitError(f"{out} is a file; --out must be a folder")
+    check_edit_request(semitones_wanted, alpha, out)
+    editor = load_notes_model(checkpoint, vocoder)
     strength = alpha if alpha is not None else editor.alpha_for(semitones_wanted)
     clips = load_clips(source, editor.spectrum.sample_rate)
     out.mkdir(parents=True, exist_ok=True)
@@ -386,9 +337,9 @@ def edit_note_files(checkpoint: str | Path, source: str | Path, out: str | Path,
                                ["input", f"edited ({moved:+.2f} semitones, alpha {strength:+.2f})"], rate)
         notes = clip.notes + ([] if info["tracked"] else ["no pitch found; the note was taken as C4"])
         rows.append({"file": clip.name, "alpha": round(strength, 4), "pitch_midi": round(info["pitch"], 3),
-                     "f0_in_hz": _round(f0_in), "f0_resynthesised_hz": _round(f0_resynth), "f0_out_hz": _round(f0_out),
-                     "semitones_vs_input": _interval(f0_in, f0_out),
-                     "semitones_vs_resynthesis": _interval(f0_resynth, f0_out), "notes": notes})
+                     "f0_in_hz": hz_or_none(f0_in), "f0_resynthesised_hz": hz_or_none(f0_resynth), "f0_out_hz": hz_or_none(f0_out),
+                     "semitones_vs_input": interval_or_none(f0_in, f0_out),
+                     "semitones_vs_resynthesis": interval_or_none(f0_resynth, f0_out), "notes": notes})
     changes = [r["semitones_vs_resynthesis"] for r in rows if r["semitones_vs_resynthesis"] is not None]
     result = {"requested_semitones": semitones_wanted, "alpha": round(strength, 4),
               "synthesis": "vocoder" if editor.vocoder is not None else "griffin-lim",
@@ -397,11 +348,3 @@ def edit_note_files(checkpoint: str | Path, source: str | Path, out: str | Path,
               "out": str(out)}
     (out / "edit_pitch.json").write_text(json.dumps(result, indent=2, allow_nan=False))
     return result
-
-
-def _round(value: float) -> float | None:
-    return None if math.isnan(value) else round(value, 2)
-
-
-def _interval(f_from: float, f_to: float) -> float | None:
-    return None if math.isnan(f_from) or math.isnan(f_to) else round(semitones(f_from, f_to), 3)

@@ -32,14 +32,16 @@ import torch
 from torch import Tensor
 
 import flowkit as fk
-from flowkit.errors import CheckpointError, DataError, FlowkitError
+from flowkit.errors import CheckpointError, DataError
 from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
                            saved_run_config)
 
+from .calibration import CalibratedEditor, check_edit_request, hz_or_none, interval_or_none
 from .data import Clip, load_clips, split_clips, write_wav
 from .features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
 from .melflow import MelFlow, MelFlowConfig
 from .plots import save_spectrograms
+from .training import held_out_nll, nll_per_dim, random_crops
 
 __all__ = ["PitchEditor", "edit_files", "load_pitch_model", "train_pitch"]
 
@@ -50,7 +52,7 @@ CALIBRATION_ALPHAS = (-16.0, -12.0, -8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0, 
 CALIBRATION_CLIPS = 32
 
 
-class PitchEditor:
+class PitchEditor(CalibratedEditor):
     """A trained :class:`MelFlow` with its pitch direction and calibration curve.
 
     ``edit(logmel, alpha)`` moves the latent; ``alpha_for(semitones)`` inverts the curve;
@@ -75,62 +77,12 @@ class PitchEditor:
             return self.flow.unstandardise(edited[0, :, :length])
         return self.flow.unstandardise(edited[:, 0, :, :length])
 
-    @property
-    def calibrated_range(self) -> tuple[float, float]:
-        """The smallest and largest F0 change (semitones) the calibration measured."""
-        moved = self.flow.get_buffer("calibration_semitones")
-        return float(moved.min()), float(moved.max())
-
-    def alpha_for(self, semitones_wanted: float) -> float:
-        """The strength that moved F0 by ``semitones_wanted`` on the calibration clips."""
-        alphas = self.flow.get_buffer("calibration_alphas").double().numpy()
-        moved = self.flow.get_buffer("calibration_semitones").double().numpy()
-        if not (moved.min() <= semitones_wanted <= moved.max()):
-            raise FlowkitError(f"this model's calibrated pitch range is {moved.min():+.2f} to {moved.max():+.2f} "
-                               f"semitones; {semitones_wanted:+.2f} is outside it (use --alpha for raw edits)")
-        return float(np.interp(semitones_wanted, moved, alphas))
-
     @torch.no_grad()
     def synthesise(self, logmel: Tensor) -> Tensor:
         """Audio ``(T,)`` from ``(n_mels, frames)`` log-mel frames."""
         if self.vocoder is not None:
             return self.vocoder.infer(logmel[None, :, :-1], sigma=0.6)[0]
         return griffin_lim(logmel[None], self.mel)[0]
-
-
-def _crops(flow: MelFlow, logmels: list[Tensor], schedule: IndexSchedule):
-    def batch(step: int) -> tuple[Tensor]:
-        generator = schedule.generator(step)
-        pieces = []
-        for i in schedule.indices(step).tolist():
-            frames = flow.pad(logmels[i])[0] if logmels[i].shape[-1] < CROP_FRAMES else logmels[i]
-            if frames.shape[-1] < CROP_FRAMES:
-                frames = torch.nn.functional.pad(frames, (0, CROP_FRAMES - frames.shape[-1]), mode="replicate")
-            start = int(torch.randint(frames.shape[-1] - CROP_FRAMES + 1, (1,), generator=generator))
-            pieces.append(frames[:, start:start + CROP_FRAMES])
-        x = flow.standardise(torch.stack(pieces))
-        return (x + flow.config.noise * torch.randn(x.shape, generator=generator),)
-    return batch
-
-
-def _loss(model: torch.nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
-    x = batch[0]
-    nll = (-model(x) / x[0].numel()).mean()
-    return nll, {"nll": float(nll.detach())}
-
-
-@torch.no_grad()
-def held_out_nll(flow: MelFlow, logmels: list[Tensor], limit: int = 64) -> float:
-    """Mean NLL in nats per dimension of standardised, dequantised held-out frames (whole clips)."""
-    flow.eval()
-    generator = torch.Generator().manual_seed(0)
-    total, count = 0.0, 0
-    for frames in logmels[:limit]:
-        x, _ = flow.pad(flow.standardise(frames)[None])
-        x = x + flow.config.noise * torch.randn(x.shape, generator=generator)
-        total += float(-flow.log_prob(x)) / x[0].numel()
-        count += 1
-    return total / count
 
 
 def _f0s(clips: list[Clip], rate: int) -> np.ndarray:
@@ -204,7 +156,7 @@ def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps:
     flow = _with_pitch_buffers(MelFlow(config))
     flow.fit_standardisation(logmels)
     schedule = IndexSchedule(len(logmels), min(train_config.batch_size, len(logmels)), seed)
-    trainer = Trainer(flow, _loss, _crops(flow, logmels, schedule), train_config, out,
+    trainer = Trainer(flow, nll_per_dim, random_crops(flow, logmels, schedule, CROP_FRAMES), train_config, out,
                       model_config={"kind": "pitch", "mel": mel.to_dict(), "flow": config.to_dict()},
                       evaluate=lambda m: {"nll": held_out_nll(m, held_out_mels)}, resume=resume, progress=progress)
     metrics = trainer.fit()
@@ -254,15 +206,9 @@ def edit_files(checkpoint: str | Path, source: str | Path, out: str | Path, semi
     the edit made is ``semitones_vs_resynthesis``; ``semitones_vs_input`` includes the
     synthesis's own error.
     """
-    if (semitones_wanted is None) == (alpha is None):
-        raise FlowkitError("give exactly one of --semitones and --alpha")
-    for name, value in (("semitones", semitones_wanted), ("alpha", alpha)):
-        if value is not None and not math.isfinite(value):
-            raise FlowkitError(f"--{name} must be a finite number, not {value}")
-    editor = load_pitch_model(checkpoint, vocoder)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FlowkitError(f"{out} is a file; --out must be a folder")
+    check_edit_request(semitones_wanted, alpha, out)
+    editor = load_pitch_model(checkpoint, vocoder)
     strength = alpha if alpha is not None else editor.alpha_for(semitones_wanted)
     clips = load_clips(source, editor.mel.sample_rate)
     out.mkdir(parents=True, exist_ok=True)
@@ -275,10 +221,10 @@ def edit_files(checkpoint: str | Path, source: str | Path, out: str | Path, semi
         f0_in, f0_resynth, f0_out = (f0_hz(a.numpy(), rate) for a in (clip.audio, resynthesised, audio))
         save_spectrograms(out / f"{clip.name}.png", [frames, edited], ["input", f"edited (alpha {strength:+.2f})"],
                           editor.mel)
-        rows.append({"file": clip.name, "alpha": round(strength, 4), "f0_in_hz": _round(f0_in),
-                     "f0_resynthesised_hz": _round(f0_resynth), "f0_out_hz": _round(f0_out),
-                     "semitones_vs_input": _interval(f0_in, f0_out),
-                     "semitones_vs_resynthesis": _interval(f0_resynth, f0_out), "notes": clip.notes})
+        rows.append({"file": clip.name, "alpha": round(strength, 4), "f0_in_hz": hz_or_none(f0_in),
+                     "f0_resynthesised_hz": hz_or_none(f0_resynth), "f0_out_hz": hz_or_none(f0_out),
+                     "semitones_vs_input": interval_or_none(f0_in, f0_out),
+                     "semitones_vs_resynthesis": interval_or_none(f0_resynth, f0_out), "notes": clip.notes})
     changes = [r["semitones_vs_resynthesis"] for r in rows if r["semitones_vs_resynthesis"] is not None]
     result = {"requested_semitones": semitones_wanted, "alpha": round(strength, 4),
               "synthesis": "vocoder" if editor.vocoder is not None else "griffin-lim", "files": rows,
@@ -286,11 +232,3 @@ def edit_files(checkpoint: str | Path, source: str | Path, out: str | Path, semi
               "out": str(out)}
     (out / "edit_pitch.json").write_text(json.dumps(result, indent=2, allow_nan=False))
     return result
-
-
-def _round(value: float) -> float | None:
-    return None if math.isnan(value) else round(value, 2)
-
-
-def _interval(f_from: float, f_to: float) -> float | None:
-    return None if math.isnan(f_from) or math.isnan(f_to) else round(semitones(f_from, f_to), 3)
