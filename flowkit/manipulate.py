@@ -65,10 +65,11 @@ def _count(x: Clips) -> int:
 
 
 @torch.no_grad()
-def _encode_mean(flow: Flow, x: Clips, context: Clips | None, batch_size: int, average_positions: bool) -> Tensor:
-    if _count(x) == 0:
-        raise ShapeError("cannot compute a direction from an empty group")
-    total = None
+def _weighted_latent_sum(flow: Flow, x: Clips, context: Clips | None, batch_size: int, average_positions: bool,
+                         weights: Tensor) -> Tensor:
+    """``sum_i weights[i] * encode(x_i)`` in float64, in evaluation mode, batch by batch
+    (each latent averaged over its positions first if asked)."""
+    total, seen = None, 0
     with evaluation_mode(flow):
         for batch, ctx in _groups(x, context, batch_size):
             z = flow.encode(batch, ctx).double()
@@ -76,11 +77,23 @@ def _encode_mean(flow: Flow, x: Clips, context: Clips | None, batch_size: int, a
                 z = z.mean(dim=tuple(range(2, z.dim())), keepdim=True)
             elif total is not None and z.shape[1:] != total.shape:
                 raise ShapeError(f"latents of shapes {tuple(total.shape)} and {tuple(z.shape[1:])} cannot be "
-                                 f"averaged: clips of different lengths need average_positions=True")
-            z = z.sum(0)
-            total = z if total is None else total + z
-    dtype = next((t.dtype for t in ([x] if torch.is_tensor(x) else x) if t.is_floating_point()), torch.float32)
-    return (total / _count(x)).to(dtype)
+                                 f"combined: clips of different lengths need average_positions=True")
+            w = weights[seen:seen + z.shape[0]].view(-1, *([1] * (z.dim() - 1)))
+            seen += z.shape[0]
+            total = (w * z).sum(0) if total is None else total + (w * z).sum(0)
+    return total
+
+
+def _input_dtype(x: Clips) -> torch.dtype:
+    return next((t.dtype for t in ([x] if torch.is_tensor(x) else x) if t.is_floating_point()), torch.float32)
+
+
+def _encode_mean(flow: Flow, x: Clips, context: Clips | None, batch_size: int, average_positions: bool) -> Tensor:
+    n = _count(x)
+    if n == 0:
+        raise ShapeError("cannot compute a direction from an empty group")
+    weights = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    return _weighted_latent_sum(flow, x, context, batch_size, average_positions, weights).to(_input_dtype(x))
 
 
 def attribute_direction(flow: Flow, x_pos: Clips, x_neg: Clips, context_pos: Clips | None = None,
@@ -131,22 +144,7 @@ def regression_direction(flow: Flow, x: Clips, values: Sequence[float] | Tensor,
         raise ShapeError("regression needs labels that vary within at least one group")
     # sum_i w_i z_i with weights summing to zero in every group is the within-group slope
     centred = centred / centred.square().sum()
-    total, dtype, seen = None, torch.float32, 0
-    with evaluation_mode(flow):
-        for batch, ctx in _groups(x, context, batch_size):
-            z = flow.encode(batch, ctx)
-            dtype = z.dtype
-            z = z.double()
-            if average_positions:
-                z = z.mean(dim=tuple(range(2, z.dim())), keepdim=True)
-            elif total is not None and z.shape[1:] != total.shape:
-                raise ShapeError(f"latents of shapes {tuple(total.shape)} and {tuple(z.shape[1:])} cannot be "
-                                 f"combined: clips of different lengths need average_positions=True")
-            weights = centred[seen:seen + z.shape[0]].view(-1, *([1] * (z.dim() - 1)))
-            seen += z.shape[0]
-            contribution = (weights * z).sum(0)
-            total = contribution if total is None else total + contribution
-    return total.to(dtype)
+    return _weighted_latent_sum(flow, x, context, batch_size, average_positions, centred).to(_input_dtype(x))
 
 
 def _group_means(v: Tensor, groups: Sequence[Hashable] | None) -> Tensor:

@@ -108,7 +108,7 @@ MUTATIONS = [
              "        x = self.bijector.inverse(z, context)[0]",
              ("tests/test_flow.py",)),
     Mutation("manipulate: directions encoded in training mode", "flowkit/manipulate.py",
-             "    total = None\n    with evaluation_mode(flow):", "    total = None\n    with torch.no_grad():",
+             "    total, seen = None, 0\n    with evaluation_mode(flow):", "    total, seen = None, 0\n    with torch.no_grad():",
              ("tests/test_manipulate.py",)),
     Mutation("squeeze: 2-D inverse uses another channel order", "flowkit/layers/squeeze.py",
              '"b (c f1 f2) h w -> b c (h f1) (w f2)"', '"b (c f2 f1) h w -> b c (h f1) (w f2)"',
