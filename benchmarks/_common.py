@@ -59,6 +59,28 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
     return 1000 * statistics.median(times)
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """min / median / max of repeated timings (ms), for the JSON: a figure without its spread
+    cannot be checked by a rerun."""
+    return {"min": round(min(values), 1), "median": round(statistics.median(values), 1), "max": round(max(values), 1)}
+
+
+def dynamo_counters() -> dict[str, object]:
+    """What ``torch.compile`` did since the counters were last cleared: graphs compiled,
+    graph breaks and recompilations (with their reasons), and a ``flag`` when any of the
+    latter happened: a compiled timing is only meaningful when this is clean."""
+    from torch._dynamo.utils import counters
+
+    breaks = dict(counters["graph_break"])
+    recompiles = dict(counters["recompiles"]) if "recompiles" in counters else {}
+    stats = dict(counters["stats"])
+    out = {"unique_graphs": stats.get("unique_graphs", 0), "operations_captured": stats.get("calls_captured", 0),
+           "graph_breaks": sum(breaks.values()), "graph_break_reasons": {k[:200]: v for k, v in breaks.items()},
+           "recompiles": sum(recompiles.values()) if recompiles else max(0, stats.get("unique_graphs", 0) - 1)}
+    out["flag"] = bool(out["graph_breaks"] or out["recompiles"])
+    return out
+
+
 def machine() -> dict[str, object]:
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "processor": platform.processor() or platform.machine()}

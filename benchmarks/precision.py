@@ -22,18 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, dequantise, options, table, write  # noqa: E402
+from benchmarks._common import RESULTS, cifar, dequantise, options, spread, table, write  # noqa: E402
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
 import flowkit as fk  # noqa: E402
-
-
-def _spread(values: list[float]) -> dict:
-    return {"min": round(min(values), 1), "median": round(float(np.median(values)), 1), "max": round(max(values), 1)}
 
 
 def _timed(fn) -> float:
@@ -92,8 +87,8 @@ def compare(depth: int, width: int, batch: int, steps: int, repeats: int, train,
         error = (bf16.model.decode(bf16.model.encode(x)) - x).abs()
         changed = (bf16.model.postprocess(bf16.model.decode(bf16.model.encode(x))) != images).float().mean()
     for name in nets:
-        rows.append({"model": name, "K": depth, "train_step_ms": _spread(step_ms[name]),
-                     "eval_64_ms": _spread(eval_ms[name]), "sample_16_ms": _spread(sample_ms[name]),
+        rows.append({"model": name, "K": depth, "train_step_ms": spread(step_ms[name]),
+                     "eval_64_ms": spread(eval_ms[name]), "sample_16_ms": spread(sample_ms[name]),
                      "held_out_bpd": round(bpd[name], 4)})
     f32_name, bf16_name = "flowkit float32", f"flowkit {effective}"
     summary = {

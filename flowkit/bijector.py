@@ -158,18 +158,18 @@ class Sequential(Bijector):
             if self.memory == "checkpoint":
                 return checkpointed_forward(self.layers, x, context)
             return reversible_forward(self.layers, x, context, boundaries=self.memory == "reversible+boundaries")
-        ladj = x.new_zeros(x.shape[0])
+        steps = []
         for layer in self.layers:
             x, step = layer(x, context)
-            ladj = ladj + step
-        return x, ladj
+            steps.append(step)
+        return x, total_log_det(steps, x)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        ladj = y.new_zeros(y.shape[0])
+        steps = []
         for layer in reversed(self.layers):
             y, step = layer.inverse(y, context)
-            ladj = ladj + step
-        return y, ladj
+            steps.append(step)
+        return y, total_log_det(steps, y)
 
     def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
         from .reversible import chain_backward
@@ -198,6 +198,28 @@ class Sequential(Bijector):
         return iter(self.layers)
 
 
+def total_log_det(steps: list[Tensor], x: Tensor) -> Tensor:
+    """The sum of a chain's per-sample log-dets, in one reduction: a running sum costs an
+    operation and an autograd node per layer, which adds up in deep eager models."""
+    if not steps:
+        return x.new_zeros(x.shape[0])
+    if len(steps) == 1:
+        return steps[0]
+    if all(step.shape == steps[0].shape for step in steps):
+        return torch.stack(steps).sum(0)
+    total = steps[0]
+    for step in steps[1:]:
+        total = total + step
+    return total
+
+
+def interleaved_pair(h: Tensor) -> tuple[Tensor, Tensor]:
+    """``(h[:, 0::2], h[:, 1::2])`` as views of one unbind, whose backward is a single
+    stack rather than two zero-filled copies of ``h``'s shape (openai's shift / scale
+    layout of a network output)."""
+    return h.unflatten(1, (-1, 2)).unbind(2)
+
+
 def check_channels(x: Tensor, channels: int, layer: str, min_dim: int = 2) -> None:
     """Raise :class:`ShapeError` unless ``x`` is ``(batch, channels, *spatial)``."""
     if x.dim() < min_dim or x.dim() > 4:
@@ -216,4 +238,6 @@ def spatial_size(x: Tensor) -> int:
 
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum every dim but the first: per-sample totals of shape ``(batch,)``."""
-    return x.reshape(x.shape[0], -1).sum(1)
+    if x.dim() == 1:
+        return x.clone()
+    return x.sum(dim=tuple(range(1, x.dim())))

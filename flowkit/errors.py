@@ -26,7 +26,13 @@ class DataError(FlowkitError):
 
 
 def check_finite(x: torch.Tensor, what: str) -> None:
-    """Raise :class:`NonFiniteError` naming ``what`` if ``x`` holds NaN or inf."""
+    """Raise :class:`NonFiniteError` naming ``what`` if ``x`` holds NaN or inf.
+
+    Inside ``torch.compile`` the check steps aside: a data-dependent branch would break the
+    graph (and recompile); compiled training relies on the engine's non-finite loss check,
+    which then names the first non-finite layer from an eager pass."""
+    if torch.compiler.is_compiling():
+        return
     if not torch.isfinite(x).all():
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())

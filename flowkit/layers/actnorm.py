@@ -50,7 +50,7 @@ class ActNorm(Bijector):
         return v.view(1, -1, *([1] * (x.dim() - 2)))
 
     def log_scale(self) -> Tensor:
-        return self.logs * self.logscale_factor
+        return self.logs if self.logscale_factor == 1.0 else self.logs * self.logscale_factor
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:

@@ -41,8 +41,8 @@ def mix_channels(x: Tensor, weight: Tensor) -> Tensor:
     if x.dim() == 2:
         return F.linear(x, weight)
     if x.dim() == 3:
-        return F.conv1d(x, weight[:, :, None])
-    return F.conv2d(x, weight[:, :, None, None])
+        return F.conv1d(x, weight.view(*weight.shape, 1))
+    return F.conv2d(x, weight.view(*weight.shape, 1, 1))
 
 
 class _ParameterCache:

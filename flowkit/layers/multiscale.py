@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..bijector import Bijector, Sequential, Shape, check_channels, sum_except_batch
+from ..bijector import Bijector, Sequential, Shape, check_channels, interleaved_pair, sum_except_batch
 from ..errors import ShapeError
 from ..nn import ZeroConv
 from ..precision import conditioner_autocast
@@ -112,8 +112,7 @@ class FactorOut(Bijector):
     def _prior(self, z1: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         with conditioner_autocast(self, z1):
             h = self.prior(z1, context if self.uses_context else None)
-        h = h.to(z1.dtype)
-        return h[:, 0::2], h[:, 1::2]
+        return interleaved_pair(h.to(z1.dtype))
 
     def _run_inner(self, z: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         out, ladj = self.inner.inverse(z, context) if inverse else self.inner(z, context)
@@ -125,7 +124,7 @@ class FactorOut(Bijector):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
         record_boundary(self, x)
-        z1, z2 = x[:, : self.split], x[:, self.split:]
+        z1, z2 = x.split([self.split, self.channels - self.split], dim=1)
         if self.prior is not None:
             z2, ladj = _standardise(z2, *self._prior(z1, context))
         else:
@@ -135,7 +134,7 @@ class FactorOut(Bijector):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(y)
-        y1, eps2 = y[:, : self.split], y[:, self.split:]
+        y1, eps2 = y.split([self.split, self.channels - self.split], dim=1)
         z1, ladj = self._run_inner(y1, context, inverse=True)
         if self.prior is not None:
             eps2, prior_ladj = _unstandardise(eps2, *self._prior(z1, context))

@@ -1,0 +1,348 @@
+"""Time to quality: flowkit and normflows train Glows of equal size for the same wall-clock
+budget, interleaved in one process, with held-out bits/dim measured along the way.
+
+Users buy a model of a given quality in the least time, not steps. Both libraries train
+on the same dequantised real CIFAR-10 batches (shared ``train_10k``, the same batch
+sequence) with batch 16, each in its own recipe:
+
+- normflows: the Glow of its example notebook (``benchmarks/peers.py``), eager, trained as
+  the notebook does (``forward_kld``, Adamax lr 1e-3, weight decay 1e-5);
+- flowkit: its openai-faithful Glow trained by flowkit's own engine
+  (``flowkit.train.Trainer.train_step``: finite-loss and gradient checks included),
+  Adamax lr 1e-3 with 50 warmup steps, no EMA, in the mode given by ``--flowkit-mode``
+  (default ``compiled+bf16``: ``TrainConfig.compile`` and ``precision="bf16-conditioners"``;
+  its cold compile counts against its budget).
+
+The two alternate in slices of ``--slice-s`` seconds; each library's clock counts only its
+own training time. Whenever a clock passes a multiple of ``--eval-every-s`` the library's
+current weights are evaluated (outside the clock) on ``--eval-images`` images of the shared
+``val_1k`` with fixed dequantisation noise. Reported per depth: both curves, normflows'
+final bits/dim, the time each library first reaches it (linear interpolation between
+checkpoints) and their ratio, bits/dim at equal times, and whether flowkit is ahead at
+every checkpoint. Before training, the eager training steps of both (fresh models,
+interleaved repeats) give the eager step ratio with its spread.
+
+    python benchmarks/time_to_quality.py                       # 10-minute budget, K = 4 and 8 (about 50 minutes)
+    python benchmarks/time_to_quality.py --budget-s 160 --depths 4
+    python benchmarks/time_to_quality.py --quick               # smoke run (seconds)
+
+Writes benchmarks/results/time_to_quality.json (or _quick.json) with a top-level
+``summary``, and the curves as time_to_quality.png beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if "--warm-compile-cache" not in sys.argv:  # measure a user's first compile, not one served from an earlier run's cache
+    os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (  # noqa: E402
+    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, options, spread, table, write,
+)
+from benchmarks.glow_vs_normflows import bits_per_dim  # noqa: E402
+from benchmarks.peers import normflows_glow  # noqa: E402
+from flowkit.train.engine import Trainer, TrainConfig  # noqa: E402
+from flowkit_image import Glow, GlowConfig  # noqa: E402
+
+FLOWKIT_MODES = {"eager": {}, "compiled": {"compile": True}, "bf16": {"precision": "bf16-conditioners"},
+                 "compiled+bf16": {"compile": True, "precision": "bf16-conditioners"}}
+
+
+class BatchStream:
+    """The same sequence of dequantised training batches for every library."""
+
+    def __init__(self, images: torch.Tensor, batch: int, seed: int = 0):
+        self.images, self.batch, self.seed = images, batch, seed
+
+    def __call__(self, step: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        return dequantise(self.images[torch.randint(len(self.images), (self.batch,), generator=g)], g)
+
+
+class Contender:
+    """One library's model, training loop and clock."""
+
+    name: str
+
+    def __init__(self, stream: BatchStream, held_out: torch.Tensor):
+        self.stream, self.held_out = stream, held_out
+        self.clock, self.steps = 0.0, 0
+        self.curve: list[dict] = []
+
+    def train_step(self, x: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def module(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def train_for(self, seconds: float, until: float) -> None:
+        """Train for about ``seconds`` of this library's clock, never past ``until``."""
+        stop = min(self.clock + seconds, until)
+        while self.clock < stop:
+            x = self.stream(self.steps)
+            start = time.perf_counter()
+            loss = self.train_step(x)
+            self.clock += time.perf_counter() - start
+            if self.steps == 0:
+                self.first_step_s = round(self.clock, 1)  # includes compiling, in a compiled mode
+            self.steps += 1
+            if not math.isfinite(loss):
+                raise RuntimeError(f"{self.name}: non-finite loss at step {self.steps}")
+
+    def evaluate(self) -> float:
+        self.module.eval()
+        with torch.no_grad():
+            bpd = torch.cat([bits_per_dim(self.log_prob(self.held_out[i:i + 100]))
+                             for i in range(0, len(self.held_out), 100)]).mean()
+        self.module.train()
+        return float(bpd)
+
+    def checkpoint(self) -> None:
+        self.curve.append({"time_s": round(self.clock, 1), "steps": self.steps, "bits_per_dim": round(self.evaluate(), 4)})
+
+
+class NormflowsGlow(Contender):
+    name = "normflows"
+
+    def __init__(self, levels: int, depth: int, width: int, stream: BatchStream, held_out: torch.Tensor):
+        super().__init__(stream, held_out)
+        torch.manual_seed(0)
+        self.model = normflows_glow(levels, depth, width, num_classes=0)
+        with torch.no_grad():
+            self.model.log_prob(stream(0) + 0.5, None)  # ActNorm's data-dependent init
+        self.optimizer = torch.optim.Adamax(self.model.parameters(), lr=1e-3, weight_decay=1e-5)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.log_prob(x + 0.5, None)  # normflows' examples feed [0, 1]; same bin width 1/256
+
+    def train_step(self, x: torch.Tensor) -> float:
+        loss = self.model.forward_kld(x + 0.5, None)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+class FlowkitGlow(Contender):
+    name = "flowkit"
+
+    def __init__(self, levels: int, depth: int, width: int, stream: BatchStream, held_out: torch.Tensor, mode: str,
+                 out_dir: Path):
+        super().__init__(stream, held_out)
+        torch.manual_seed(0)
+        self.model = Glow(GlowConfig(levels=levels, depth=depth, width=width))
+        config = TrainConfig(steps=10**9, batch_size=stream.batch, lr=1e-3, warmup_steps=50, ema_decay=None,
+                             log_every=10**9, **FLOWKIT_MODES[mode])
+        self.trainer = Trainer(self.model, self._loss, lambda step: (stream(step),), config, out_dir, progress=False)
+        self.mode = mode
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    def _loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+        return self.model.nll_to_bits_per_dim(model(batch[0])).mean(), {}
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.log_prob(x)
+
+    def train_step(self, x: torch.Tensor) -> float:
+        return self.trainer.train_step((x,))["loss"]
+
+
+def eager_step_times(levels: int, depth: int, width: int, stream: BatchStream, repeats: int) -> dict:
+    """Eager training steps of fresh models, interleaved: min / median / max ms and the ratio."""
+    models = {"normflows": normflows_glow(levels, depth, width, num_classes=0),
+              "flowkit": Glow(GlowConfig(levels=levels, depth=depth, width=width))}
+    log_probs = {"normflows": lambda m, x: m.log_prob(x + 0.5, None), "flowkit": lambda m, x: m.log_prob(x)}
+    optimizers = {k: torch.optim.Adamax(m.parameters(), lr=1e-4, foreach=True) for k, m in models.items()}
+    x = stream(0)
+    for name, model in models.items():
+        with torch.no_grad():
+            log_probs[name](model, x)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for repeat in range(repeats + 3):
+        for name, model in models.items():
+            start = time.perf_counter()
+            loss = bits_per_dim(log_probs[name](model, x)).mean()
+            optimizers[name].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[name].step()
+            if repeat >= 3:  # warm-up repeats left out
+                times[name].append(1000 * (time.perf_counter() - start))
+    out = {f"{name}_step_ms": spread(values) for name, values in times.items()}
+    out["step_ratio"] = round(statistics.median(times["normflows"]) / statistics.median(times["flowkit"]), 3)
+    out["step_ratio_of_minima"] = round(min(times["normflows"]) / min(times["flowkit"]), 3)
+    return out
+
+
+def first_time_at_or_below(curve: list[dict], target: float) -> float | None:
+    """The first time a curve reaches ``target`` bits/dim, interpolated between checkpoints."""
+    previous = None
+    for point in curve:
+        if point["bits_per_dim"] <= target:
+            if previous is None:
+                return point["time_s"]
+            (t0, b0), (t1, b1) = (previous["time_s"], previous["bits_per_dim"]), (point["time_s"], point["bits_per_dim"])
+            return t0 + (t1 - t0) * (b0 - target) / (b0 - b1)
+        previous = point
+    return None
+
+
+def race(levels: int, depth: int, width: int, stream: BatchStream, held_out: torch.Tensor, args) -> dict:
+    with tempfile.TemporaryDirectory() as out_dir:
+        flowkit = FlowkitGlow(levels, depth, width, stream, held_out, args.flowkit_mode, Path(out_dir))
+        normflows = NormflowsGlow(levels, depth, width, stream, held_out)
+        contenders = [flowkit, normflows]
+        torch._dynamo.utils.counters.clear()
+        for k in range(1, math.ceil(args.budget_s / args.eval_every_s) + 1):
+            checkpoint = min(k * args.eval_every_s, args.budget_s)
+            while any(c.clock < checkpoint for c in contenders):
+                for c in contenders:
+                    c.train_for(args.slice_s, checkpoint)
+            for c in contenders:
+                c.checkpoint()
+            print(f"K={depth} t={checkpoint:5.0f}s  " + "  ".join(
+                f"{c.name} {c.curve[-1]['bits_per_dim']:.3f} ({c.steps} steps)" for c in contenders), flush=True)
+        compile_stats = dynamo_counters()
+    target = normflows.curve[-1]["bits_per_dim"]
+    t_flowkit, t_normflows = first_time_at_or_below(flowkit.curve, target), first_time_at_or_below(normflows.curve, target)
+    ahead = [f["bits_per_dim"] < n["bits_per_dim"] for f, n in zip(flowkit.curve, normflows.curve)]
+    return {
+        "K": depth,
+        "parameters": {c.name: sum(p.numel() for p in c.module.parameters()) for c in contenders},
+        "flowkit_mode": args.flowkit_mode,
+        "curves": {c.name: c.curve for c in contenders},
+        "normflows_final_bits_per_dim": target,
+        "time_to_normflows_final_s": {"flowkit": None if t_flowkit is None else round(t_flowkit, 1),
+                                      "normflows": round(t_normflows, 1)},
+        "time_ratio": None if t_flowkit is None else round(t_normflows / t_flowkit, 2),
+        "flowkit_ahead_at_every_checkpoint": all(ahead),
+        "checkpoints_flowkit_behind": [f["time_s"] for f, a in zip(flowkit.curve, ahead) if not a],
+        "steps_per_s": {c.name: round(c.steps / c.clock, 2) for c in contenders},
+        "first_step_s": {c.name: c.first_step_s for c in contenders},
+        # the checkpoints from one evaluation interval after flowkit's first (compiling) step on
+        "flowkit_ahead_after_compiling": all(a for a, f in zip(ahead, flowkit.curve)
+                                             if f["time_s"] >= flowkit.first_step_s + args.eval_every_s),
+        "compile": compile_stats,
+    }
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, result in zip(axes[0], results):
+        for name, curve in result["curves"].items():
+            label = f"flowkit ({result['flowkit_mode']})" if name == "flowkit" else "normflows (eager)"
+            ax.plot([p["time_s"] for p in curve], [p["bits_per_dim"] for p in curve], marker=".", label=label)
+        ax.axhline(result["normflows_final_bits_per_dim"], color="grey", linestyle=":", linewidth=1)
+        t = result["time_to_normflows_final_s"]["flowkit"]
+        if t is not None:
+            ax.axvline(t, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"Glow K = {result['K']}: {result['time_ratio']}x sooner to normflows' final bits/dim")
+        ax.set_xlabel("training time (s)")
+        ax.set_ylabel("held-out bits/dim (val_1k)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def bf16_figures(folder: Path) -> dict:
+    """The bf16-conditioner step speed-up and bits/dim change measured by benchmarks/precision.py."""
+    path = folder / "precision.json"
+    if not path.exists():
+        return {"bf16_step_speedup": None, "bf16_bits_per_dim_delta": None, "bf16_source": "precision.json absent"}
+    payload = json.loads(path.read_text())
+    rows = [{"K": r["rows"][0]["K"], **r["summary"]} for r in payload.get("by_depth", [])]
+    if not rows:
+        return {"bf16_step_speedup": None, "bf16_bits_per_dim_delta": None, "bf16_source": "precision.json has no rows"}
+    first = next((r for r in rows if r["K"] == 4), rows[0])
+    return {"bf16_step_speedup": first["bf16_step_speedup"], "bf16_bits_per_dim_delta": first["bf16_bits_per_dim_delta"],
+            "bf16_by_depth": {f"K={r['K']}": {"step_speedup": r["bf16_step_speedup"],
+                                              "bits_per_dim_delta": r["bf16_bits_per_dim_delta"]} for r in rows},
+            "bf16_source": f"benchmarks/results/precision.json ({payload.get('command', '?')}), K = {first['K']}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and budget, for the test suite")
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--depths", default="4,8")
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--budget-s", type=float, default=600.0, help="training seconds per library and depth")
+    parser.add_argument("--eval-every-s", type=float, default=30.0)
+    parser.add_argument("--slice-s", type=float, default=5.0, help="training seconds before switching library")
+    parser.add_argument("--eval-images", type=int, default=500)
+    parser.add_argument("--step-repeats", type=int, default=25, help="interleaved eager steps for the step ratio")
+    parser.add_argument("--flowkit-mode", choices=sorted(FLOWKIT_MODES), default="compiled+bf16")
+    parser.add_argument("--warm-compile-cache", action="store_true",
+                        help="let inductor reuse compiled kernels from earlier runs (default: a cold compile)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON and PNG")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.quick:
+        args.depths, args.width, args.budget_s, args.eval_every_s, args.slice_s = "1", 16, 2.0, 1.0, 0.5
+        args.eval_images, args.step_repeats, args.flowkit_mode = 100, 2, "eager"
+    stream = BatchStream(cifar("train"), args.batch)
+    held_out = dequantise(cifar("val", args.eval_images), torch.Generator().manual_seed(1))
+    results, steps = [], []
+    for depth in (int(d) for d in args.depths.split(",")):
+        steps.append({"K": depth, **eager_step_times(args.levels, depth, args.width, stream, args.step_repeats)})
+        print(f"K={depth} eager step ratio (normflows / flowkit): {steps[-1]['step_ratio']}", flush=True)
+        results.append(race(args.levels, depth, args.width, stream, held_out, args))
+    rows = [{"K": r["K"], "params flowkit": r["parameters"]["flowkit"], "params normflows": r["parameters"]["normflows"],
+             "normflows final bpd": r["normflows_final_bits_per_dim"],
+             "flowkit final bpd": r["curves"]["flowkit"][-1]["bits_per_dim"],
+             "flowkit s to it": r["time_to_normflows_final_s"]["flowkit"],
+             "normflows s to it": r["time_to_normflows_final_s"]["normflows"], "time ratio": r["time_ratio"],
+             "ahead everywhere": r["flowkit_ahead_at_every_checkpoint"],
+             "steps/s flowkit": r["steps_per_s"]["flowkit"], "steps/s normflows": r["steps_per_s"]["normflows"]}
+            for r in results]
+    print(table(rows, list(rows[0])))
+    by_k = {r["K"]: r for r in results}
+    eager = {s["K"]: s for s in steps}
+    summary = {"time_ratio_k4": by_k[4]["time_ratio"] if 4 in by_k else None,
+               "time_ratio_k8": by_k[8]["time_ratio"] if 8 in by_k else None,
+               **bf16_figures(args.results),
+               "eager_step_ratio_k4": eager[4]["step_ratio"] if 4 in eager else None,
+               "eager_step_ratio_k8": eager[8]["step_ratio"] if 8 in eager else None,
+               "budget_s": args.budget_s, "flowkit_mode": args.flowkit_mode}
+    name = "time_to_quality_quick" if args.quick else "time_to_quality"
+    args.results.mkdir(parents=True, exist_ok=True)
+    plot(results, args.results / f"{name}.png")
+    path = write(name, {"summary": summary, "config": options(args),
+                        "data": {"train": cifar_source("train"), "held_out": cifar_source("val", args.eval_images)},
+                        "eager_steps": steps, "results": results}, args.results)
+    print(json.dumps(summary, indent=2))
+    print(f"\nwrote {path} and {name}.png")
+
+
+if __name__ == "__main__":
+    main()
