@@ -11,6 +11,11 @@ time / ours (above 1: flowkit is faster), for eager flowkit and for ``torch.comp
 flowkit (training step compiled as is; evaluation and sampling compiled with inductor's
 weight freezing, the inference setting).
 
+All three train first; then every timed measure of every contender runs once per round,
+round after round (``--repeats`` rounds), and the JSON gives min / median / max of each.
+With ``--compile`` the dynamo counters (graphs, graph breaks, recompiles) are recorded and
+a ``flag`` set when a graph was compiled during the timed rounds: such figures are suspect.
+
     python benchmarks/glow_vs_normflows.py                 # full run (about 10 CPU minutes)
     python benchmarks/glow_vs_normflows.py --compile       # plus torch.compile (compiling adds minutes)
     python benchmarks/glow_vs_normflows.py --quick         # smoke run (seconds)
@@ -23,13 +28,16 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, median_ms, options, table, write  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, options, spread, table, write,
+)
 from benchmarks.peers import normflows_glow  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
 
@@ -73,8 +81,9 @@ def bits_per_dim(log_prob: torch.Tensor) -> torch.Tensor:
     return (-log_prob + dims * LOG256) / (dims * math.log(2))
 
 
-def measure(kind, levels, depth, width, batch, train_steps, repeats, warmup, train, held_out,
-            compile_too: bool = False) -> dict:
+def train_and_evaluate(kind, levels, depth, width, batch, train_steps, warmup, train, held_out) -> dict:
+    """Train one library's Glow for ``train_steps`` and measure held-out bits/dim; returns
+    the row and what the timing rounds need."""
     torch.manual_seed(0)
     net = kind(levels, depth, width)
     model = net.model
@@ -84,58 +93,57 @@ def measure(kind, levels, depth, width, batch, train_steps, repeats, warmup, tra
         net.log_prob(dequantise(train[:256], g))  # ActNorm data-dependent init, same images for both
     opt = torch.optim.Adamax(model.parameters(), lr=1e-3, foreach=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
-
-    def step(x, optimizer):
-        loss = bits_per_dim(net.log_prob(x)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
-
     losses = []
     for x in batches:
-        losses.append(float(step(x, opt).detach()))
+        losses.append(float(_step(net, x, opt).detach()))
         schedule.step()
     model.eval()
     eval_x = dequantise(held_out, torch.Generator().manual_seed(1))
     with torch.no_grad():
         bpd = float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100])) for i in range(0, len(eval_x), 100)]).mean())
-        eval_ms = median_ms(lambda: net.log_prob(eval_x[:64]), repeats)
-        sample_ms = median_ms(lambda: net.sample(16, 0.7), repeats)
     model.train()
-    step_ms = median_ms(lambda: step(batches[0], opt), repeats)  # last: it moves the weights
     row = {"library": net.name, "K": depth, "params": sum(p.numel() for p in model.parameters()),
-           "train_step_ms": round(step_ms, 1), "eval_images_per_s": round(64 / eval_ms * 1000, 1),
-           "sample16_ms": round(sample_ms, 1), "first_train_bpd": [round(v, 3) for v in losses[:3]],
-           "final_train_bpd": round(sum(losses[-20:]) / len(losses[-20:]), 3),
-           "held_out_bpd": round(bpd, 3)}
+           "first_train_bpd": [round(v, 3) for v in losses[:3]],
+           "final_train_bpd": round(sum(losses[-20:]) / len(losses[-20:]), 3), "held_out_bpd": round(bpd, 3)}
+    return {"row": row, "net": net, "opt": opt, "x": batches[0], "eval_x": eval_x[:64]}
+
+
+def timed_cases(trained: dict, compile_too: bool) -> dict:
+    """Name -> zero-argument callable for every measure of one contender (each sets the
+    model's mode itself, so the rounds can interleave them)."""
+    net, opt, x, eval_x = trained["net"], trained["opt"], trained["x"], trained["eval_x"]
+    model = net.model
+
+    def in_mode(training: bool, fn, memory: str | None = None):
+        def call():
+            model.train(training)
+            if memory is not None:
+                from flowkit.reversible import set_memory_mode
+
+                set_memory_mode(model, memory)
+            with torch.set_grad_enabled(training):
+                return fn()
+        return call
+
+    cases = {"train_step_ms": in_mode(True, lambda: _step(net, x, opt), "plain" if isinstance(net, Ours) else None),
+             "eval64_ms": in_mode(False, lambda: net.log_prob(eval_x)),
+             "sample16_ms": in_mode(False, lambda: net.sample(16, 0.7))}
     if isinstance(net, Ours):
-        row.update(memory_modes(net, batches[0], opt, repeats))
+        for mode in ("checkpoint", "reversible"):
+            cases[f"train_step_ms_{mode}"] = in_mode(True, lambda: _step(net, x, opt), mode)
         if compile_too:
-            row.update(compiled(net, batches[0], eval_x[:64], opt, repeats))
-    return row
+            cases.update(compiled_cases(net, x, eval_x, opt, in_mode))
+    return cases
 
 
-def memory_modes(net: Ours, x: torch.Tensor, opt, repeats: int) -> dict:
-    """Training step time with checkpointed and reversible backprop."""
-    from flowkit.reversible import set_memory_mode
-
-    out = {}
-    for mode in ("checkpoint", "reversible"):
-        set_memory_mode(net.model, mode)
-        out[f"train_step_ms_{mode}"] = round(median_ms(lambda: _step(net, x, opt), repeats), 1)
-    set_memory_mode(net.model, "plain")
-    return out
-
-
-def compiled(net: Ours, x: torch.Tensor, eval_x: torch.Tensor, opt, repeats: int) -> dict:
+def compiled_cases(net: Ours, x: torch.Tensor, eval_x: torch.Tensor, opt, in_mode) -> dict:
     """torch.compile'd training step; evaluation and sampling compiled with weight freezing
     (inductor folds the fixed weights, the 1x1 inverses and log-dets into constants).
-    Compile time excluded."""
+    Each is compiled here, before the timing rounds (compile time excluded), and its
+    recompiles and graph breaks are counted from here on."""
     import torch._inductor.config as inductor
 
     model = net.model
-    model.validate = False
     loss_fn = torch.compile(lambda x: bits_per_dim(model.log_prob(x)).mean())
 
     def step():
@@ -144,16 +152,64 @@ def compiled(net: Ours, x: torch.Tensor, eval_x: torch.Tensor, opt, repeats: int
         loss.backward()
         opt.step()
 
-    out = {"compiled_train_step_ms": round(median_ms(step, repeats), 1)}
-    model.eval()
-    with torch.no_grad(), inductor.patch(freezing=True):
-        log_prob, sample = torch.compile(model.log_prob), torch.compile(model.sample)
-        out["compiled_eval_images_per_s"] = round(64 / median_ms(lambda: log_prob(eval_x), repeats) * 1000, 1)
-        out["compiled_sample16_ms"] = round(median_ms(lambda: sample(16, 0.7), repeats), 1)
-    model.train()
-    model.validate = True
+    def frozen(fn):
+        compiled = torch.compile(fn)
+
+        def call(*args):
+            with inductor.patch(freezing=True):
+                return compiled(*args)
+        return call
+
+    log_prob, sample = frozen(model.log_prob), frozen(model.sample)
+    cases = {"compiled_train_step_ms": in_mode(True, step, "plain"),
+             "compiled_eval64_ms": in_mode(False, lambda: log_prob(eval_x)),
+             "compiled_sample16_ms": in_mode(False, lambda: sample(16, 0.7))}
+    for case in cases.values():  # compile now, outside the timed rounds
+        case()
+    return cases
+
+
+def interleaved_rounds(cases: dict[str, dict], repeats: int, warmup: int = 2) -> dict[str, dict]:
+    """Time every case of every contender once per round, round after round, so that the
+    machine's drift hits all of them alike; min / median / max ms per case."""
+    times: dict[str, dict[str, list[float]]] = {who: {name: [] for name in fns} for who, fns in cases.items()}
+    for round_ in range(warmup + repeats):
+        for who, fns in cases.items():
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                if round_ >= warmup:
+                    times[who][name].append(1000 * (time.perf_counter() - start))
+    return {who: {name: spread(values) for name, values in per.items()} for who, per in times.items()}
+
+
+def measure_depth(depth: int, args, train, held_out) -> list[dict]:
+    """Train the three contenders at one depth, then time them in interleaved rounds."""
+    trained = {kind.name: train_and_evaluate(kind, args.levels, depth, args.width, args.batch, args.train_steps,
+                                             args.warmup, train, held_out) for kind in (Normflows, Ours, OursMatched)}
     torch._dynamo.reset()
-    return out
+    torch._dynamo.utils.counters.clear()
+    cases = {who: timed_cases(t, args.compile and who != Normflows.name) for who, t in trained.items()}
+    compiled_before = dynamo_counters()
+    timings = interleaved_rounds(cases, args.repeats)
+    compile_stats = dynamo_counters()
+    rows = []
+    for who, t in trained.items():
+        row = dict(t["row"])
+        for name, spread_ in timings[who].items():
+            row[name] = spread_
+        row["eval_images_per_s"] = round(64 / row["eval64_ms"]["median"] * 1000, 1)
+        if "compiled_eval64_ms" in row:
+            row["compiled_eval_images_per_s"] = round(64 / row["compiled_eval64_ms"]["median"] * 1000, 1)
+        rows.append(row)
+    if args.compile:
+        # graphs compiled while timing mean recompiles in the timed rounds: those figures are suspect
+        compile_stats["recompiled_while_timing"] = compile_stats["unique_graphs"] - compiled_before["unique_graphs"]
+        compile_stats["flag"] = bool(compile_stats["flag"] or compile_stats["recompiled_while_timing"])
+        for row in rows[1:]:
+            row["compile"] = compile_stats
+    torch._dynamo.reset()
+    return rows
 
 
 def _step(net, x, opt):
@@ -161,22 +217,33 @@ def _step(net, x, opt):
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    return loss
 
 
 def speedups(ours: dict, theirs: dict, depth: int) -> dict:
-    """normflows' time / ours (above 1: flowkit is faster)."""
+    """normflows' median time / ours (above 1: flowkit is faster), with the ratio of the
+    minima beside the training step's (a rerun should land between the two)."""
+    def ratio(theirs_key: str, ours_key: str, stat: str = "median") -> float:
+        return round(theirs[theirs_key][stat] / ours[ours_key][stat], 2)
+
     row = {"flowkit": ours["library"], "K": depth,
-           "train step": round(theirs["train_step_ms"] / ours["train_step_ms"], 2),
-           "eval": round(ours["eval_images_per_s"] / theirs["eval_images_per_s"], 2),
-           "sample": round(theirs["sample16_ms"] / ours["sample16_ms"], 2),
-           "reversible step": round(theirs["train_step_ms"] / ours["train_step_ms_reversible"], 2),
-           "reversible / plain": round(ours["train_step_ms_reversible"] / ours["train_step_ms"], 2),
+           "train step": ratio("train_step_ms", "train_step_ms"),
+           "train step (minima)": ratio("train_step_ms", "train_step_ms", "min"),
+           "eval": ratio("eval64_ms", "eval64_ms"), "sample": ratio("sample16_ms", "sample16_ms"),
+           "reversible step": ratio("train_step_ms", "train_step_ms_reversible"),
+           "reversible / plain": round(ours["train_step_ms_reversible"]["median"] / ours["train_step_ms"]["median"], 2),
            "held-out bpd (ours-nf)": round(ours["held_out_bpd"] - theirs["held_out_bpd"], 3)}
     if "compiled_train_step_ms" in ours:
-        row.update({"compiled train step": round(theirs["train_step_ms"] / ours["compiled_train_step_ms"], 2),
-                    "compiled eval": round(ours["compiled_eval_images_per_s"] / theirs["eval_images_per_s"], 2),
-                    "compiled sample": round(theirs["sample16_ms"] / ours["compiled_sample16_ms"], 2)})
+        row.update({"compiled train step": ratio("train_step_ms", "compiled_train_step_ms"),
+                    "compiled eval": ratio("eval64_ms", "compiled_eval64_ms"),
+                    "compiled sample": ratio("sample16_ms", "compiled_sample16_ms"),
+                    "compile flag": ours["compile"]["flag"]})
     return row
+
+
+def flat(row: dict) -> dict:
+    """A results row for the printed table: medians only."""
+    return {k: (v["median"] if isinstance(v, dict) and "median" in v else v) for k, v in row.items() if k != "compile"}
 
 
 def main() -> None:
@@ -187,7 +254,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--train-steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--warmup", type=int, default=50, help="linear warmup steps (both libraries)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
     parser.add_argument("--compile", action="store_true", help="also time flowkit under torch.compile")
@@ -199,15 +266,11 @@ def main() -> None:
     train, held_out = cifar("train", 5000), cifar("val", n_held_out)
     rows, ratios = [], []
     for depth in (int(d) for d in args.depths.split(",")):
-        theirs = measure(Normflows, args.levels, depth, args.width, args.batch, args.train_steps, args.repeats,
-                         args.warmup, train, held_out)
-        rows.append(theirs)
-        for kind in (Ours, OursMatched):
-            ours = measure(kind, args.levels, depth, args.width, args.batch, args.train_steps, args.repeats,
-                           args.warmup, train, held_out, args.compile)
-            rows.append(ours)
-            ratios.append(speedups(ours, theirs, depth))
-    print(table(rows, sorted({k for r in rows for k in r}, key=list(rows[-1]).index)))
+        theirs, *ours_rows = measure_depth(depth, args, train, held_out)
+        rows += [theirs, *ours_rows]
+        ratios += [speedups(ours, theirs, depth) for ours in ours_rows]
+    printed = [flat(r) for r in rows]
+    print(table(printed, sorted({k for r in printed for k in r}, key=list(printed[-1]).index)))
     print()
     print(table(ratios, sorted({k for r in ratios for k in r}, key=list(ratios[-1]).index)))
     data = {"train": cifar_source("train", 5000), "held_out": cifar_source("val", n_held_out)}

@@ -2,7 +2,11 @@
 and reversible, and normflows, side by side on the same real CIFAR-10 batch.
 
 Activation memory is the peak of what autograd saves for backward
-(:func:`flowkit.testing.peak_saved_bytes`; parameters excluded), not whole-process RSS.
+(:func:`flowkit.testing.peak_saved_bytes`; parameters excluded). Beside it, the memory a
+user sees: the growth of the process's peak resident memory (RSS) during one training
+step (forward and backward, gradients included), measured in a fresh process per case
+(Linux: the peak is reset through ``/proc/self/clear_refs`` just before the step), with
+the parameter gradients' size so the rest of the growth can be told apart.
 Step time of each mode is reported too, so the cost of recomputation is visible.
 
     python benchmarks/memory.py            # K = 4, 8, 16, 32 at batch 32 (about 10 CPU minutes)
@@ -14,6 +18,10 @@ Writes benchmarks/results/memory.json (or memory_quick.json) and prints a table.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
 from pathlib import Path
 
@@ -38,6 +46,44 @@ def measure(net, x: torch.Tensor, repeats: int) -> tuple[float, float]:
     return peak_saved_bytes(step) / MIB, median_ms(step, repeats, warmup=1)
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_case(library: str, depth: int, mode: str, args) -> dict:
+    """In this (fresh) process: peak RSS growth of one training step, and the gradients' size."""
+    x = dequantise(cifar("train", args.batch), torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    net = (Ours if library == "flowkit" else Normflows)(args.levels, depth, args.width)
+    with torch.no_grad():
+        net.log_prob(x)  # ActNorm init
+    if library == "flowkit":
+        set_memory_mode(net.model, mode)
+    before = _status_kib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+        peak = lambda: _status_kib("VmHWM")  # noqa: E731
+    except OSError:
+        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731  (peak over the process life)
+    bits_per_dim(net.log_prob(x)).mean().backward()
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in net.model.parameters() if p.grad is not None)
+    return {"rss_growth_mib": round((peak() - before) / 1024, 1), "gradients_mib": round(grads / MIB, 1)}
+
+
+def rss_growth(library: str, depth: int, mode: str, args) -> dict:
+    """:func:`rss_case` in a fresh process with 2 threads."""
+    command = [sys.executable, __file__, "--rss-case", f"{library},{depth},{mode}", "--levels", str(args.levels),
+               "--width", str(args.width), "--batch", str(args.batch)]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode:
+        raise RuntimeError(f"RSS case {library} K={depth} {mode} failed: {done.stderr[-1000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -47,8 +93,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--rss-case", help=argparse.SUPPRESS)  # library,K,mode: one RSS measurement (child process)
+    parser.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS measurements")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.rss_case:
+        library, depth, mode = args.rss_case.split(",")
+        print(json.dumps(rss_case(library, int(depth), mode, args)))
+        return
     if args.quick:
         args.depths, args.width, args.batch, args.repeats = "1,2", 16, 4, 1
     x = dequantise(cifar("train", args.batch), torch.Generator().manual_seed(0))
@@ -68,6 +120,11 @@ def main() -> None:
             theirs.log_prob(x)
         mib, ms = measure(theirs, x, args.repeats)
         row["normflows MiB"], row["normflows ms"] = round(mib, 1), round(ms)
+        if not args.no_rss:
+            for library, mode in (("flowkit", "plain"), ("flowkit", "reversible"), ("normflows", "plain")):
+                rss = rss_growth(library, depth, mode, args)
+                name = "normflows" if library == "normflows" else f"flowkit {mode}"
+                row[f"{name} RSS growth MiB"], row[f"{name} gradients MiB"] = rss["rss_growth_mib"], rss["gradients_mib"]
         rows.append(row)
         print(table([row], list(row)), flush=True)
     first, last = rows[0], rows[-1]
@@ -82,6 +139,15 @@ def main() -> None:
         "reversible / plain step time (deepest)": round(last["flowkit reversible ms"] / last["flowkit plain ms"], 2),
         "reversible / normflows memory (deepest)": round(last["flowkit reversible MiB"] / last["normflows MiB"], 3),
     }
+    if not args.no_rss:
+        def ratio(a: float, b: float) -> float | None:
+            return round(a / b, 2) if b > 0 else None
+
+        for name in ("flowkit plain", "flowkit reversible", "normflows"):
+            summary[f"RSS growth {name}"] = ratio(last[f"{name} RSS growth MiB"], first[f"{name} RSS growth MiB"])
+        summary["RSS growth flowkit reversible, gradients excluded"] = ratio(
+            last["flowkit reversible RSS growth MiB"] - last["flowkit reversible gradients MiB"],
+            first["flowkit reversible RSS growth MiB"] - first["flowkit reversible gradients MiB"])
     print()
     print(table(rows, list(rows[0])))
     print()

@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, options, table, write  # noqa: E402
+from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, dynamo_counters, options, table, write  # noqa: E402
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
 
 
@@ -58,10 +58,13 @@ def rows_for(net, name: str, x: torch.Tensor, repeats: int, compiled: bool) -> l
     sample = torch.compile(net.sample) if compiled else net.sample
     out = []
     for what, fn in (("train step", step), ("16 samples", lambda: sample(16, 0.7))):
+        torch._dynamo.utils.counters.clear()
         with torch.set_grad_enabled(what == "train step"):
             total, conv = convolution_ms(fn, repeats)
         out.append({"library": name, "measure": what, "total_ms": round(total, 1), "convolution_ms": round(conv, 1),
                     "other_ms": round(total - conv, 1), "convolution_share": round(conv / total, 2)})
+        if compiled:  # graphs compiled while profiling (beyond the first) would be in the figures
+            out[-1]["compile"] = dynamo_counters()
     return out
 
 

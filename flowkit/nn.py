@@ -90,14 +90,21 @@ class Conv(nn.Module):
         return (out.permute(0, 2, 3, 1) + response).permute(0, 3, 1, 2)
 
     def _border_patches(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            # no Python-side cache in a graph: a new key (bfloat16 inputs under autocast) would
+            # fail a guard on the next call and recompile the whole model; inductor folds it anyway
+            return self._make_border_patches(x)
         key = (tuple(x.shape[2:]), x.dtype, x.device)
         if key not in self._patch_cache:
-            border = F.pad(x.new_zeros(1, 1, *x.shape[2:]), [self.padding] * (2 * self.spatial_dims), value=1.0)
-            if self.spatial_dims == 1:
-                border = border[..., None]
-            kernel = (self.weight.shape[-1],) * 2 if self.spatial_dims == 2 else (self.weight.shape[-1], 1)
-            self._patch_cache[key] = F.unfold(border, kernel)[0].t().contiguous()
+            self._patch_cache[key] = self._make_border_patches(x)
         return self._patch_cache[key]
+
+    def _make_border_patches(self, x: Tensor) -> Tensor:
+        border = F.pad(x.new_zeros(1, 1, *x.shape[2:]), [self.padding] * (2 * self.spatial_dims), value=1.0)
+        if self.spatial_dims == 1:
+            border = border[..., None]
+        kernel = (self.weight.shape[-1],) * 2 if self.spatial_dims == 2 else (self.weight.shape[-1], 1)
+        return F.unfold(border, kernel)[0].t().contiguous()
 
 
 def _per_channel(v: Tensor, weight: Tensor) -> Tensor:

@@ -28,7 +28,10 @@ def test_glow_vs_normflows_quick_run_with_compiled_paths(tmp_path):
     assert [r["library"] for r in result["results"]] == ["normflows", "flowkit", "flowkit (matched)"]
     assert all(r["held_out_bpd"] > 0 for r in result["results"])
     compiled = [r for r in result["results"] if r["library"].startswith("flowkit")]
-    assert all(r["compiled_train_step_ms"] > 0 and r["compiled_sample16_ms"] > 0 for r in compiled)
+    for r in compiled:  # every timing with its spread over the interleaved rounds, and the compile counters
+        assert 0 < r["compiled_train_step_ms"]["min"] <= r["compiled_train_step_ms"]["median"] <= r["compiled_train_step_ms"]["max"]
+        assert r["compiled_sample16_ms"]["median"] > 0 and r["train_step_ms_reversible"]["median"] > 0
+        assert r["compile"]["graph_breaks"] == 0 and isinstance(r["compile"]["flag"], bool)
     assert result["config"]["compile"] is True and result["config"]["depths"] == "1"  # every option, as run
     assert result["data"]["train"].startswith(expected_source())  # the data actually used
     assert "--compile" in result["command"]
@@ -47,6 +50,8 @@ def test_memory_benchmark_quick_run(tmp_path):
     result = run_script("memory", "--quick", tmp_path=tmp_path)
     assert result["data"].startswith(expected_source())
     assert len(result["results"]) == 2 and result["results"][0]["flowkit plain MiB"] > 0
+    for row in result["results"]:  # fresh-process RSS beside the saved-tensor count
+        assert row["flowkit reversible RSS growth MiB"] >= 0 and row["normflows gradients MiB"] > 0
 
 
 def test_gpu_script_runs_tiny_on_cpu(tmp_path):
@@ -92,3 +97,17 @@ def test_precision_benchmark_quick_run(tmp_path):
     assert all(r["train_step_ms"]["min"] <= r["train_step_ms"]["median"] <= r["train_step_ms"]["max"] for r in rows)
     summary = result["by_depth"][0]["summary"]
     assert {"bf16_step_speedup", "bf16_bits_per_dim_delta", "round_trip_max_abs_error"} <= set(summary)
+
+
+def test_time_to_quality_quick_run(tmp_path):
+    result = run_script("time_to_quality", "--quick", tmp_path=tmp_path)
+    race = result["results"][0]
+    assert set(race["curves"]) == {"flowkit", "normflows"}
+    for curve in race["curves"].values():  # every checkpoint evaluated, clocks increasing
+        assert len(curve) == 2 and curve[0]["time_s"] <= curve[1]["time_s"] and curve[1]["bits_per_dim"] > 0
+    assert race["normflows_final_bits_per_dim"] == race["curves"]["normflows"][-1]["bits_per_dim"]
+    steps = result["eager_steps"][0]
+    assert steps["flowkit_step_ms"]["min"] <= steps["flowkit_step_ms"]["median"] <= steps["flowkit_step_ms"]["max"]
+    assert {"time_ratio_k4", "time_ratio_k8", "bf16_step_speedup", "bf16_bits_per_dim_delta", "eager_step_ratio_k4",
+            "eager_step_ratio_k8"} <= set(result["summary"])
+    assert (tmp_path / "time_to_quality_quick.png").stat().st_size > 0

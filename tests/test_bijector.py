@@ -88,3 +88,30 @@ def test_wrong_channel_count_names_the_layer():
 def test_logdet_follows_input_dtype():
     flow = Sequential(Shift())
     assert flow(torch.randn(3, 2, dtype=torch.float64))[1].dtype == torch.float64
+
+
+def test_total_log_det_sums_every_step_and_broadcasts_odd_shapes():
+    from flowkit.bijector import total_log_det
+
+    x = torch.zeros(3, 2)
+    steps = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0]), torch.tensor([0.5, 0.5, 0.5])]
+    torch.testing.assert_close(total_log_det(steps, x), torch.tensor([11.5, 22.5, 33.5]))
+    torch.testing.assert_close(total_log_det([], x), torch.zeros(3))
+    assert total_log_det(steps[:1], x) is steps[0]
+    # a user bijector returning a scalar log-det still adds up (broadcast), as a running sum would
+    torch.testing.assert_close(total_log_det([steps[0], torch.tensor(1.0)], x), torch.tensor([2.0, 3.0, 4.0]))
+    leaves = [s.clone().requires_grad_() for s in steps]
+    total_log_det(leaves, x).sum().backward()
+    assert all(torch.equal(leaf.grad, torch.ones(3)) for leaf in leaves)
+
+
+def test_interleaved_pair_is_the_even_and_odd_channels_with_their_gradients():
+    from flowkit.bijector import interleaved_pair
+
+    h = torch.randn(2, 6, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
+    even, odd = interleaved_pair(h)
+    torch.testing.assert_close(even, h[:, 0::2])
+    torch.testing.assert_close(odd, h[:, 1::2])
+    (2 * even.sum() + 3 * odd.sum()).backward()
+    torch.testing.assert_close(h.grad[:, 0::2], torch.full((2, 3, 3, 3), 2.0))
+    torch.testing.assert_close(h.grad[:, 1::2], torch.full((2, 3, 3, 3), 3.0))

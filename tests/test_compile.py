@@ -57,3 +57,30 @@ def test_bf16_autocast_keeps_bits_per_dim(glow):
             mixed = glow.bits_per_dim(x)
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, full, atol=0.01, rtol=0)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bf16-conditioners"])
+def test_validated_training_loss_compiles_once(precision):
+    """The engine compiles the loss of a model that validates its input, in either
+    precision: no graph break (the finite-input check) and no recompile on the next step
+    (a Python-side cache filled while tracing, as the border patches under bfloat16 were,
+    fails a guard and recompiles the whole model, a minute and more at K = 4)."""
+    from torch._dynamo.utils import counters
+
+    from flowkit.precision import set_conditioner_precision
+
+    torch.manual_seed(0)
+    model = Glow(GlowConfig(image_shape=(3, 8, 8), levels=2, depth=1, width=8))
+    assert model.validate
+    x = torch.rand(4, 3, 8, 8) - 0.5
+    model(x)  # ActNorm's data-dependent initialisation, eagerly
+    set_conditioner_precision(model, precision, torch.device("cpu"), warn=False)
+    torch._dynamo.reset()
+    counters.clear()
+    loss = torch.compile(lambda x: model.nll_to_bits_per_dim(model(x)).mean())
+    for _ in range(2):
+        loss(x).backward()
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1
+    with pytest.raises(Exception, match="NaN"):  # eagerly, the check still names the problem
+        model(torch.full((1, 3, 8, 8), float("nan")))
