@@ -126,7 +126,10 @@ class Flow(nn.Module):
         return x
 
     def _check_decoded(self, x: Tensor, z: Tensor, context: Tensor | None) -> None:
-        """Raise :class:`NonFiniteError` naming the first layer whose inverse overflowed."""
+        """Raise :class:`NonFiniteError` naming the first layer whose inverse overflowed
+        (eagerly: a data-dependent check inside ``torch.compile`` would break the graph)."""
+        if torch.compiler.is_compiling():
+            return
         if self.validate and not torch.isfinite(x).all():
             where = _first_nonfinite_inverse(self.bijector, z, context, "bijector")
             raise NonFiniteError(f"decoding produced non-finite values, first in {where}; the latent is too far "

@@ -111,3 +111,10 @@ def test_time_to_quality_quick_run(tmp_path):
     assert {"time_ratio_k4", "time_ratio_k8", "bf16_step_speedup", "bf16_bits_per_dim_delta", "eager_step_ratio_k4",
             "eager_step_ratio_k8"} <= set(result["summary"])
     assert (tmp_path / "time_to_quality_quick.png").stat().st_size > 0
+
+
+def test_eager_parts_quick_run(tmp_path):
+    result = run_script("eager_parts", "--quick", tmp_path=tmp_path)
+    assert len(result["pieces_ms"]) == 2 and all(len(cases) == 2 for cases in result["pieces_ms"].values())
+    steps = result["training_steps_ms"]["K=1"]
+    assert steps["normflows"]["normflows_ratio"] == 1.0 and "flowkit without border channel" in steps

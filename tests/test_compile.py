@@ -84,3 +84,21 @@ def test_validated_training_loss_compiles_once(precision):
     assert counters["stats"]["unique_graphs"] == 1
     with pytest.raises(Exception, match="NaN"):  # eagerly, the check still names the problem
         model(torch.full((1, 3, 8, 8), float("nan")))
+
+
+def test_validated_sampling_and_evaluation_compile_without_graph_breaks():
+    """The decoded-sample and input checks step aside inside torch.compile (each would be a
+    data-dependent branch, one graph break per call); eagerly they still raise."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model = Glow(GlowConfig(image_shape=(3, 8, 8), levels=2, depth=1, width=8))
+    x = torch.rand(4, 3, 8, 8) - 0.5
+    model(x)
+    model.eval()
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.no_grad():
+        torch.compile(model.log_prob)(x)
+        torch.compile(model.sample)(3, 0.7)
+    assert not counters["graph_break"], dict(counters["graph_break"])
