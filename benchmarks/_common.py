@@ -59,6 +59,19 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
     return 1000 * statistics.median(times)
 
 
+def interleaved_times(cases: dict, repeats: int, warmup: int = 2) -> dict[object, list[float]]:
+    """Run every case once per round, ``warmup + repeats`` rounds, so the machine's drift
+    hits all of them alike; the ms of each case in the timed rounds."""
+    times: dict[object, list[float]] = {name: [] for name in cases}
+    for round_ in range(warmup + repeats):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(1000 * (time.perf_counter() - start))
+    return times
+
+
 def spread(values: list[float]) -> dict[str, float]:
     """min / median / max of repeated timings (ms), for the JSON: a figure without its spread
     cannot be checked by a rerun."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,21 +28,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, options, spread, table, write  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS, cifar, cifar_source, dequantise, interleaved_times, options, spread, table, write,
+)
 from benchmarks.glow_vs_normflows import Normflows, bits_per_dim  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
 
 
 def rounds(cases: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, dict]:
     """Each case once per round, ``repeats`` rounds after ``warmup``: min / median / max ms."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for round_ in range(warmup + repeats):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            if round_ >= warmup:
-                times[name].append(1000 * (time.perf_counter() - start))
-    return {name: spread(values) for name, values in times.items()}
+    return {name: spread(values) for name, values in interleaved_times(cases, repeats, warmup).items()}
 
 
 def border_add_cases(batch: int, channels: int, size: int) -> dict:

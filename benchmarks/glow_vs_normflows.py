@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
-    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, options, spread, table, write,
+    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, interleaved_times, options, spread, table, write,
 )
 from benchmarks.peers import normflows_glow  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
@@ -172,15 +171,9 @@ def compiled_cases(net: Ours, x: torch.Tensor, eval_x: torch.Tensor, opt, in_mod
 def interleaved_rounds(cases: dict[str, dict], repeats: int, warmup: int = 2) -> dict[str, dict]:
     """Time every case of every contender once per round, round after round, so that the
     machine's drift hits all of them alike; min / median / max ms per case."""
-    times: dict[str, dict[str, list[float]]] = {who: {name: [] for name in fns} for who, fns in cases.items()}
-    for round_ in range(warmup + repeats):
-        for who, fns in cases.items():
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                if round_ >= warmup:
-                    times[who][name].append(1000 * (time.perf_counter() - start))
-    return {who: {name: spread(values) for name, values in per.items()} for who, per in times.items()}
+    flat_cases = {(who, name): fn for who, fns in cases.items() for name, fn in fns.items()}
+    times = interleaved_times(flat_cases, repeats, warmup)
+    return {who: {name: spread(times[who, name]) for name in fns} for who, fns in cases.items()}
 
 
 def measure_depth(depth: int, args, train, held_out) -> list[dict]:

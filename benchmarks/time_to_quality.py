@@ -50,7 +50,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
-    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, options, spread, table, write,
+    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, interleaved_times, options, spread, table, write,
 )
 from benchmarks.glow_vs_normflows import bits_per_dim  # noqa: E402
 from benchmarks.peers import normflows_glow  # noqa: E402
@@ -181,16 +181,14 @@ def eager_step_times(levels: int, depth: int, width: int, stream: BatchStream, r
     for name, model in models.items():
         with torch.no_grad():
             log_probs[name](model, x)
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for repeat in range(repeats + 3):
-        for name, model in models.items():
-            start = time.perf_counter()
-            loss = bits_per_dim(log_probs[name](model, x)).mean()
-            optimizers[name].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[name].step()
-            if repeat >= 3:  # warm-up repeats left out
-                times[name].append(1000 * (time.perf_counter() - start))
+
+    def step(name: str) -> None:
+        loss = bits_per_dim(log_probs[name](models[name], x)).mean()
+        optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers[name].step()
+
+    times = interleaved_times({name: (lambda name=name: step(name)) for name in models}, repeats, warmup=3)
     out = {f"{name}_step_ms": spread(values) for name, values in times.items()}
     out["step_ratio"] = round(statistics.median(times["normflows"]) / statistics.median(times["flowkit"]), 3)
     out["step_ratio_of_minima"] = round(min(times["normflows"]) / min(times["flowkit"]), 3)
