@@ -1,6 +1,7 @@
 """flowkit_audio: audio flows built from flowkit's core layers.
 
 * :mod:`~flowkit_audio.waveglow`: the WaveGlow vocoder (mel spectrogram to waveform);
+* :mod:`~flowkit_audio.synthesis`: WaveGlow's WaveNets folded for fast synthesis;
 * :mod:`~flowkit_audio.melflow`: a flow over log-mel frames whose latent carries pitch;
 * :mod:`~flowkit_audio.pitch`: pitch directions calibrated in semitones;
 * :mod:`~flowkit_audio.notespec`, :mod:`~flowkit_audio.noteflow`, :mod:`~flowkit_audio.notes`:

@@ -290,7 +290,7 @@ def load_notes_model(checkpoint: str | Path, vocoder: str | Path | None = None) 
     if vocoder not in (None, "griffinlim"):
         from .vocoder import load_vocoder
 
-        synth = load_vocoder(vocoder)
+        synth = load_vocoder(vocoder, synthesis="bf16")
         mel = synth.config.mel
         if (mel.sample_rate, mel.n_fft, mel.win_length, mel.hop_length) != (
                 spectrum.sample_rate, spectrum.n_fft, spectrum.n_fft, spectrum.hop_length):

@@ -190,7 +190,7 @@ def load_pitch_model(checkpoint: str | Path, vocoder: str | Path | None = None) 
     if vocoder not in (None, "griffinlim"):
         from .vocoder import load_vocoder
 
-        synth = load_vocoder(vocoder)
+        synth = load_vocoder(vocoder, synthesis="bf16")
         if synth.config.mel != mel:
             raise CheckpointError(f"the vocoder {vocoder} uses another mel spectrogram than the pitch model")
     return PitchEditor(flow, mel, synth)

@@ -118,8 +118,10 @@ def train_vocoder(data: str | None = "demo", out: str | Path = "out/vocoder", pr
     return trainer.fit()
 
 
-def load_vocoder(checkpoint: str | Path, device: str = "cpu") -> WaveGlow:
-    """A WaveGlow from a run folder or its ``checkpoint/`` (no code executed)."""
+def load_vocoder(checkpoint: str | Path, device: str = "cpu", synthesis: str | None = None) -> WaveGlow:
+    """A WaveGlow from a run folder or its ``checkpoint/`` (no code executed); with
+    ``synthesis="bf16"`` (or ``"float32"``) prepared for fast synthesis only
+    (:meth:`WaveGlow.prepare_synthesis`)."""
     saved = load_checkpoint(checkpoint)
     if saved.config.get("model", {}).get("kind") != "waveglow":
         raise CheckpointError(f"{checkpoint} is not a vocoder checkpoint")
@@ -128,7 +130,8 @@ def load_vocoder(checkpoint: str | Path, device: str = "cpu") -> WaveGlow:
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{checkpoint}: invalid vocoder config ({error})") from None
     load_weights(model, saved.ema if saved.ema is not None else saved.model, f"checkpoint {checkpoint}")
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return model.prepare_synthesis(synthesis) if synthesis is not None else model
 
 
 def log_spectral_distance(reference: Tensor, estimate: Tensor, n_fft: int = 512, hop: int = 128) -> float:
@@ -150,7 +153,7 @@ def vocode_files(checkpoint: str | Path, source: str | Path, out: str | Path, si
     """Copy synthesis of a WAV file or folder: one WAV per input (same file name) and a
     spectrogram PNG (original over vocoded); returns log-spectral distance and real-time
     factor per file and their means."""
-    model = load_vocoder(checkpoint)
+    model = load_vocoder(checkpoint, synthesis="bf16")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FlowkitError(f"{out} is a file; --out must be a folder")

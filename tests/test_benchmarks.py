@@ -63,9 +63,12 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path):
 
 def test_audio_benchmark_quick_run(tmp_path, fsdd_folder):
     result = run_script("audio", "--quick", tmp_path=tmp_path)
-    assert [r["mode"] for r in result["speed"]] == ["weight norm (as trained)", "weight norm folded",
-                                                    "folded + bf16 conditioners"]
+    assert [r["synthesis"] for r in result["speed"]] == [
+        "NVIDIA glow.py (weight norm removed, float32)", "flowkit as trained (weight norm, float32)",
+        "prepare_synthesis('float32')", "prepare_synthesis('bf16', fold_upsampler=False)", "prepare_synthesis('bf16')"]
     assert all(r["kHz"] > 0 for r in result["speed"])
+    assert all(r["max_error_vs_float32"] < 0.05 for r in result["speed"][1:])
+    assert set(result["parts"]) == {"speed", "quality", "pitch"}
     assert [r["synthesis"] for r in result["vocoder_quality"]] == ["WaveGlow cpu (sigma 0.6)",
                                                                    "Griffin-Lim (60 iterations)"]
     assert [r["requested"] for r in result["pitch"]] == [-2, 2]
