@@ -47,14 +47,14 @@ from flowkit_audio.data import fsdd_clips  # noqa: E402
 from flowkit_audio.features import MelConfig, f0_hz, griffin_lim, log_mel, semitones  # noqa: E402
 from flowkit_audio.pitch import load_pitch_model, train_pitch  # noqa: E402
 from flowkit_audio.vocoder import load_vocoder, log_spectral_distance, train_vocoder  # noqa: E402
-from flowkit_audio.waveglow import WaveGlow, WaveNet, preset  # noqa: E402
+from flowkit_audio.waveglow import WaveGlow, WaveGlowConfig, WaveNet, preset  # noqa: E402
 
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 TRAIN_SPEAKERS = {"george", "jackson", "lucas", "nicolas"}
 REFERENCE_KHZ = 12.5
 
 
-def _nvidia_waveglow() -> torch.nn.Module | None:
+def _nvidia_waveglow(channels: int = 256) -> torch.nn.Module | None:
     """NVIDIA's own WaveGlow (``glow.py`` as packaged in ``waveglow-vocoder`` 0.2.1, whose
     ``infer`` runs on CPU), paper size, random weights, weight norm removed as NVIDIA's
     ``inference.py`` does; ``None`` where the package is missing."""
@@ -65,7 +65,7 @@ def _nvidia_waveglow() -> torch.nn.Module | None:
     removed_qr = torch.qr
     torch.qr = lambda matrix: torch.linalg.qr(matrix)  # torch.qr is gone from torch; its constructor still calls it
     try:
-        model = glow.WaveGlow(80, 12, 8, 4, 2, {"n_layers": 8, "n_channels": 256, "kernel_size": 3})
+        model = glow.WaveGlow(80, 12, 8, 4, 2, {"n_layers": 8, "n_channels": channels, "kernel_size": 3})
     finally:
         torch.qr = removed_qr
     with warnings.catch_warnings():
@@ -77,10 +77,11 @@ def _buffer_mib(model: torch.nn.Module) -> float:
     return sum(b.numel() * b.element_size() for b in model.buffers()) / 2**20
 
 
-def speed(seconds: float, repeats: int, compile_too: bool) -> list[dict]:
-    """Interleaved rounds of synthesis of the same mel by NVIDIA's code and flowkit's modes."""
+def speed(seconds: float, repeats: int, compile_too: bool, channels: int = 256) -> list[dict]:
+    """Interleaved rounds of synthesis of the same mel by NVIDIA's code and flowkit's modes
+    (``channels``: the WaveNets' width, 256 in the paper; less only for smoke runs)."""
     torch.manual_seed(0)
-    base = WaveGlow(preset("waveglow")).eval()
+    base = WaveGlow(WaveGlowConfig.from_dict({**preset("waveglow").to_dict(), "wn_channels": channels})).eval()
     with torch.no_grad():  # the zero-initialised ends make every coupling the identity; give them work
         for module in base.modules():
             if isinstance(module, WaveNet):
@@ -95,7 +96,7 @@ def speed(seconds: float, repeats: int, compile_too: bool) -> list[dict]:
     if compile_too:
         compiled = torch.compile(models["prepare_synthesis('bf16')"].infer)
         cases["prepare_synthesis('bf16') + torch.compile"] = lambda: compiled(mel, sigma=0.6)
-    nvidia = _nvidia_waveglow()
+    nvidia = _nvidia_waveglow(channels)
     if nvidia is not None:
         cases = {"NVIDIA glow.py (weight norm removed, float32)": lambda: nvidia.infer(mel, sigma=0.6), **cases}
     with torch.no_grad():
@@ -111,7 +112,7 @@ def speed(seconds: float, repeats: int, compile_too: bool) -> list[dict]:
     rows = []
     for name, values in times.items():
         ms = statistics.median(values)
-        row = {"synthesis": name, "audio_s": round(samples / 22050, 2), "kHz": round(samples / ms, 1),
+        row = {"synthesis": name, "wn_channels": channels, "audio_s": round(samples / 22050, 2), "kHz": round(samples / ms, 1),
                "kHz_min_max": [round(samples / max(values), 1), round(samples / min(values), 1)],
                "real_time_factor": round(ms / 1000 / (samples / 22050), 2),
                "vs NVIDIA here": round(nvidia_ms / ms, 2) if nvidia_ms else None,
@@ -248,7 +249,7 @@ def main() -> None:
         for clip in train_clips:  # the training speakers only: the held-out speaker is never seen
             (folder / f"{clip.name}.wav").write_bytes((FSDD / f"{clip.name}.wav").read_bytes())
         if "speed" in parts:
-            payload["speed"] = speed(args.speed_seconds, args.speed_repeats, args.compile)
+            payload["speed"] = speed(args.speed_seconds, args.speed_repeats, args.compile, 32 if args.quick else 256)
             print(table(payload["speed"], list(dict.fromkeys(k for row in payload["speed"] for k in row))), "\n")
         if "quality" in parts:
             payload["vocoder_quality"], payload["vocoder_run"] = quality(
