@@ -169,7 +169,31 @@ def recogniser(train_clips):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features, labels)
 
 
-def pitch_table(run: Path, train_clips, held_out, steps: int, requests) -> tuple[list[dict], dict]:
+def relative_rows(run: Path, held_out, requests, minutes: float, rows: list[dict], digits, labels) -> dict:
+    """``--preset speech-relative`` on the same training speakers: its achieved semitones
+    and digit accuracy join each request's row; returns the run's report."""
+    from flowkit_audio.notes import load_notes_model, train_notes
+
+    report = train_notes(str(run.parent / "fsdd4"), run, minutes=minutes, preset="speech-relative", progress=False)
+    editor = load_notes_model(run)
+    features = [editor.spectrum.analyse(c.audio)[0] for c in held_out]
+    resynthesised = [editor.synthesise(editor.edit(f, 0.0), f).numpy() for f in features]
+    f0_resynth = [f0_hz(a, 8000) for a in resynthesised]
+    for row in rows:
+        alpha = editor.alpha_for(float(row["requested"]))
+        edited = [editor.synthesise(editor.edit(f, alpha), f).numpy() for f in features]
+        change = [semitones(a, f0_hz(e, 8000)) for a, e in zip(f0_resynth, edited)]
+        row["speech-relative achieved (median st)"] = round(float(np.nanmedian(change)), 2)
+        row["speech-relative digit accuracy"] = round(float(np.mean(
+            digits.predict(np.stack([_mfcc_features(e) for e in edited])) == labels)), 3)
+    return {"steps": report["steps"], "minutes": minutes, "held_out_nll": report["held_out_nll"],
+            "labels": report["labels"], "calibration": report["calibration"],
+            "digit accuracy on the unedited resynthesis": round(float(np.mean(
+                digits.predict(np.stack([_mfcc_features(a) for a in resynthesised])) == labels)), 3)}
+
+
+def pitch_table(run: Path, train_clips, held_out, steps: int, requests,
+                relative_minutes: float) -> tuple[list[dict], dict]:
     import librosa
 
     report = train_pitch(str(run.parent / "fsdd4"), run, steps=steps, progress=False)
@@ -201,7 +225,8 @@ def pitch_table(run: Path, train_clips, held_out, steps: int, requests) -> tuple
             "librosa digit accuracy": round(float(np.mean(digits.predict(np.stack([_mfcc_features(e) for e in shifted]))
                                                           == labels)), 3)})
     originals = float(np.mean(digits.predict(np.stack([_mfcc_features(c.audio.numpy()) for c in held_out])) == labels))
-    return rows, {"steps": report["steps"], "held_out_nll": report["held_out_nll"],
+    relative = relative_rows(run.parent / "relative", held_out, requests, relative_minutes, rows, digits, labels)
+    return rows, {"steps": report["steps"], "speech_relative": relative, "held_out_nll": report["held_out_nll"],
                   "calibration": report["calibration"], "digit accuracy on the unedited originals": round(originals, 3),
                   "digit accuracy on the unedited resynthesis": round(float(np.mean(
                       digits.predict(np.stack([_mfcc_features(a.numpy()) for a in resynthesised])) == labels)), 3)}
@@ -219,6 +244,8 @@ def main() -> None:
                              "parts of its last run, each stamped with the command that made it")
     parser.add_argument("--vocoder-minutes", type=float, default=10.0)
     parser.add_argument("--pitch-steps", type=int, default=400)
+    parser.add_argument("--relative-minutes", type=float, default=4.0,
+                        help="training budget of the speech-relative pitch flow")
     parser.add_argument("--speed-seconds", type=float, default=1.0, help="seconds of 22.05 kHz audio synthesised")
     parser.add_argument("--speed-repeats", type=int, default=5, help="interleaved timed rounds of every synthesis")
     parser.add_argument("--compile", action="store_true", help="also time compiled synthesis")
@@ -234,6 +261,7 @@ def main() -> None:
     train_clips, held_out = all_train[::2], held_all[::10]  # 1000 training clips, 50 held-out (5 per digit)
     if args.quick:
         args.vocoder_minutes, args.pitch_steps, args.speed_seconds, args.speed_repeats = 0.05, 5, 0.1, 1
+        args.relative_minutes = 0.05
         train_clips, held_out, requests = all_train[::40], held_all[::100], [-2, 2]
     name = "audio_quick" if args.quick else "audio"
     previous = args.results / f"{name}.json"
@@ -258,7 +286,7 @@ def main() -> None:
             print(table(payload["vocoder_quality"], list(payload["vocoder_quality"][0])), "\n")
         if "pitch" in parts:
             payload["pitch"], payload["pitch_run"] = pitch_table(Path(scratch) / "pitch", train_clips, held_out,
-                                                                 args.pitch_steps, requests)
+                                                                 args.pitch_steps, requests, args.relative_minutes)
             print(table(payload["pitch"], list(payload["pitch"][0])))
     for part in parts:
         stamps[part] = {"command": " ".join(["benchmarks/audio.py", *sys.argv[1:]]),

@@ -2,7 +2,7 @@
 
     flowkit audio train-vocoder --data FOLDER --out DIR [--preset P] [--steps N] [--minutes M] [--seed S] [--resume]
     flowkit audio vocode --checkpoint DIR --input WAV_OR_FOLDER --out FOLDER [--sigma S] [--json]
-    flowkit audio train-pitch --data FOLDER --out DIR [--preset speech|notes] [--steps N] [--minutes M] [--seed S] [--resume]
+    flowkit audio train-pitch --data FOLDER --out DIR [--preset speech|speech-relative|notes] [--steps N] [--minutes M] [--seed S] [--resume]
     flowkit audio edit-pitch --checkpoint DIR --input WAV_OR_FOLDER --out FOLDER (--semitones S | --alpha A)
                              [--vocoder DIR | --vocoder griffinlim] [--json]
     flowkit audio demo [--preset speech|notes]
@@ -20,7 +20,8 @@ from flowkit.cli import finite_float, json_line, non_negative_float, positive_fl
 from flowkit.errors import FlowkitError
 
 REQUIRED = {"torchaudio": "torchaudio", "soundfile": "soundfile", "parselmouth": "praat-parselmouth"}
-PITCH_PRESETS = ["speech", "notes"]
+PITCH_PRESETS = ["speech", "speech-relative", "notes"]
+DEMO_PRESETS = ["speech", "notes"]
 
 
 def require_audio_extra() -> None:
@@ -57,11 +58,11 @@ def _vocode(args: argparse.Namespace) -> None:
 
 def _train_pitch(args: argparse.Namespace) -> None:
     require_audio_extra()
-    if args.preset == "notes":
+    if args.preset in ("notes", "speech-relative"):
         from . import notes
 
         report = notes.train_notes(args.data, args.out, args.steps, args.minutes, args.seed, args.resume,
-                                   args.checkpoint_every)
+                                   args.checkpoint_every, preset=args.preset)
     else:
         from . import pitch
 
@@ -137,7 +138,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train-pitch", help="train the pitch flow and calibrate its pitch direction")
     _training_flags(p)
     p.add_argument("--preset", default="speech", choices=PITCH_PRESETS,
-                   help="speech: log-mel flow, F0 direction (8 kHz); notes: instrument notes, MIDI direction (16 kHz)")
+                   help="speech: log-mel flow, F0 direction (8 kHz); speech-relative: speech on the notes' "
+                        "pitch-relative spectrum, F0 direction within speakers (8 kHz, edits within 0.1 semitone); "
+                        "notes: instrument notes, MIDI direction (16 kHz)")
     p.set_defaults(run=_train_pitch)
 
     p = commands.add_parser("edit-pitch", help="raise or lower the pitch of WAV files through the latent")
@@ -152,7 +155,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_edit_pitch)
 
     p = commands.add_parser("demo", help="train on an embedded sample (FSDD speech, or notes) and write every artefact")
-    p.add_argument("--preset", default="speech", choices=PITCH_PRESETS,
+    p.add_argument("--preset", default="speech", choices=DEMO_PRESETS,
                    help="speech: vocoder and pitch flow on FSDD; notes: the notes flow on instrument notes")
     p.add_argument("--out", default=None, help="output folder (out/audio-demo, or out/notes-demo)")
     p.add_argument("--vocoder-minutes", type=positive_float, default=3.0)

@@ -38,12 +38,12 @@ import torch
 from torch import Tensor
 
 import flowkit as fk
-from flowkit.errors import CheckpointError, DataError, FlowkitError
+from flowkit.errors import CheckpointError, DataError, FlowkitError, NonFiniteError
 from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
                            saved_run_config)
 
 from .calibration import CalibratedEditor, check_edit_request, hz_or_none, interval_or_none
-from .data import Clip, load_clips, write_wav
+from .data import Clip, load_clips, split_clips, write_wav
 from .features import f0_hz
 from .noteflow import NoteFlow, NoteFlowConfig
 from .notespec import NoteSpectrum, griffin_lim_notes, midi_to_hz, render_magnitude
@@ -57,6 +57,11 @@ TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "batch_size": 16, "warmup_ste
                   "grad_clip": 5.0, "steps": 1500, "log_every": 10, "checkpoint_every": 250, "eval_every": 250}
 CROP_FRAMES = 32
 CALIBRATION_ALPHAS = (-24.0, -18.0, -12.0, -8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0, 12.0, 18.0, 24.0)
+# speech (FSDD, 8 kHz) on the same pitch-relative front-end: the cpu vocoder's STFT (512 / 64), voices 60-400 Hz
+SPEECH_SPECTRUM = NoteSpectrum(sample_rate=8000, n_fft=512, hop_length=64, bands_per_octave=24, octaves=7,
+                               octaves_below=1, pitch_floor=60.0, pitch_ceiling=400.0, formant_lifter=30)
+SPEECH_ALPHAS = (-8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # a voice spans ~1 octave
+PRESETS = ("notes", "speech-relative")
 MAX_INSTRUMENTS = 64
 TRACKER_MARGIN = 8.0  # semitones either side of the expected pitch when measuring F0
 
@@ -103,7 +108,9 @@ def demo_notes(split: str = "train") -> list[Clip]:
     return train if split == "train" else test
 
 
-def _load(data: str | os.PathLike | None, sample_rate: int) -> tuple[list[Clip], list[Clip]]:
+def _load(data: str | os.PathLike | None, sample_rate: int, preset: str) -> tuple[list[Clip], list[Clip]]:
+    if preset == "speech-relative":
+        return split_clips(data, sample_rate)  # the embedded FSDD sample, or a folder with a speaker held out
     if data in (None, "demo"):
         return demo_notes("train"), demo_notes("test")
     return split_notes(load_clips(data, sample_rate))
@@ -121,7 +128,9 @@ class NoteEditor(CalibratedEditor):
         audio = editor.synthesise(higher)
     """
 
-    def __init__(self, flow: NoteFlow, spectrum: NoteSpectrum, instruments: list[str], vocoder: Any | None = None):
+    def __init__(self, flow: NoteFlow, spectrum: NoteSpectrum, instruments: list[str], vocoder: Any | None = None,
+                 preset: str = "notes"):
+        self.preset = preset
         self.flow = flow.eval()
         self.spectrum = spectrum
         self.instruments = instruments
@@ -150,24 +159,32 @@ class NoteEditor(CalibratedEditor):
         return self.flow.unstandardise(edited[:, 0, :, :length])
 
     @torch.no_grad()
-    def synthesise(self, features: Tensor) -> Tensor:
+    def synthesise(self, features: Tensor, reference: Tensor | None = None) -> Tensor:
         """Audio ``(samples,)``: the spectrum rendered at the features' pitch, then
-        Griffin-Lim, or the vocoder from that spectrum's log-mel frames."""
+        Griffin-Lim, or the vocoder from that spectrum's log-mel frames. ``reference``: the
+        unedited clip's features, whose formants a speech edit keeps
+        (``NoteSpectrum.formant_lifter``)."""
         if self.vocoder is None:
-            return griffin_lim_notes(features, self.spectrum)
+            return griffin_lim_notes(features, self.spectrum, reference=reference)
         from .features import mel_filterbank
 
         mel = self.vocoder.config.mel
-        magnitude = render_magnitude(features, self.spectrum).float()
+        magnitude = render_magnitude(features, self.spectrum, reference).float()
         logmel = torch.log(torch.clamp(mel_filterbank(mel).T @ magnitude, min=mel.log_floor))
         return self.vocoder.infer(logmel[None, :, :-1], sigma=0.6)[0]
 
 
 def _labels(clips: list[Clip], infos: list[dict[str, Any]]) -> tuple[list[float], list[str], str]:
+    """Pitch labels and the groups the direction is fitted within: instruments from
+    ``{instrument}_{midi}_{note}`` names, speakers from FSDD names (the tracked pitch as the
+    label: a speaker's higher and lower takes, not one voice against another), else one group."""
     labels = [note_label(c.name) for c in clips]
     if all(labels):
         return [float(lab[1]) for lab in labels], [lab[0] for lab in labels], "midi numbers in the file names"
-    return [float(i["pitch"]) for i in infos], ["all"] * len(clips), "tracked pitch (no labelled file names)"
+    tracked = [float(i["pitch"]) for i in infos]
+    if all(c.speaker for c in clips) and len({c.speaker for c in clips}) > 1:
+        return tracked, [str(c.speaker) for c in clips], "tracked pitch within speakers (FSDD names)"
+    return tracked, ["all"] * len(clips), "tracked pitch (no labelled file names)"
 
 
 @torch.no_grad()
@@ -195,19 +212,32 @@ def fit_directions(flow: NoteFlow, features: list[Tensor], pitch: list[float],
     return slope, names, offsets
 
 
+def _decoded_pitch_changes(editor: NoteEditor, features: Tensor, alphas: tuple[float, ...]) -> np.ndarray:
+    """The decoded pitch's median change at each strength; NaN where the edit leaves the
+    range the flow decodes (a note at the edge of the training pitches pushed further out)."""
+    try:
+        edited = editor.edit(features, list(alphas))[:, 0]
+        return (edited.median(-1).values - features[0].median()).numpy()
+    except NonFiniteError:
+        return np.array([_decoded_pitch_changes(editor, features, (a,))[0] if len(alphas) > 1 else np.nan
+                         for a in alphas])
+
+
 @torch.no_grad()
 def calibrate(editor: NoteEditor, features: list[Tensor], alphas: tuple[float, ...] = CALIBRATION_ALPHAS) -> dict:
     """Median change of the decoded pitch (semitones) at each strength, made monotone; stored in buffers."""
-    changes = np.array([(editor.edit(f, list(alphas))[:, 0].median(-1).values - f[0].median()).numpy()
-                        for f in features])  # (notes, alphas)
-    medians = np.median(changes, axis=0)
+    changes = np.array([_decoded_pitch_changes(editor, f, alphas) for f in features])  # (notes, alphas)
+    if np.isnan(changes).all(axis=0).any():
+        raise DataError("pitch calibration: no note decodes at some strength; the direction is broken")
+    medians = np.nanmedian(changes, axis=0)
     monotone = np.maximum.accumulate(medians)
     editor.flow.get_buffer("calibration_alphas").copy_(torch.tensor(alphas, dtype=torch.float64))
     editor.flow.get_buffer("calibration_semitones").copy_(torch.tensor(monotone))
     slope = float(np.polyfit(alphas, medians, 1)[0])
     return {"alphas": list(alphas), "median_semitones": [round(float(m), 3) for m in medians],
             "semitones_per_unit": round(slope, 4),
-            "spread_semitones_at_max": round(float(np.std(changes[:, -1])), 3), "notes": len(features)}
+            "spread_semitones_at_max": round(float(np.nanstd(changes[:, -1])), 3), "notes": len(features),
+            "undecodable_edits": int(np.isnan(changes).sum())}
 
 
 def _with_buffers(flow: NoteFlow, n_instruments: int) -> NoteFlow:
@@ -232,17 +262,25 @@ def analyse_clips(clips: list[Clip], spectrum: NoteSpectrum) -> tuple[list[Tenso
 def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/notes", steps: int | None = None,
                 minutes: float | None = None, seed: int = 0, resume: bool = False,
                 checkpoint_every: int | None = None, spectrum: NoteSpectrum | None = None,
-                config: NoteFlowConfig | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train the note flow, fit the pitch and timbre directions, calibrate; writes ``notes.json``."""
+                config: NoteFlowConfig | None = None, progress: bool = True, preset: str = "notes") -> dict[str, Any]:
+    """Train the note flow, fit the pitch and timbre directions, calibrate; writes ``notes.json``.
+
+    ``preset="speech-relative"``: the same front-end and flow on speech (:data:`SPEECH_SPECTRUM`,
+    the embedded FSDD sample or a WAV folder with FSDD names, the direction fitted within
+    speakers, strengths up to +-8)."""
     out = Path(out)
+    if preset not in PRESETS:
+        raise FlowkitError(f"unknown notes preset {preset!r}; choose from {', '.join(PRESETS)}")
     if prepare_run_folder(out, resume):
         saved = saved_run_config(out, "notes")
         spectrum = NoteSpectrum.from_dict(saved["model"]["spectrum"])
         config, train_defaults = NoteFlowConfig.from_dict(saved["model"]["flow"]), saved["train"]
+        preset = saved["model"].get("preset", "notes")
     else:
-        spectrum, config, train_defaults = spectrum or NoteSpectrum(), config or NoteFlowConfig(), TRAIN_DEFAULTS
+        default = SPEECH_SPECTRUM if preset == "speech-relative" else NoteSpectrum()
+        spectrum, config, train_defaults = spectrum or default, config or NoteFlowConfig(), TRAIN_DEFAULTS
     config = NoteFlowConfig.from_dict({**config.to_dict(), "channels": spectrum.channels})
-    train_clips, held_out = _load(data, spectrum.sample_rate)
+    train_clips, held_out = _load(data, spectrum.sample_rate, preset)
     features, infos = analyse_clips(train_clips, spectrum)
     held_features, _ = analyse_clips(held_out, spectrum)
     pitch, instruments, label_source = _labels(train_clips, infos)
@@ -255,16 +293,17 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
     start_nll = None if resume else held_out_nll(flow, held_features)
     schedule = IndexSchedule(len(features), min(train_config.batch_size, len(features)), seed)
     trainer = Trainer(flow, nll_per_dim, random_crops(flow, features, schedule, CROP_FRAMES), train_config, out,
-                      model_config={"kind": "notes", "spectrum": spectrum.to_dict(), "flow": config.to_dict(),
-                                    "instruments": names},
+                      model_config={"kind": "notes", "preset": preset, "spectrum": spectrum.to_dict(),
+                                    "flow": config.to_dict(), "instruments": names},
                       evaluate=lambda m: {"nll": held_out_nll(m, held_features)}, resume=resume, progress=progress)
     metrics = trainer.fit()
     slope, names, offsets = fit_directions(flow, features, pitch, instruments)
     flow.get_buffer("pitch_direction").copy_(slope)
     flow.get_buffer("instrument_offsets").copy_(offsets)
-    curve = calibrate(NoteEditor(flow, spectrum, names), features)
+    curve = calibrate(NoteEditor(flow, spectrum, names), features,
+                      SPEECH_ALPHAS if preset == "speech-relative" else CALIBRATION_ALPHAS)
     trainer.save()  # the checkpoint now carries the directions and the calibration
-    report = {"held_out_nll": metrics.get("eval_nll"), "held_out_nll_at_start": start_nll,
+    report = {"preset": preset, "held_out_nll": metrics.get("eval_nll"), "held_out_nll_at_start": start_nll,
               "train_nll": metrics.get("nll"), "steps": trainer.step,
               "train_notes": len(train_clips), "held_out_notes": len(held_out), "labels": label_source,
               "instruments": names, "untracked_notes": sum(not i["tracked"] for i in infos), "calibration": curve}
@@ -296,8 +335,9 @@ def load_notes_model(checkpoint: str | Path, vocoder: str | Path | None = None) 
                 spectrum.sample_rate, spectrum.n_fft, spectrum.n_fft, spectrum.hop_length):
             raise CheckpointError(f"the vocoder {vocoder} uses another STFT ({mel.sample_rate} Hz, {mel.n_fft}/"
                                   f"{mel.hop_length}) than the notes model ({spectrum.sample_rate} Hz, "
-                                  f"{spectrum.n_fft}/{spectrum.hop_length}); train one with --preset notes")
-    return NoteEditor(flow, spectrum, instruments, synth)
+                                  f"{spectrum.n_fft}/{spectrum.hop_length}); train one with the same STFT "
+                                  f"(--preset notes for notes, --preset cpu for speech-relative)")
+    return NoteEditor(flow, spectrum, instruments, synth, model.get("preset", "notes"))
 
 
 def measure_pitch(audio: Tensor, sample_rate: int, expected: float, margin: float = TRACKER_MARGIN) -> float:
@@ -327,7 +367,7 @@ def edit_note_files(checkpoint: str | Path, source: str | Path, out: str | Path,
     for clip in clips:
         features, info = editor.spectrum.analyse(clip.audio)
         unedited, edited = editor.edit(features, [0.0, strength])
-        resynthesised, audio = editor.synthesise(unedited), editor.synthesise(edited)
+        resynthesised, audio = editor.synthesise(unedited, features), editor.synthesise(edited, features)
         write_wav(out / f"{clip.name}.wav", audio, rate)
         moved = float(edited[0].median() - features[0].median())
         f0_in = measure_pitch(clip.audio, rate, info["pitch"])
@@ -343,7 +383,7 @@ def edit_note_files(checkpoint: str | Path, source: str | Path, out: str | Path,
     changes = [r["semitones_vs_resynthesis"] for r in rows if r["semitones_vs_resynthesis"] is not None]
     result = {"requested_semitones": semitones_wanted, "alpha": round(strength, 4),
               "synthesis": "vocoder" if editor.vocoder is not None else "griffin-lim",
-              "preset": "notes", "files": rows,
+              "preset": editor.preset, "files": rows,
               "median_semitones_vs_resynthesis": round(float(np.median(changes)), 3) if changes else None,
               "out": str(out)}
     (out / "edit_pitch.json").write_text(json.dumps(result, indent=2, allow_nan=False))

@@ -43,7 +43,7 @@ from torch import Tensor
 from flowkit.config import SavedConfig
 from flowkit.errors import DataError, FlowkitError
 
-__all__ = ["NoteSpectrum", "griffin_lim_notes", "hz_to_midi", "midi_to_hz", "render_magnitude"]
+__all__ = ["NoteSpectrum", "griffin_lim_notes", "hz_to_midi", "midi_to_hz", "render_magnitude", "spectral_envelope"]
 
 FALLBACK_PITCH = 60.0  # C4, used when the tracker finds no voiced frame
 
@@ -71,6 +71,10 @@ class NoteSpectrum(SavedConfig):
             ``f_0`` (9 octaves from ``f_0 / 2`` reach 8 kHz for the lowest note, C1).
         log_floor: the magnitude floor before the log.
         pitch_floor, pitch_ceiling: the tracker's search range in Hz.
+        formant_lifter: with a positive value, rendering an edit keeps the spectral
+            envelope of the unedited clip at its absolute frequencies (the cepstrum's first
+            ``formant_lifter`` coefficients: formants, not harmonics), as a
+            formant-preserving pitch shifter does; 0 transposes everything (notes).
     """
 
     sample_rate: int = 16000
@@ -82,6 +86,7 @@ class NoteSpectrum(SavedConfig):
     log_floor: float = 1e-5
     pitch_floor: float = 25.0
     pitch_ceiling: float = 4200.0
+    formant_lifter: int = 0
 
     def __post_init__(self):
         if not (self.sample_rate > 0 and 0 < self.hop_length <= self.n_fft and self.bands_per_octave > 0
@@ -90,6 +95,8 @@ class NoteSpectrum(SavedConfig):
         if not 0 < self.pitch_floor < self.pitch_ceiling <= self.sample_rate / 2:
             raise FlowkitError(f"need 0 < pitch_floor < pitch_ceiling <= Nyquist, got {self.pitch_floor}, "
                                f"{self.pitch_ceiling}")
+        if not 0 <= self.formant_lifter < self.n_fft // 2:
+            raise FlowkitError(f"formant_lifter must be in [0, {self.n_fft // 2}), not {self.formant_lifter}")
 
     @property
     def bands(self) -> int:
@@ -150,9 +157,32 @@ class NoteSpectrum(SavedConfig):
         return torch.cat([pitch_row, spectrum]).float(), {"pitch": pitch, "tracked": tracked}
 
 
-def render_magnitude(features: Tensor, spec: NoteSpectrum) -> Tensor:
+def spectral_envelope(log_magnitude: Tensor, lifter: int) -> Tensor:
+    r"""The smooth envelope of ``(n_fft // 2 + 1, frames)`` log magnitudes: the real
+    cepstrum kept below quefrency ``lifter``, :math:`\mathcal F(w \cdot \mathcal F^{-1} \log |X|)`."""
+    n_fft = 2 * (log_magnitude.shape[0] - 1)
+    cepstrum = torch.fft.irfft(log_magnitude, n=n_fft, dim=0)
+    cepstrum[lifter: n_fft - lifter + 1] = 0
+    return torch.fft.rfft(cepstrum, dim=0).real
+
+
+def render_magnitude(features: Tensor, spec: NoteSpectrum, reference: Tensor | None = None) -> Tensor:
     """Features ``(1 + K, frames)`` to an STFT magnitude ``(n_fft // 2 + 1, frames)``: the
-    bands placed at each frame's pitch (linear interpolation of the log magnitude)."""
+    bands placed at each frame's pitch (linear interpolation of the log magnitude). With
+    ``spec.formant_lifter`` and the unedited clip's features as ``reference``, the result
+    takes the reference's spectral envelope (:func:`spectral_envelope`)."""
+    magnitude = _placed(features, spec)
+    if reference is None or spec.formant_lifter == 0:
+        return magnitude
+    if reference.shape != features.shape:
+        raise DataError(f"the reference features {tuple(reference.shape)} must match the edit {tuple(features.shape)}")
+    edited, original = magnitude.log(), _placed(reference, spec).log()
+    lifter = spec.formant_lifter
+    held = edited + spectral_envelope(original, lifter) - spectral_envelope(edited, lifter)
+    return held.clamp(max=math.log(spec.n_fft)).exp()
+
+
+def _placed(features: Tensor, spec: NoteSpectrum) -> Tensor:
     if features.dim() != 2 or features.shape[0] != spec.channels:
         raise DataError(f"note features must be ({spec.channels}, frames), got {tuple(features.shape)}")
     f0 = midi_to_hz(features[0].double())  # (frames,)
@@ -170,7 +200,8 @@ def render_magnitude(features: Tensor, spec: NoteSpectrum) -> Tensor:
     return torch.cat([dc, values]).exp()
 
 
-def griffin_lim_notes(features: Tensor, spec: NoteSpectrum, n_iter: int = 60, seed: int = 0) -> Tensor:
+def griffin_lim_notes(features: Tensor, spec: NoteSpectrum, n_iter: int = 60, seed: int = 0,
+                      reference: Tensor | None = None) -> Tensor:
     """Audio ``(samples,)`` from note features: :func:`render_magnitude`, then Griffin-Lim."""
     import torchaudio
 
@@ -178,5 +209,5 @@ def griffin_lim_notes(features: Tensor, spec: NoteSpectrum, n_iter: int = 60, se
                                           power=1.0, n_iter=n_iter, rand_init=False)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        audio = gl(render_magnitude(features, spec).float())
+        audio = gl(render_magnitude(features, spec, reference).float())
     return audio[: (features.shape[1] - 1) * spec.hop_length]

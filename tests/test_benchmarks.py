@@ -72,6 +72,8 @@ def test_audio_benchmark_quick_run(tmp_path, fsdd_folder):
     assert [r["synthesis"] for r in result["vocoder_quality"]] == ["WaveGlow cpu (sigma 0.6)",
                                                                    "Griffin-Lim (60 iterations)"]
     assert [r["requested"] for r in result["pitch"]] == [-2, 2]
+    assert all("speech-relative achieved (median st)" in r for r in result["pitch"])
+    assert result["pitch_run"]["speech_relative"]["labels"] == "tracked pitch within speakers (FSDD names)"
     assert "theo" in result["data"]["held_out"] and result["config"]["quick"] is True
 
 

@@ -310,3 +310,101 @@ def test_notes_demo_writes_every_artefact(tmp_path):
     assert result["summary"]["steps"] == 40 and math.isfinite(result["summary"]["held_out_nll_nats_per_dim"])
     with pytest.raises(FlowkitError, match="already holds a checkpoint"):
         notes_demo.run(out, minutes=1.0, steps=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def speech_relative_run(tmp_path_factory, fsdd_subset):
+    """``--preset speech-relative`` on FSDD (speaker theo held out by the folder split), a short run."""
+    from flowkit_audio.notes import train_notes
+
+    out = tmp_path_factory.mktemp("speech-relative") / "run"
+    report = train_notes(str(fsdd_subset), out, steps=60, preset="speech-relative", progress=False)
+    return out, report
+
+
+def test_speech_relative_fits_the_direction_within_speakers(speech_relative_run):
+    _, report = speech_relative_run
+    assert report["preset"] == "speech-relative"
+    assert report["labels"] == "tracked pitch within speakers (FSDD names)"
+    assert report["held_out_nll"] < report["held_out_nll_at_start"]
+    assert report["calibration"]["alphas"] == [-8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
+
+
+@pytest.mark.parametrize("request_st", [-2.0, 2.0])
+def test_speech_relative_edits_move_held_out_f0_by_the_requested_semitones(speech_relative_run, fsdd_held_out,
+                                                                          tmp_path, request_st):
+    run, _ = speech_relative_run
+    source = tmp_path / "in"
+    source.mkdir()
+    for clip in fsdd_held_out[::2]:  # ten clips of theo, one per digit, never trained on
+        write_wav(source / f"{clip.name}.wav", clip.audio, clip.sample_rate)
+    result = edit_note_files(run, source, tmp_path / "out", semitones_wanted=request_st)
+    assert result["preset"] == "speech-relative" and len(result["files"]) == 10
+    assert abs(result["median_semitones_vs_resynthesis"] - request_st) < 0.5, result["median_semitones_vs_resynthesis"]
+
+
+def test_spectral_envelope_keeps_the_smooth_part_and_drops_the_harmonic_ripple():
+    from flowkit_audio.notespec import spectral_envelope
+
+    bins = torch.arange(257, dtype=torch.float64)
+    smooth = -0.01 * bins + torch.cos(bins / 40.0)  # formant-like: slow in frequency
+    ripple = 0.8 * torch.cos(2 * math.pi * bins / 7.0)  # harmonics every 7 bins: quefrency ~73 samples
+    envelope = spectral_envelope((smooth + ripple)[:, None], lifter=30)[:, 0]
+    inner = slice(20, 237)  # the cepstral window smears the edges of a non-periodic trend
+    assert (envelope - smooth)[inner].abs().max() < 0.1
+    assert (envelope - smooth - ripple)[inner].abs().max() > 0.7
+
+
+def test_speech_edits_keep_the_formants_of_the_unedited_clip(speech_relative_run, fsdd_held_out):
+    from flowkit_audio.notespec import render_magnitude, spectral_envelope
+
+    editor = load_notes_model(speech_relative_run[0])
+    assert editor.spectrum.formant_lifter == 30
+    features, _ = editor.spectrum.analyse(fsdd_held_out[0].audio)
+    edited = editor.edit(features, editor.alpha_for(3.0))
+
+    def envelope(magnitude):
+        return spectral_envelope(magnitude.log(), 30)
+
+    original = envelope(render_magnitude(features, editor.spectrum))
+    moved = envelope(render_magnitude(edited, editor.spectrum))
+    held = envelope(render_magnitude(edited, editor.spectrum, reference=features))
+    assert (held - original).abs().mean() < 0.25 * (moved - original).abs().mean()
+    assert float(edited[0].median() - features[0].median()) == pytest.approx(3.0, abs=0.05)  # the pitch did move
+
+
+def test_speech_directions_are_fitted_within_speakers(fsdd_held_out, fsdd_train):
+    from flowkit_audio.notes import _labels
+
+    clips = fsdd_train[:3] + fsdd_held_out[:2]
+    infos = [{"pitch": 45.0 + i} for i in range(5)]
+    pitch, groups, source = _labels(clips, infos)
+    assert groups == [c.speaker for c in clips] and len(set(groups)) > 1
+    assert pitch == [45.0, 46.0, 47.0, 48.0, 49.0] and source == "tracked pitch within speakers (FSDD names)"
+
+
+def test_the_commands_take_the_speech_relative_preset_end_to_end(fsdd_subset, fsdd_held_out, tmp_path, capsys):
+    from flowkit.cli import main
+
+    import shutil
+
+    data = tmp_path / "fsdd"
+    data.mkdir()
+    for path in sorted(fsdd_subset.glob("*.wav"))[::8]:  # about 40 clips of all five speakers
+        shutil.copy(path, data / path.name)
+    run = tmp_path / "run"
+    assert main(["audio", "train-pitch", "--preset", "speech-relative", "--data", str(data), "--out",
+                 str(run), "--steps", "10"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["steps"] == 10
+    assert main(["audio", "train-pitch", "--data", str(data), "--out", str(run), "--steps", "12",
+                 "--resume"]) == 2  # resuming takes the run's preset
+    assert "holds no pitch run (it holds 'notes')" in capsys.readouterr().err
+    assert main(["audio", "train-pitch", "--preset", "speech-relative", "--data", str(data), "--out", str(run),
+                 "--steps", "12", "--resume"]) == 0
+    assert json.loads((run / "notes.json").read_text())["preset"] == "speech-relative"
+    capsys.readouterr()
+    source = _folder(tmp_path / "in", fsdd_held_out[:2])
+    assert main(["audio", "edit-pitch", "--checkpoint", str(run), "--input", str(source),
+                 "--out", str(tmp_path / "out"), "--semitones", "-2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["preset"] == "speech-relative" and len(result["files"]) == 2
