@@ -1,10 +1,11 @@
 """``flowkit audio demo``: both audio models on the embedded FSDD sample, in a few CPU minutes.
 
-Trains the ``cpu`` WaveGlow and the pitch flow on four speakers, then, on the fifth
-(held out): copy synthesis through the vocoder beside Griffin-Lim from the same mel,
-and pitch edits of -2 and +2 semitones (clipped to the range the model calibrated: a
-model trained for seconds may not reach both). Writes WAVs, spectrogram PNGs and
-``summary.json`` to the output folder.
+Trains the ``cpu`` WaveGlow, the log-mel pitch flow and the ``speech-relative`` pitch
+flow on four speakers, then, on the fifth (held out): copy synthesis through the vocoder
+beside Griffin-Lim from the same mel, and pitch edits of -2 and +2 semitones by both
+pitch flows (the log-mel one's clipped to the range it calibrated: a model trained for
+seconds may not reach both). Writes WAVs, spectrogram PNGs and ``summary.json`` to the
+output folder.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flowkit.train import prepare_run_folder
 
 from .data import demo_clips, write_wav
 from .features import griffin_lim, log_mel
+from .notes import edit_note_files, train_notes
 from .pitch import edit_files, load_pitch_model, train_pitch
 from .vocoder import load_vocoder, log_spectral_distance, train_vocoder, vocode_files
 
@@ -28,7 +30,7 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
     """Train (each model for its preset's steps or the minutes given, whichever ends first),
     synthesise, edit; returns the summary written to ``out/summary.json``."""
     out = Path(out)
-    for run_folder in (out / "vocoder", out / "pitch"):
+    for run_folder in (out / "vocoder", out / "pitch", out / "speech_relative"):
         prepare_run_folder(run_folder, resume=False, overwrite=overwrite)
     examples = out / "held_out"
     examples.mkdir(parents=True, exist_ok=True)
@@ -38,6 +40,8 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
     vocoder_metrics = train_vocoder("demo", out / "vocoder", "cpu", steps=steps, minutes=vocoder_minutes,
                                     progress=progress)
     pitch_report = train_pitch("demo", out / "pitch", steps=steps, minutes=pitch_minutes, progress=progress)
+    relative_report = train_notes("demo", out / "speech_relative", steps=steps, minutes=pitch_minutes,
+                                  progress=progress, preset="speech-relative")
     vocoded = vocode_files(out / "vocoder", examples, out / "vocoded")
     vocoder = load_vocoder(out / "vocoder")
     gl_folder = out / "griffin_lim"
@@ -52,6 +56,9 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
     edits = {f"{s:+d}": edit_files(out / "pitch", examples, out / f"pitch_{s:+d}",
                                    semitones_wanted=min(max(float(s), low), high))
              for s in (-2, 2)}
+    relative_edits = {f"{s:+d}": edit_note_files(out / "speech_relative", examples, out / f"speech_relative_{s:+d}",
+                                                 semitones_wanted=float(s))
+                      for s in (-2, 2)}
     summary = {
         "vocoder": {"steps": vocoder_metrics.get("step"), "held_out_nll_nats_per_sample": vocoder_metrics.get("eval_nll"),
                     "log_spectral_distance_db": vocoded["mean"]["log_spectral_distance_db"],
@@ -61,7 +68,12 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
                   "calibrated_range_semitones": [round(low, 2), round(high, 2)],
                   **{f"requested {k} semitones: median change": v["median_semitones_vs_resynthesis"]
                      for k, v in edits.items()}},
+        "speech_relative": {"steps": relative_report["steps"],
+                            "held_out_nll_nats_per_dim": relative_report["held_out_nll"],
+                            **{f"requested {k} semitones: median change": v["median_semitones_vs_resynthesis"]
+                               for k, v in relative_edits.items()}},
     }
-    result = {"summary": summary, "vocode": vocoded, "pitch_training": pitch_report, "edits": edits}
+    result = {"summary": summary, "vocode": vocoded, "pitch_training": pitch_report, "edits": edits,
+              "speech_relative_training": relative_report, "speech_relative_edits": relative_edits}
     (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False))
     return result

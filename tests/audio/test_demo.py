@@ -17,7 +17,11 @@ def test_demo_writes_every_artefact_and_never_replaces_a_run(tmp_path):
         assert result["edits"][key]["requested_semitones"] == pytest.approx(min(max(wanted, low), high), abs=0.01)
     assert {"log_spectral_distance_db", "griffin_lim_log_spectral_distance_db", "real_time_factor"} <= set(
         summary["vocoder"])
-    for folder in ("held_out", "vocoded", "griffin_lim", "pitch_-2", "pitch_+2"):
+    for key, wanted in (("-2", -2.0), ("+2", 2.0)):  # 4 clips: Praat's misses on a clip move the median
+        change = summary["speech_relative"][f"requested {key} semitones: median change"]
+        assert change * wanted > 0 and abs(change) > 1.0, (key, change)
+    for folder in ("held_out", "vocoded", "griffin_lim", "pitch_-2", "pitch_+2", "speech_relative_-2",
+                   "speech_relative_+2"):
         assert len(list((tmp_path / "demo" / folder).glob("*.wav"))) == demo.EXAMPLES, folder
     assert len(list((tmp_path / "demo" / "pitch_+2").glob("*.png"))) == demo.EXAMPLES
     with pytest.raises(FlowkitError, match="already holds a checkpoint"):
