@@ -21,8 +21,9 @@ conditioning matrix):
   step :math:`t = r q + p` (``r = hop / n_group`` steps per frame) sees only the ``J =
   win / hop`` frames :math:`m_q, \dots, m_{q-J+1}`, so :math:`c_t = K_p [m_q; \dots;
   m_{q-J+1}]`: :math:`J \cdot n_{mels}` inputs (320) instead of :math:`n_{mels} \cdot
-  n_{group}` (640), half the work of the widest layer, computed as one matrix product per
-  call (:class:`StackedFrames` stacks the frames once for all flows). It costs memory:
+  n_{group}` (640), half the work of the widest layer, one matrix product per layer that
+  adds straight into the convolution's output (``addmm_``; :class:`StackedFrames` stacks
+  the frames once for all flows). It costs memory:
   :math:`J n_{mels} \times r \cdot 2 C L` per coupling (42 M values, 84 MB in bfloat16, at
   the paper's size);
 * the gate :math:`\tanh(a)\sigma(b) = (2\sigma(2a) - 1)\sigma(b)`, the factor 2 folded into
@@ -32,7 +33,8 @@ It runs in ``dtype`` (bfloat16 on CPUs with AVX-512 BF16: the matrix products ru
 2.5x faster than in float32) with activations channels-last, the layout oneDNN's
 convolutions are fastest in. It holds no parameters and refuses to run with autograd on:
 it is for synthesis (``infer``, ``vocode``, ``encode``/``decode`` under ``torch.no_grad``).
-Decoding stays the exact inverse of encoding: both directions see the same network.
+Decoding inverts encoding: both directions see the same network (in bfloat16 up to
+rounding straddles; see :mod:`flowkit.precision`).
 
 References:
     Prenger, Valle and Catanzaro. WaveGlow: A Flow-based Generative Network for Speech
