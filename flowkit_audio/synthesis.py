@@ -74,6 +74,13 @@ def _bias(conv: nn.Conv1d) -> Tensor:
     return conv.bias.detach().double()
 
 
+def _gate_scale(channels: int, like: Tensor) -> Tensor:
+    """``(2C,)``: 2 on the tanh half (``tanh(a) = 2 sigmoid(2a) - 1``), 1 on the sigmoid half."""
+    scale = torch.ones(2 * channels, dtype=like.dtype, device=like.device)
+    scale[:channels] = 2.0
+    return scale
+
+
 def _conv_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
     """A conv1d weight ``(O, I, K)`` as a channels-last conv2d weight ``(O, I, 1, K)``."""
     return weight[:, :, None].to(dtype).contiguous(memory_format=torch.channels_last)
@@ -127,8 +134,7 @@ class SynthesisWaveNet(nn.Module):
         self.depthwise = isinstance(net.dilated[0], nn.Sequential)
         w_end, b_end = _weight(net.end)[:, :, 0], _bias(net.end)
         self.out_channels = w_end.shape[0]
-        gate_scale = torch.ones(2 * c, dtype=torch.float64, device=w_end.device)
-        gate_scale[:c] = 2.0  # tanh(a) = 2 sigmoid(2a) - 1
+        gate_scale = _gate_scale(c, w_end)
 
         w_cond, b_cond = _weight(net.cond)[:, :, 0], _bias(net.cond)
         if upsampler is not None:
@@ -193,9 +199,7 @@ class SynthesisWaveNet(nn.Module):
         up = F.pad(up, (0, frames_seen * hop - win)).reshape(n_mels, n_mels, frames_seen * steps, group)
         cond = w_cond.float().reshape(-1, n_mels, group)  # channel c * group + g
         n_cond = cond.shape[0]
-        gate_scale = torch.ones(2 * self.channels, device=cond.device)
-        gate_scale[: self.channels] = 2.0
-        cond = cond * gate_scale.repeat(n_cond // (2 * self.channels))[:, None, None]
+        cond = cond * _gate_scale(self.channels, cond).repeat(n_cond // (2 * self.channels))[:, None, None]
         # K[(j, m), (p, o)] = sum_{c, g} U[m, c, group * (steps * j + p) + g] W_c[o, c * group + g]
         k = up.permute(2, 0, 1, 3).reshape(frames_seen * steps * n_mels, n_mels * group) \
             @ cond.reshape(n_cond, n_mels * group).t()

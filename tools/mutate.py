@@ -195,7 +195,7 @@ MUTATIONS = [
              "folded = w_end @ w_skip", "folded = w_end @ torch.eye(w_skip.shape[0], w_skip.shape[1]).double()",
              ("tests/audio/test_synthesis.py",)),
     Mutation("synthesis: tanh half not pre-scaled for 2 sigmoid(2a) - 1", "flowkit_audio/synthesis.py",
-             "        gate_scale[:c] = 2.0  # tanh", "        gate_scale[:c] = 1.0  # tanh",
+             "    scale[:channels] = 2.0", "    scale[:channels] = 1.0",
              ("tests/audio/test_synthesis.py",)),
     Mutation("speech-relative: edits keep the edited envelope, not the input's", "flowkit_audio/notespec.py",
              "    if reference is None or spec.formant_lifter == 0:", "    if True:",
