@@ -94,6 +94,22 @@ def dynamo_counters() -> dict[str, object]:
     return out
 
 
+def allocator_peak_bytes(step: Callable[[], object]) -> int:
+    """Peak of the bytes PyTorch's CPU allocator holds live while ``step`` runs, above what
+    it held before (tensors only: no interpreter, no malloc caching). From the profiler's
+    allocation records, replayed in time order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, change in events:
+        live += change
+        peak = max(peak, live)
+    return peak
+
+
 def machine() -> dict[str, object]:
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "processor": platform.processor() or platform.machine()}

@@ -3,10 +3,20 @@ and reversible, and normflows, side by side on the same real CIFAR-10 batch.
 
 Activation memory is the peak of what autograd saves for backward
 (:func:`flowkit.testing.peak_saved_bytes`; parameters excluded). Beside it, the memory a
-user sees: the growth of the process's peak resident memory (RSS) during one training
-step (forward and backward, gradients included), measured in a fresh process per case
-(Linux: the peak is reset through ``/proc/self/clear_refs`` just before the step), with
-the parameter gradients' size so the rest of the growth can be told apart.
+user sees, in a fresh process per case, over one whole training step (forward, backward,
+Adamax update) after a first step has created the optimiser state:
+
+* the growth of the process's peak resident memory (RSS). Linux: freed heap pages are
+  returned first (``malloc_trim``) and the peak is reset through ``/proc/self/clear_refs``
+  just before the step. It includes malloc's own caching, so it is noisy; measured
+  again with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``), which
+  hands large freed blocks straight back, so RSS follows the tensors more closely;
+* the allocator's peak: the most bytes of tensors live at once during the step, above
+  what lived before it (:func:`benchmarks._common.allocator_peak_bytes`), exact.
+
+Cases: flowkit plain, reversible, reversible with the optimiser stepping inside backward
+(:class:`flowkit.train.InBackwardOptimizer`, gradients freed as they are applied), and
+normflows; the parameter gradients' size is given beside them.
 Step time of each mode is reported too, so the cost of recomputation is visible.
 
     python benchmarks/memory.py            # K = 4, 8, 16, 32 at batch 32 (about 10 CPU minutes)
@@ -18,6 +28,7 @@ Writes benchmarks/results/memory.json (or memory_quick.json) and prints a table.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -29,11 +40,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, median_ms, options, table, write  # noqa: E402
+from benchmarks._common import RESULTS, allocator_peak_bytes, cifar, cifar_source, dequantise, median_ms, options, table, write  # noqa: E402
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
 from flowkit.bijector import MEMORY_MODES  # noqa: E402
 from flowkit.reversible import set_memory_mode  # noqa: E402
 from flowkit.testing import peak_saved_bytes  # noqa: E402
+from flowkit.train import InBackwardOptimizer  # noqa: E402
 
 MIB = 2**20
 
@@ -53,34 +65,80 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def rss_case(library: str, depth: int, mode: str, args) -> dict:
-    """In this (fresh) process: peak RSS growth of one training step, and the gradients' size."""
+def _return_freed_memory() -> None:
+    """Give the heap's free pages back to the system (glibc), so the next step's peak RSS
+    counts what that step touches, not what earlier steps left cached."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def rss_case(library: str, depth: int, mode: str, in_backward: bool, args) -> dict:
+    """In this (fresh) process: memory of one whole training step (forward, backward,
+    Adamax update) after a first step has created the optimiser state: the growth of peak
+    RSS and the allocator's peak, with the parameter gradients' size beside them."""
     x = dequantise(cifar("train", args.batch), torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     net = (Ours if library == "flowkit" else Normflows)(args.levels, depth, args.width)
     with torch.no_grad():
         net.log_prob(x)  # ActNorm init
     if library == "flowkit":
-        set_memory_mode(net.model, mode)
+        set_memory_mode(net.model, mode, accumulate_grads=in_backward)
+    params = [p for p in net.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adamax(params, lr=1e-4, foreach=True)
+    stepper = InBackwardOptimizer(optimizer, net.model.named_parameters()) if in_backward else None
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = bits_per_dim(net.log_prob(x)).mean()
+        if stepper is not None:
+            stepper.begin()
+            loss.backward()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    step()  # optimiser state exists from here on, as in any step but the first
+    gradients = sum(p.numel() * p.element_size() for p in params)
+    optimizer.zero_grad(set_to_none=True)
+    _return_freed_memory()
     before = _status_kib("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
         peak = lambda: _status_kib("VmHWM")  # noqa: E731
     except OSError:
         peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731  (peak over the process life)
-    bits_per_dim(net.log_prob(x)).mean().backward()
-    grads = sum(p.grad.numel() * p.grad.element_size() for p in net.model.parameters() if p.grad is not None)
-    return {"rss_growth_mib": round((peak() - before) / 1024, 1), "gradients_mib": round(grads / MIB, 1)}
+    step()
+    rss = peak() - before
+    optimizer.zero_grad(set_to_none=True)
+    allocator = allocator_peak_bytes(step)
+    return {"rss_growth_mib": round(rss / 1024, 1), "allocator_peak_mib": round(allocator / MIB, 1),
+            "gradients_mib": round(gradients / MIB, 1)}
 
 
-def rss_growth(library: str, depth: int, mode: str, args) -> dict:
-    """:func:`rss_case` in a fresh process with 2 threads."""
-    command = [sys.executable, __file__, "--rss-case", f"{library},{depth},{mode}", "--levels", str(args.levels),
+RSS_CASES = (("flowkit", "plain", False), ("flowkit", "reversible", False), ("flowkit", "reversible", True),
+             ("normflows", "plain", False))
+
+
+def rss_name(library: str, mode: str, in_backward: bool) -> str:
+    if library == "normflows":
+        return "normflows"
+    return f"flowkit {mode}" + (" in-backward" if in_backward else "")
+
+
+FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}  # glibc: blocks above 128 KiB mmap'd and unmapped when freed
+
+
+def rss_growth(library: str, depth: int, mode: str, in_backward: bool, args, malloc_env: dict | None = None) -> dict:
+    """:func:`rss_case` in a fresh process with 2 threads (and ``malloc_env`` set)."""
+    case = f"{library},{depth},{mode},{int(in_backward)}"
+    command = [sys.executable, __file__, "--rss-case", case, "--levels", str(args.levels),
                "--width", str(args.width), "--batch", str(args.batch)]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": "2", **(malloc_env or {})}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     if done.returncode:
-        raise RuntimeError(f"RSS case {library} K={depth} {mode} failed: {done.stderr[-1000:]}")
+        raise RuntimeError(f"RSS case {case} failed: {done.stderr[-1000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -98,8 +156,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.rss_case:
-        library, depth, mode = args.rss_case.split(",")
-        print(json.dumps(rss_case(library, int(depth), mode, args)))
+        library, depth, mode, in_backward = args.rss_case.split(",")
+        print(json.dumps(rss_case(library, int(depth), mode, bool(int(in_backward)), args)))
         return
     if args.quick:
         args.depths, args.width, args.batch, args.repeats = "1,2", 16, 4, 1
@@ -121,10 +179,15 @@ def main() -> None:
         mib, ms = measure(theirs, x, args.repeats)
         row["normflows MiB"], row["normflows ms"] = round(mib, 1), round(ms)
         if not args.no_rss:
-            for library, mode in (("flowkit", "plain"), ("flowkit", "reversible"), ("normflows", "plain")):
-                rss = rss_growth(library, depth, mode, args)
-                name = "normflows" if library == "normflows" else f"flowkit {mode}"
-                row[f"{name} RSS growth MiB"], row[f"{name} gradients MiB"] = rss["rss_growth_mib"], rss["gradients_mib"]
+            for library, mode, in_backward in RSS_CASES:
+                rss = rss_growth(library, depth, mode, in_backward, args)
+                name = rss_name(library, mode, in_backward)
+                row[f"{name} RSS growth MiB"] = rss["rss_growth_mib"]
+                row[f"{name} allocator peak MiB"] = rss["allocator_peak_mib"]
+                if not args.quick:
+                    fixed = rss_growth(library, depth, mode, in_backward, args, FIXED_MMAP)
+                    row[f"{name} RSS growth MiB, fixed mmap threshold"] = fixed["rss_growth_mib"]
+            row["gradients MiB"] = rss["gradients_mib"]
         rows.append(row)
         print(table([row], list(row)), flush=True)
     first, last = rows[0], rows[-1]
@@ -143,11 +206,13 @@ def main() -> None:
         def ratio(a: float, b: float) -> float | None:
             return round(a / b, 2) if b > 0 else None
 
-        for name in ("flowkit plain", "flowkit reversible", "normflows"):
+        for name in (rss_name(*case) for case in RSS_CASES):
             summary[f"RSS growth {name}"] = ratio(last[f"{name} RSS growth MiB"], first[f"{name} RSS growth MiB"])
-        summary["RSS growth flowkit reversible, gradients excluded"] = ratio(
-            last["flowkit reversible RSS growth MiB"] - last["flowkit reversible gradients MiB"],
-            first["flowkit reversible RSS growth MiB"] - first["flowkit reversible gradients MiB"])
+            summary[f"allocator peak growth {name}"] = ratio(last[f"{name} allocator peak MiB"],
+                                                             first[f"{name} allocator peak MiB"])
+            if not args.quick:
+                column = f"{name} RSS growth MiB, fixed mmap threshold"
+                summary[f"RSS growth {name}, fixed mmap threshold"] = ratio(last[column], first[column])
     print()
     print(table(rows, list(rows[0])))
     print()

@@ -144,6 +144,7 @@ class Sequential(Bijector):
         super().__init__()
         check_memory_mode(memory)
         self.memory = memory  # see flowkit.reversible
+        self.accumulate_grads = False  # see flowkit.reversible.set_memory_mode
         if len(bijectors) == 1 and not isinstance(bijectors[0], nn.Module):
             bijectors = tuple(bijectors[0])
         for i, b in enumerate(bijectors):
@@ -157,7 +158,8 @@ class Sequential(Bijector):
 
             if self.memory == "checkpoint":
                 return checkpointed_forward(self.layers, x, context)
-            return reversible_forward(self.layers, x, context, boundaries=self.memory == "reversible+boundaries")
+            return reversible_forward(self.layers, x, context, boundaries=self.memory == "reversible+boundaries",
+                                      accumulate_grads=self.accumulate_grads)
         steps = []
         for layer in self.layers:
             x, step = layer(x, context)

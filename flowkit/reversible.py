@@ -17,6 +17,13 @@ how far each reconstruction had drifted.
 ``"checkpoint"``: plain gradient checkpointing per layer (``torch.utils.checkpoint``),
 which stores every layer's input but none of its internals.
 
+By default reversible backward hands the chain's parameter gradients to autograd when
+the whole chain is done (so ``torch.autograd.grad`` works). With ``accumulate_grads``
+each layer's gradients go into ``.grad`` as soon as that layer is done, firing the
+parameters' post-accumulate-grad hooks: with an optimiser that steps in those hooks
+(:class:`flowkit.train.InBackwardOptimizer`) and frees the gradient, gradient memory is
+that of one layer too.
+
 Switch a model with :func:`set_memory_mode` after the data-dependent initialisation.
 """
 
@@ -51,8 +58,9 @@ class GradSink:
     carries the stored level boundaries and the drift measured against them."""
 
     def __init__(self, context: Tensor | None, want_context_grad: bool,
-                 boundaries: dict[nn.Module, Tensor] | None = None):
+                 boundaries: dict[nn.Module, Tensor] | None = None, accumulate_grads: bool = False):
         self.context = context
+        self.accumulate_grads = accumulate_grads
         self.want_context_grad = want_context_grad and context is not None
         self.params: dict[Tensor, Tensor] = {}
         self.context_grad: Tensor | None = None
@@ -67,9 +75,13 @@ class GradSink:
         return self.context.detach().requires_grad_(True) if self.want_context_grad else self.context
 
     def add(self, params: list[Tensor], grads) -> None:
-        for p, g in zip(params, grads):
-            if g is not None:
-                self.params[p] = g if p not in self.params else self.params[p] + g
+        pairs = [(p, g) for p, g in zip(params, grads) if g is not None]
+        if self.accumulate_grads:
+            if pairs:  # into .grad now, through autograd, so post-accumulate-grad hooks fire
+                torch.autograd.backward([p for p, _ in pairs], [g for _, g in pairs])
+            return
+        for p, g in pairs:
+            self.params[p] = g if p not in self.params else self.params[p] + g
 
     def add_context(self, grad: Tensor | None) -> None:
         if grad is not None:
@@ -116,7 +128,8 @@ class _ReversibleChain(torch.autograd.Function):
     """Forward without saving activations; backward by inversion and per-layer recomputation."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, context: Tensor | None, layers: nn.ModuleList, boundaries: bool, *params: Tensor):
+    def forward(ctx, x: Tensor, context: Tensor | None, layers: nn.ModuleList, boundaries: bool,
+                accumulate_grads: bool, *params: Tensor):
         recorder: dict[nn.Module, Tensor] = {}
         token = _BOUNDARIES.set(recorder if boundaries else None)
         try:
@@ -131,6 +144,7 @@ class _ReversibleChain(torch.autograd.Function):
         ctx.layers = layers
         ctx.has_context = context is not None
         ctx.boundary_modules = list(recorder)
+        ctx.accumulate_grads = accumulate_grads
         ctx.save_for_backward(y, *([context] if context is not None else []), *recorder.values())
         return y, ladj
 
@@ -138,12 +152,13 @@ class _ReversibleChain(torch.autograd.Function):
     def backward(ctx, grad_y: Tensor, grad_ladj: Tensor):
         y, *saved = ctx.saved_tensors
         context = saved.pop(0) if ctx.has_context else None
-        sink = GradSink(context, ctx.needs_input_grad[1], dict(zip(ctx.boundary_modules, saved)))
+        sink = GradSink(context, ctx.needs_input_grad[1], dict(zip(ctx.boundary_modules, saved)),
+                        ctx.accumulate_grads)
         _, grad_x = chain_backward(ctx.layers, y, grad_y, grad_ladj, sink)
         _LAST_DRIFT.clear()
         _LAST_DRIFT.update(sink.drift)
         params = [p for p in ctx.layers.parameters() if p.requires_grad]
-        return (grad_x, sink.context_grad, None, None, *(sink.params.get(p) for p in params))
+        return (grad_x, sink.context_grad, None, None, None, *(sink.params.get(p) for p in params))
 
 
 def last_drift() -> dict[nn.Module, float]:
@@ -153,11 +168,12 @@ def last_drift() -> dict[nn.Module, float]:
 
 
 def reversible_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | None,
-                       boundaries: bool = False) -> tuple[Tensor, Tensor]:
+                       boundaries: bool = False, accumulate_grads: bool = False) -> tuple[Tensor, Tensor]:
     """Run ``layers`` on ``x`` without storing activations (see module doc); with
-    ``boundaries`` keep the inputs of multiscale levels."""
+    ``boundaries`` keep the inputs of multiscale levels; with ``accumulate_grads`` put
+    each layer's parameter gradients into ``.grad`` as soon as backward has them."""
     params = [p for p in layers.parameters() if p.requires_grad]
-    return _ReversibleChain.apply(x, context, layers, boundaries, *params)
+    return _ReversibleChain.apply(x, context, layers, boundaries, accumulate_grads, *params)
 
 
 def checkpointed_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -169,10 +185,20 @@ def checkpointed_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | Non
     return x, ladj
 
 
-def set_memory_mode(module: nn.Module, mode: MemoryMode) -> nn.Module:
-    """Set the backpropagation mode of every :class:`flowkit.Sequential` inside ``module``."""
+def set_memory_mode(module: nn.Module, mode: MemoryMode, accumulate_grads: bool = False) -> nn.Module:
+    """Set the backpropagation mode of every :class:`flowkit.Sequential` inside ``module``.
+
+    Arguments:
+        module: a flow or any module holding :class:`flowkit.Sequential` chains.
+        mode: one of :data:`flowkit.bijector.MEMORY_MODES`.
+        accumulate_grads: reversible modes only: deliver each layer's parameter
+            gradients into ``.grad`` during backward, as soon as they are computed, instead
+            of all at once at the end of the chain. Needed by optimisers that step inside
+            backward; ``torch.autograd.grad`` with respect to parameters then finds none.
+    """
     check_memory_mode(mode)
     for sub in module.modules():
         if isinstance(sub, Sequential):
             sub.memory = mode
+            sub.accumulate_grads = accumulate_grads
     return module

@@ -42,7 +42,8 @@ def _train(args: argparse.Namespace) -> None:
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
                               device=args.device, optimizer=args.optimizer,
                               weight_y=args.weight_y, memory=args.memory, compile_step=args.compile or None,
-                              checkpoint_every=args.checkpoint_every, precision=args.precision, **overrides)
+                              checkpoint_every=args.checkpoint_every, precision=args.precision,
+                              optimizer_in_backward=args.optimizer_in_backward or None, **overrides)
     print(json_line({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
 
 
@@ -120,6 +121,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "reversible+boundaries also keeps each level's input to bound drift")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training step (faster steps after a compile of a minute or more)")
+    p.add_argument("--optimizer-in-backward", action="store_true",
+                   help="update each parameter during backward and free its gradient: with --memory reversible "
+                        "a step's memory hardly grows with depth")
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                    help="save a checkpoint every N steps (default: the preset's; SIGTERM/SIGINT always save)")
     _precision_flag(p, None)

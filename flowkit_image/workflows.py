@@ -106,7 +106,7 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path = 
           class_conditional: bool = False, device: str | None = None, progress: bool = True,
           optimizer: str | None = None, weight_y: float = 0.0, memory: str | None = None,
           compile_step: bool | None = None, checkpoint_every: int | None = None, precision: str | None = None,
-          **overrides: Any) -> dict[str, float]:
+          optimizer_in_backward: bool | None = None, **overrides: Any) -> dict[str, float]:
     """Train a Glow; returns the last logged metrics (with ``eval_bits_per_dim`` on held-out images).
 
     ``preset`` defaults to ``"cpu"`` for a new run; a resumed run keeps its own, and naming
@@ -140,7 +140,8 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path = 
         _check_shape(glow, images, name)
     explicit = {"steps": steps, "batch_size": batch_size, "lr": lr, "max_minutes": minutes, "seed": seed,
                 "optimizer": optimizer, "memory": memory, "compile": compile_step,
-                "checkpoint_every": checkpoint_every, "precision": precision}
+                "checkpoint_every": checkpoint_every, "precision": precision,
+                "optimizer_in_backward": optimizer_in_backward}
     config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
     glow.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     schedule = IndexSchedule(len(train_set), config.batch_size, seed)

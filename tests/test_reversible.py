@@ -11,8 +11,8 @@ from flowkit.testing.memory import peak_saved_bytes
 from flowkit_image import GlowConfig, build_glow_bijector
 
 
-def gradients(model, x, context, mode):
-    set_memory_mode(model, mode)
+def gradients(model, x, context, mode, accumulate_grads=False):
+    set_memory_mode(model, mode, accumulate_grads)
     model.zero_grad()
     x = x.clone().requires_grad_(True)
     ctx = None if context is None else context.clone().requires_grad_(True)
@@ -31,20 +31,45 @@ def glow(n_classes=0):
     return model.double()
 
 
-@pytest.mark.parametrize("mode", ["reversible", "reversible+boundaries", "checkpoint"])
+@pytest.mark.parametrize("mode,accumulate_grads", [("reversible", False), ("reversible", True),
+                                                   ("reversible+boundaries", False), ("checkpoint", False)])
 @pytest.mark.parametrize("n_classes", [0, 3])
-def test_gradients_equal_plain_autograd_in_float64(mode, n_classes):
+def test_gradients_equal_plain_autograd_in_float64(mode, accumulate_grads, n_classes):
     model = glow(n_classes)
     x = torch.rand(4, 3, 8, 8, dtype=torch.float64) - 0.5
     context = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0]] if n_classes else None
     model(x, context)  # ActNorm init before switching mode
     plain = gradients(model, x, context, "plain")
-    other = gradients(model, x, context, mode)
+    other = gradients(model, x, context, mode, accumulate_grads)
     for a, b in zip(plain[:4], other[:4]):
         if a is not None:
             torch.testing.assert_close(b, a, atol=1e-8, rtol=1e-8)
     for a, b in zip(plain[4], other[4]):
         torch.testing.assert_close(b, a, atol=1e-8, rtol=1e-8)
+
+
+@pytest.mark.parametrize("accumulate_grads", [False, True])
+def test_accumulate_grads_hands_each_layer_its_gradients_before_the_chain_is_done(accumulate_grads):
+    torch.manual_seed(0)
+    chain = fk.Sequential(fk.ActNorm(4), fk.Invertible1x1(4), fk.AffineCoupling(4, hidden=8, spatial_dims=1))
+    x = torch.randn(3, 4, 5)
+    chain(x)
+    set_memory_mode(chain, "reversible", accumulate_grads)
+    events = []
+    first = chain.layers[0]
+    original = first.reversible_backward
+    first.reversible_backward = lambda *args: (events.append("first layer rebuilt"), original(*args))[1]
+
+    def take_gradient(p):  # as an optimiser stepping in backward does
+        if p.grad is not None:
+            events.append("last layer's gradient")
+            p.grad = None
+
+    chain.layers[-1].net.conv_out.layer.weight.register_post_accumulate_grad_hook(take_gradient)
+    y, ladj = chain(x)
+    (y.square().sum() - ladj.sum()).backward()
+    expected = ["last layer's gradient", "first layer rebuilt"]
+    assert events == (expected if accumulate_grads else expected[::-1])
 
 
 def test_coupling_context_gradient_flows_through_the_reversible_chain():

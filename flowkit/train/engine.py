@@ -31,6 +31,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from ..reversible import set_memory_mode
 from . import distributed as dist
 from .checkpoint import (load_checkpoint, load_weights, newest_checkpoint, recover_checkpoint, refuse_foreign_folder,
                          save_checkpoint, sibling)
+from .in_backward import InBackwardOptimizer
 from .interrupt import TrainingInterrupted, stop_on_signals
 from .metrics import MetricsLog
 from .optim import linear_warmup, make_ema, make_optimizer
@@ -76,6 +78,7 @@ class TrainConfig:
     memory: str = "plain"  # backprop mode, one of flowkit.bijector.MEMORY_MODES (see flowkit.reversible)
     compile: bool = False  # torch.compile the loss (forward and backward); costs compile time up front
     precision: str = "float32"  # or "bf16-conditioners": coupling and prior networks in bfloat16 (flowkit.precision)
+    optimizer_in_backward: bool = False  # step each parameter during backward and free its gradient (in_backward.py)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -185,6 +188,7 @@ class Trainer:
         self.step = 0
         self.device = next(model.parameters()).device
         dist.init_from_env(self.device)
+        self._check_in_backward(config)
         resuming = self._prepare_output(resume)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self.optimizer = make_optimizer(model.parameters(), config.optimizer, config.lr, config.betas,
@@ -195,7 +199,11 @@ class Trainer:
             self._resume()
         else:
             self._initialise()
-        set_memory_mode(model, config.memory)  # after the data-dependent initialisation
+        # after the data-dependent initialisation
+        set_memory_mode(model, config.memory, accumulate_grads=config.optimizer_in_backward)
+        self.in_backward = None
+        if config.optimizer_in_backward:
+            self.in_backward = InBackwardOptimizer(self.optimizer, model.named_parameters())
         # the EMA copy is evaluated and sampled: it runs in the same precision
         self.precision = set_conditioner_precision(model, config.precision, self.device)
         if self.ema is not None:
@@ -204,6 +212,17 @@ class Trainer:
         if dist.is_distributed():
             self.wrapped = DistributedDataParallel(model, device_ids=None if self.device.type == "cpu" else [self.device])
         self.compute_loss = torch.compile(loss_fn) if config.compile else loss_fn
+
+    @staticmethod
+    def _check_in_backward(config: TrainConfig) -> None:
+        if not config.optimizer_in_backward:
+            return
+        if config.grad_clip:
+            raise FlowkitError("optimizer_in_backward cannot clip gradients by their global norm "
+                               "(each parameter is updated before the others' gradients exist); drop grad_clip")
+        if dist.is_distributed():
+            raise FlowkitError("optimizer_in_backward does not work with distributed training "
+                               "(parameters would be updated before the gradients are averaged)")
 
     @property
     def eval_model(self) -> nn.Module:
@@ -265,18 +284,36 @@ class Trainer:
             layer = first_nonfinite_layer(self.model, lambda: self.loss_fn(self.model, shard))
             raise NonFiniteError(f"non-finite loss at step {self.step + 1}; first non-finite output in layer {layer}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.config.grad_clip or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if not torch.isfinite(grad_norm):
-            bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-            raise NonFiniteError(f"non-finite gradient at step {self.step + 1} in parameter {bad[0] if bad else '?'}")
-        self.optimizer.step()
-        self.scheduler.step()
+        if self.in_backward is not None:
+            grad_norm = self._backward_and_step_in_it(loss)
+        else:
+            grad_norm = self._backward_and_step(loss)
+        with warnings.catch_warnings():  # in backward, the wrapped optimizer's own step() is never called
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before")
+            self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
         return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **metrics}
+
+    def _backward_and_step(self, loss: Tensor) -> Tensor:
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip or math.inf)
+        if not torch.isfinite(grad_norm):
+            bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            self._raise_nonfinite_gradient(bad)
+        self.optimizer.step()
+        return grad_norm
+
+    def _backward_and_step_in_it(self, loss: Tensor) -> Tensor:
+        self.in_backward.begin()
+        loss.backward()  # every finite gradient is applied during this call
+        if self.in_backward.nonfinite:
+            self._raise_nonfinite_gradient(self.in_backward.nonfinite)
+        return self.in_backward.grad_norm()
+
+    def _raise_nonfinite_gradient(self, names: list[str]) -> None:
+        raise NonFiniteError(f"non-finite gradient at step {self.step + 1} in parameter {names[0] if names else '?'}")
 
     def _evaluate_or_save(self) -> dict[str, float]:
         """Run ``evaluate``; if it fails, save the trained weights before the error propagates."""

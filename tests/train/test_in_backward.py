@@ -1,0 +1,86 @@
+"""Optimiser steps inside backward: the same updates as ordinary training, gradients freed
+as they are applied, checkpoints interchangeable, non-finite gradients refused."""
+
+import pytest
+import torch
+from torch import nn
+
+from flowkit.errors import FlowkitError, NonFiniteError
+from flowkit.train import InBackwardOptimizer, TrainConfig, load_checkpoint
+
+from test_engine import DATA, make_trainer
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(y, x, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("memory", ["plain", "reversible"])
+def test_training_in_backward_reaches_the_ordinary_weights(tmp_path, memory):
+    ordinary = make_trainer(tmp_path / "ordinary", 8, memory=memory)
+    ordinary.fit()
+    fused = make_trainer(tmp_path / "fused", 8, memory=memory, optimizer_in_backward=True)
+    last = fused.fit()
+    assert all(p.grad is None for p in fused.model.parameters())  # applied and freed during backward
+    assert_same_weights(ordinary.model, fused.model)
+    assert_same_weights(ordinary.eval_model, fused.eval_model)
+    assert last["grad_norm"] > 0
+
+
+def test_a_fused_run_resumes_into_the_ordinary_run(tmp_path):
+    straight = make_trainer(tmp_path / "straight", 10)
+    straight.fit()
+    make_trainer(tmp_path / "mixed", 4, optimizer_in_backward=True).fit()
+    assert load_checkpoint(tmp_path / "mixed" / "checkpoint").optimizer["state"]
+    resumed = make_trainer(tmp_path / "mixed", 10, resume=True, optimizer_in_backward=True)
+    resumed.fit()
+    assert_same_weights(straight.model, resumed.model)
+
+
+def test_the_learning_rate_schedule_reaches_the_per_parameter_steps():
+    layer = nn.Linear(2, 1, bias=False)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
+    stepper = InBackwardOptimizer(optimizer, layer.named_parameters())
+    for lr in (0.5, 0.25):
+        optimizer.param_groups[0]["lr"] = lr
+        before = layer.weight.detach().clone()
+        stepper.begin()
+        layer(torch.ones(1, 2)).sum().backward()  # gradient of the weight: ones
+        torch.testing.assert_close(before - layer.weight.detach(), torch.full((1, 2), lr))
+        assert float(stepper.grad_norm()) == pytest.approx(2**0.5)
+
+
+def test_a_non_finite_gradient_is_not_applied_and_is_named(tmp_path):
+    trainer = make_trainer(tmp_path, 3, optimizer_in_backward=True)
+    name, target = next((n, p) for n, p in trainer.model.named_parameters() if n.startswith("bijector.layers.2"))
+    before = target.detach().clone()
+    target.register_hook(lambda g: torch.full_like(g, float("nan")))
+    with pytest.raises(NonFiniteError, match=f"non-finite gradient at step 1 in parameter {name}"):
+        trainer.train_step((DATA[:32],))
+    assert torch.equal(target.detach(), before)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_global_norm_clipping_is_refused(tmp_path):
+    with pytest.raises(FlowkitError, match="cannot clip gradients by their global norm"):
+        make_trainer(tmp_path, 3, optimizer_in_backward=True, grad_clip=1.0)
+
+
+def test_removed_hooks_leave_gradients_in_place():
+    layer = nn.Linear(2, 1)
+    stepper = InBackwardOptimizer(torch.optim.SGD(layer.parameters(), lr=0.1), layer.named_parameters())
+    stepper.remove()
+    before = layer.weight.detach().clone()
+    layer(torch.ones(1, 2)).sum().backward()
+    assert layer.weight.grad is not None and torch.equal(layer.weight.detach(), before)
+
+
+def test_an_optimizer_with_two_groups_is_refused():
+    a, b = nn.Parameter(torch.ones(1)), nn.Parameter(torch.ones(1))
+    with pytest.raises(ValueError, match="one parameter group"):
+        InBackwardOptimizer(torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1), [("a", a), ("b", b)])
+
+
+def test_config_field_round_trips():
+    assert TrainConfig.from_dict({"optimizer_in_backward": True}).optimizer_in_backward
