@@ -169,12 +169,14 @@ def recogniser(train_clips):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features, labels)
 
 
-def relative_rows(run: Path, held_out, requests, minutes: float, rows: list[dict], digits, labels) -> dict:
+def relative_rows(run: Path, held_out, requests, minutes: float, rows: list[dict], digits, labels,
+                  calibration_clips: int | None = None) -> dict:
     """``--preset speech-relative`` on the same training speakers: its achieved semitones
     and digit accuracy join each request's row; returns the run's report."""
     from flowkit_audio.notes import load_notes_model, train_notes
 
-    report = train_notes(str(run.parent / "fsdd4"), run, minutes=minutes, preset="speech-relative", progress=False)
+    report = train_notes(str(run.parent / "fsdd4"), run, minutes=minutes, preset="speech-relative", progress=False,
+                         calibration_clips=calibration_clips)
     editor = load_notes_model(run)
     features = [editor.spectrum.analyse(c.audio)[0] for c in held_out]
     resynthesised = [editor.synthesise(editor.edit(f, 0.0), f).numpy() for f in features]
@@ -193,10 +195,11 @@ def relative_rows(run: Path, held_out, requests, minutes: float, rows: list[dict
 
 
 def pitch_table(run: Path, train_clips, held_out, steps: int, requests,
-                relative_minutes: float) -> tuple[list[dict], dict]:
+                relative_minutes: float, quick: bool = False) -> tuple[list[dict], dict]:
     import librosa
 
-    report = train_pitch(str(run.parent / "fsdd4"), run, steps=steps, progress=False)
+    calibration = {"calibration_clips": 6} if quick else {}  # a smoke run: a coarse curve is enough
+    report = train_pitch(str(run.parent / "fsdd4"), run, steps=steps, progress=False, **calibration)
     editor = load_pitch_model(run)
     digits = recogniser(train_clips)
     labels = np.array([c.digit for c in held_out])
@@ -225,7 +228,8 @@ def pitch_table(run: Path, train_clips, held_out, steps: int, requests,
             "librosa digit accuracy": round(float(np.mean(digits.predict(np.stack([_mfcc_features(e) for e in shifted]))
                                                           == labels)), 3)})
     originals = float(np.mean(digits.predict(np.stack([_mfcc_features(c.audio.numpy()) for c in held_out])) == labels))
-    relative = relative_rows(run.parent / "relative", held_out, requests, relative_minutes, rows, digits, labels)
+    relative = relative_rows(run.parent / "relative", held_out, requests, relative_minutes, rows, digits, labels,
+                             **calibration)
     return rows, {"steps": report["steps"], "speech_relative": relative, "held_out_nll": report["held_out_nll"],
                   "calibration": report["calibration"], "digit accuracy on the unedited originals": round(originals, 3),
                   "digit accuracy on the unedited resynthesis": round(float(np.mean(
@@ -286,7 +290,8 @@ def main() -> None:
             print(table(payload["vocoder_quality"], list(payload["vocoder_quality"][0])), "\n")
         if "pitch" in parts:
             payload["pitch"], payload["pitch_run"] = pitch_table(Path(scratch) / "pitch", train_clips, held_out,
-                                                                 args.pitch_steps, requests, args.relative_minutes)
+                                                                 args.pitch_steps, requests, args.relative_minutes,
+                                                                 args.quick)
             print(table(payload["pitch"], list(payload["pitch"][0])))
     for part in parts:
         stamps[part] = {"command": " ".join(["benchmarks/audio.py", *sys.argv[1:]]),

@@ -262,8 +262,12 @@ def analyse_clips(clips: list[Clip], spectrum: NoteSpectrum) -> tuple[list[Tenso
 def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/notes", steps: int | None = None,
                 minutes: float | None = None, seed: int = 0, resume: bool = False,
                 checkpoint_every: int | None = None, spectrum: NoteSpectrum | None = None,
-                config: NoteFlowConfig | None = None, progress: bool = True, preset: str = "notes") -> dict[str, Any]:
+                config: NoteFlowConfig | None = None, progress: bool = True, preset: str = "notes",
+                calibration_clips: int | None = None) -> dict[str, Any]:
     """Train the note flow, fit the pitch and timbre directions, calibrate; writes ``notes.json``.
+
+    The calibration runs on about ``calibration_clips`` training clips spread over the set
+    (default: every note for ``"notes"``, 64 clips for ``"speech-relative"``).
 
     ``preset="speech-relative"``: the same front-end and flow on speech (:data:`SPEECH_SPECTRUM`,
     the embedded FSDD sample or a WAV folder with FSDD names, the direction fitted within
@@ -301,9 +305,10 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
     flow.get_buffer("pitch_direction").copy_(slope)
     flow.get_buffer("instrument_offsets").copy_(offsets)
     if preset == "speech-relative":  # the decoded pitch moves linearly: 64 clips spread over the set pin the curve
-        curve = calibrate(NoteEditor(flow, spectrum, names), features[::max(1, len(features) // 64)], SPEECH_ALPHAS)
-    else:
-        curve = calibrate(NoteEditor(flow, spectrum, names), features)
+        calibration_clips = calibration_clips or 64
+    every = max(1, len(features) // calibration_clips) if calibration_clips else 1
+    alphas = SPEECH_ALPHAS if preset == "speech-relative" else CALIBRATION_ALPHAS
+    curve = calibrate(NoteEditor(flow, spectrum, names), features[::every], alphas)
     trainer.save()  # the checkpoint now carries the directions and the calibration
     report = {"preset": preset, "held_out_nll": metrics.get("eval_nll"), "held_out_nll_at_start": start_nll,
               "train_nll": metrics.get("nll"), "steps": trainer.step,

@@ -136,8 +136,10 @@ def _with_pitch_buffers(flow: MelFlow) -> MelFlow:
 def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps: int | None = None,
                 minutes: float | None = None, seed: int = 0, resume: bool = False,
                 checkpoint_every: int | None = None, mel: MelConfig | None = None,
-                config: MelFlowConfig | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train the mel flow, then fit and calibrate the pitch direction; writes ``pitch.json``."""
+                config: MelFlowConfig | None = None, progress: bool = True,
+                calibration_clips: int = CALIBRATION_CLIPS) -> dict[str, Any]:
+    """Train the mel flow, then fit and calibrate the pitch direction on
+    ``calibration_clips`` training clips spread over the F0 range; writes ``pitch.json``."""
     out = Path(out)
     resuming = prepare_run_folder(out, resume)
     if resuming:
@@ -162,8 +164,8 @@ def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps:
     metrics = trainer.fit()
     f0 = _f0s(train_clips, mel.sample_rate)
     flow.get_buffer("pitch_direction").copy_(fit_direction(flow, logmels, f0))
-    chosen = [i for i in np.argsort(np.nan_to_num(f0, nan=np.inf))[::max(1, len(f0) // CALIBRATION_CLIPS)]
-              if not math.isnan(f0[i])][:CALIBRATION_CLIPS]  # spread over the F0 range
+    chosen = [i for i in np.argsort(np.nan_to_num(f0, nan=np.inf))[::max(1, len(f0) // calibration_clips)]
+              if not math.isnan(f0[i])][:calibration_clips]  # spread over the F0 range
     curve = calibrate(PitchEditor(flow, mel), [train_clips[i] for i in chosen], [logmels[i] for i in chosen])
     trainer.save()  # the checkpoint now carries the direction and the calibration
     report = {"held_out_nll": metrics.get("eval_nll"), "train_nll": metrics.get("nll"), "steps": trainer.step,

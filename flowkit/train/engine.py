@@ -307,7 +307,8 @@ class Trainer:
 
     def _backward_and_step_in_it(self, loss: Tensor) -> Tensor:
         self.in_backward.begin()
-        loss.backward()  # every finite gradient is applied during this call
+        loss.backward()  # the parameters are updated during this call
+        self.in_backward.finish()
         if self.in_backward.nonfinite:
             self._raise_nonfinite_gradient(self.in_backward.nonfinite)
         return self.in_backward.grad_norm()

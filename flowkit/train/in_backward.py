@@ -1,10 +1,10 @@
-r"""Optimiser steps inside backward: each parameter is updated, and its gradient freed, as
-soon as autograd has accumulated it.
+r"""Optimiser steps inside backward: each module's parameters are updated, and their
+gradients freed, as soon as autograd has accumulated them.
 
 A training step normally holds every parameter's gradient at once, between the end of
 backward and the optimiser step: memory that grows with the model's depth however the
-activations are handled. Stepping in each parameter's post-accumulate-grad hook
-(PyTorch's "optimizer in backward" pattern) holds one layer's gradients at a time. With
+activations are handled. Stepping from the parameters' post-accumulate-grad hooks
+(PyTorch's "optimizer in backward" pattern) holds about one layer's gradients at a time. With
 reversible backpropagation, whose activation memory does not grow with depth either
 (:func:`flowkit.reversible.set_memory_mode` with ``accumulate_grads=True``), a step's
 memory is then nearly independent of depth.
@@ -31,14 +31,27 @@ from torch import Tensor, optim
 __all__ = ["InBackwardOptimizer"]
 
 
+class _Module:
+    """The parameters of one module, stepped together once all their gradients are in."""
+
+    def __init__(self, optimizer: optim.Optimizer, params: list[Tensor]):
+        self.optimizer = optimizer
+        self.params = params
+        self.arrived: list[Tensor] = []
+
+
 class InBackwardOptimizer:
-    """Step ``optimizer``'s rule on each parameter inside backward.
+    """Step ``optimizer``'s rule on each module's parameters inside backward.
 
     ``optimizer`` keeps owning the state (so its ``state_dict`` is the checkpoint), the
-    learning rate its scheduler sets, and the parameter list; one single-parameter copy
-    of it per parameter, sharing that state, makes the per-parameter updates. A gradient
-    that is not finite is not applied: the parameter keeps its value and its name is
-    listed in :attr:`nonfinite` until the next :meth:`begin`.
+    learning rate its scheduler sets, and the parameter list. One copy of it per module
+    (the parameters whose names share a prefix), sharing that state, updates the module as
+    soon as autograd has accumulated all its gradients, in one multi-tensor step, and
+    frees them. A module whose gradients are not all finite is not updated; the names of
+    the offending parameters are listed in :attr:`nonfinite`.
+
+    Call :meth:`begin` before and :meth:`finish` after each backward (``finish`` updates
+    modules of which only some parameters got a gradient).
 
     Arguments:
         optimizer: a ``torch.optim`` optimiser built on the parameters (one group).
@@ -50,6 +63,7 @@ class InBackwardOptimizer:
         >>> before = layer.weight.detach().clone()
         >>> stepper.begin()
         >>> layer(torch.ones(4, 3)).sum().backward()
+        >>> stepper.finish()
         >>> layer.weight.grad is None, bool((layer.weight != before).all())
         (True, True)
     """
@@ -60,31 +74,43 @@ class InBackwardOptimizer:
         self.optimizer = optimizer
         self.names = {p: name for name, p in named_parameters if p.requires_grad}
         self.nonfinite: list[str] = []
-        self._square_norm: list[Tensor] = []
-        self._single = {p: type(optimizer)([p], **optimizer.defaults) for p in optimizer.param_groups[0]["params"]}
-        self._handles = [p.register_post_accumulate_grad_hook(self._step) for p in self._single]
+        self._square_norms: list[Tensor] = []
+        by_owner: dict[str, list[Tensor]] = {}
+        for p in optimizer.param_groups[0]["params"]:
+            by_owner.setdefault(self.names.get(p, "").rpartition(".")[0], []).append(p)
+        self._modules = [_Module(type(optimizer)(params, **optimizer.defaults), params) for params in by_owner.values()]
+        self._module_of = {p: module for module in self._modules for p in module.params}
+        self._handles = [p.register_post_accumulate_grad_hook(self._arrived) for p in self._module_of]
         self.share_state()
 
     def share_state(self) -> None:
-        """Point every per-parameter copy at the optimiser's state (again after the
+        """Point every per-module copy at the optimiser's state (again after the
         optimiser's ``load_state_dict``, which replaces it)."""
-        for single in self._single.values():
-            single.state = self.optimizer.state
+        for module in self._modules:
+            module.optimizer.state = self.optimizer.state
 
     def begin(self) -> None:
         """Call before each backward: takes the optimiser's current learning rate and
         hyper-parameters, and clears the gradient norm and the non-finite list."""
-        group = self.optimizer.param_groups[0]
-        for single in self._single.values():
-            single.param_groups[0].update((k, v) for k, v in group.items() if k != "params")
+        settings = [(k, v) for k, v in self.optimizer.param_groups[0].items() if k != "params"]
+        for module in self._modules:
+            module.optimizer.param_groups[0].update(settings)
+            module.arrived = []
         self.nonfinite = []
-        self._square_norm = []
+        self._square_norms = []
+
+    def finish(self) -> None:
+        """Call after each backward: updates the modules still waiting for a gradient
+        that never came (parameters the loss did not use keep their value)."""
+        for module in self._modules:
+            if module.arrived:
+                self._apply(module)
 
     def grad_norm(self) -> Tensor:
         """Euclidean norm of all gradients applied since :meth:`begin`."""
-        if not self._square_norm:
+        if not self._square_norms:
             return torch.zeros(())
-        return torch.stack(self._square_norm).sum().sqrt()
+        return torch.stack(self._square_norms).sum().sqrt()
 
     def remove(self) -> None:
         """Unregister the hooks: gradients accumulate in ``.grad`` again."""
@@ -92,14 +118,23 @@ class InBackwardOptimizer:
             handle.remove()
         self._handles = []
 
-    def _step(self, p: Tensor) -> None:
-        grad = p.grad
-        if grad is None:  # autograd also runs the hook where a function returned no gradient
+    def _arrived(self, p: Tensor) -> None:
+        if p.grad is None:  # autograd also runs the hook where a function returned no gradient
             return
-        square = grad.detach().float().square().sum()
-        if not torch.isfinite(square):
-            self.nonfinite.append(self.names.get(p, "?"))
+        module = self._module_of[p]
+        module.arrived.append(p)
+        if len(module.arrived) == len(module.params):
+            self._apply(module)
+
+    def _apply(self, module: _Module) -> None:
+        grads = [p.grad for p in module.arrived]
+        square = torch.stack([g.detach().float().square().sum() for g in grads]).sum()
+        if torch.isfinite(square):
+            self._square_norms.append(square)
+            module.optimizer.step()
         else:
-            self._square_norm.append(square)
-            self._single[p].step()
-        p.grad = None
+            self.nonfinite += [self.names.get(p, "?") for p, g in zip(module.arrived, grads)
+                               if not torch.isfinite(g).all()]
+        for p in module.arrived:
+            p.grad = None
+        module.arrived = []

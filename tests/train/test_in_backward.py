@@ -47,8 +47,24 @@ def test_the_learning_rate_schedule_reaches_the_per_parameter_steps():
         before = layer.weight.detach().clone()
         stepper.begin()
         layer(torch.ones(1, 2)).sum().backward()  # gradient of the weight: ones
+        stepper.finish()
         torch.testing.assert_close(before - layer.weight.detach(), torch.full((1, 2), lr))
         assert float(stepper.grad_norm()) == pytest.approx(2**0.5)
+
+
+def test_a_module_is_updated_once_all_its_gradients_are_in_and_partly_used_ones_at_finish():
+    used, unused = nn.Linear(2, 2), nn.Linear(2, 2)
+    model = nn.ModuleDict({"used": used, "unused": unused})
+    stepper = InBackwardOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters())
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stepper.begin()
+    (used(torch.ones(1, 2)).sum() + unused.weight.sum()).backward()  # unused.bias gets no gradient
+    assert all(p.grad is None for p in used.parameters())  # the whole module stepped in backward
+    assert unused.weight.grad is not None  # waits for the module's bias
+    stepper.finish()
+    assert unused.weight.grad is None and not torch.equal(unused.weight, frozen["unused.weight"])
+    assert torch.equal(unused.bias, frozen["unused.bias"])
+    assert not torch.equal(used.weight, frozen["used.weight"])
 
 
 def test_a_non_finite_gradient_is_not_applied_and_is_named(tmp_path):
@@ -72,7 +88,9 @@ def test_removed_hooks_leave_gradients_in_place():
     stepper = InBackwardOptimizer(torch.optim.SGD(layer.parameters(), lr=0.1), layer.named_parameters())
     stepper.remove()
     before = layer.weight.detach().clone()
+    stepper.begin()
     layer(torch.ones(1, 2)).sum().backward()
+    stepper.finish()
     assert layer.weight.grad is not None and torch.equal(layer.weight.detach(), before)
 
 
