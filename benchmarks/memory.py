@@ -74,20 +74,12 @@ def _return_freed_memory() -> None:
         pass
 
 
-def rss_case(library: str, depth: int, mode: str, in_backward: bool, args) -> dict:
-    """In this (fresh) process: memory of one whole training step (forward, backward,
-    Adamax update) after a first step has created the optimiser state: the growth of peak
-    RSS and the allocator's peak, with the parameter gradients' size beside them."""
-    x = dequantise(cifar("train", args.batch), torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    net = (Ours if library == "flowkit" else Normflows)(args.levels, depth, args.width)
-    with torch.no_grad():
-        net.log_prob(x)  # ActNorm init
-    if library == "flowkit":
-        set_memory_mode(net.model, mode, accumulate_grads=in_backward)
+def training_step(net, x: torch.Tensor, in_backward: bool, bucket_mib: float = 4.0):
+    """A whole training step (forward, backward, Adamax update), the update inside
+    backward or after it; returns the optimiser and the step."""
     params = [p for p in net.model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adamax(params, lr=1e-4, foreach=True)
-    stepper = InBackwardOptimizer(optimizer, net.model.named_parameters()) if in_backward else None
+    stepper = InBackwardOptimizer(optimizer, net.model.named_parameters(), bucket_mib) if in_backward else None
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -100,6 +92,22 @@ def rss_case(library: str, depth: int, mode: str, in_backward: bool, args) -> di
             loss.backward()
             optimizer.step()
 
+    return optimizer, step
+
+
+def rss_case(library: str, depth: int, mode: str, in_backward: bool, args) -> dict:
+    """In this (fresh) process: memory of one whole training step (forward, backward,
+    Adamax update) after a first step has created the optimiser state: the growth of peak
+    RSS and the allocator's peak, with the parameter gradients' size beside them."""
+    x = dequantise(cifar("train", args.batch), torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    net = (Ours if library == "flowkit" else Normflows)(args.levels, depth, args.width)
+    with torch.no_grad():
+        net.log_prob(x)  # ActNorm init
+    if library == "flowkit":
+        set_memory_mode(net.model, mode, accumulate_grads=in_backward)
+    params = [p for p in net.model.parameters() if p.requires_grad]
+    optimizer, step = training_step(net, x, in_backward, args.bucket_mib)
     step()  # optimiser state exists from here on, as in any step but the first
     gradients = sum(p.numel() * p.element_size() for p in params)
     optimizer.zero_grad(set_to_none=True)
@@ -135,7 +143,7 @@ def rss_growth(library: str, depth: int, mode: str, in_backward: bool, args, mal
     """:func:`rss_case` in a fresh process with 2 threads (and ``malloc_env`` set)."""
     case = f"{library},{depth},{mode},{int(in_backward)}"
     command = [sys.executable, __file__, "--rss-case", case, "--levels", str(args.levels),
-               "--width", str(args.width), "--batch", str(args.batch)]
+               "--width", str(args.width), "--batch", str(args.batch), "--bucket-mib", str(args.bucket_mib)]
     env = {**os.environ, "OMP_NUM_THREADS": "2", **(malloc_env or {})}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     if done.returncode:
@@ -151,6 +159,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bucket-mib", type=float, default=4.0,
+                        help="gradient bucket of the in-backward optimiser (flowkit.train.InBackwardOptimizer)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--rss-case", help=argparse.SUPPRESS)  # library,K,mode: one RSS measurement (child process)
     parser.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS measurements")
@@ -162,6 +172,7 @@ def main() -> None:
         return
     if args.quick:
         args.depths, args.width, args.batch, args.repeats = "1,2", 16, 4, 1
+        args.bucket_mib = 0.0  # the tiny model's gradients would fit in one bucket
     x = dequantise(cifar("train", args.batch), torch.Generator().manual_seed(0))
     rss_cases = RSS_CASES[1:3] if args.quick else RSS_CASES  # a smoke run: reversible with and without in-backward
     rows = []
@@ -175,6 +186,12 @@ def main() -> None:
             set_memory_mode(ours.model, mode)
             mib, ms = measure(ours, x, args.repeats)
             row[f"flowkit {mode} MiB"], row[f"flowkit {mode} ms"] = round(mib, 1), round(ms)
+        for in_backward in (False, True):  # the cost of updating inside backward, reversible mode
+            set_memory_mode(ours.model, "reversible", accumulate_grads=in_backward)
+            _, step = training_step(ours, x, in_backward, args.bucket_mib)
+            name = "flowkit reversible in-backward" if in_backward else "flowkit reversible"
+            row[f"{name} step with update ms"] = round(median_ms(step, args.repeats, warmup=1))
+        set_memory_mode(ours.model, "plain")
         theirs = Normflows(args.levels, depth, args.width)
         with torch.no_grad():
             theirs.log_prob(x)
@@ -203,6 +220,10 @@ def main() -> None:
         "reversible / plain step time (shallowest)": round(first["flowkit reversible ms"] / first["flowkit plain ms"], 2),
         "reversible / plain step time (deepest)": round(last["flowkit reversible ms"] / last["flowkit plain ms"], 2),
         "reversible / normflows memory (deepest)": round(last["flowkit reversible MiB"] / last["normflows MiB"], 3),
+        "in-backward / ordinary update step time (shallowest)": round(
+            first["flowkit reversible in-backward step with update ms"] / first["flowkit reversible step with update ms"], 2),
+        "in-backward / ordinary update step time (deepest)": round(
+            last["flowkit reversible in-backward step with update ms"] / last["flowkit reversible step with update ms"], 2),
     }
     if not args.no_rss:
         def ratio(a: float, b: float) -> float | None:

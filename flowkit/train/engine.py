@@ -31,7 +31,6 @@ import os
 import shutil
 import signal
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,9 +287,7 @@ class Trainer:
             grad_norm = self._backward_and_step_in_it(loss)
         else:
             grad_norm = self._backward_and_step(loss)
-        with warnings.catch_warnings():  # in backward, the wrapped optimizer's own step() is never called
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before")
-            self.scheduler.step()
+        self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1

@@ -1,18 +1,18 @@
-r"""Optimiser steps inside backward: each module's parameters are updated, and their
-gradients freed, as soon as autograd has accumulated them.
+r"""Optimiser steps inside backward: parameters are updated, and their gradients freed,
+a few MiB at a time as autograd accumulates them.
 
 A training step normally holds every parameter's gradient at once, between the end of
 backward and the optimiser step: memory that grows with the model's depth however the
 activations are handled. Stepping from the parameters' post-accumulate-grad hooks
-(PyTorch's "optimizer in backward" pattern) holds about one layer's gradients at a time. With
+(PyTorch's "optimizer in backward" pattern) holds one bucket of gradients at a time. With
 reversible backpropagation, whose activation memory does not grow with depth either
 (:func:`flowkit.reversible.set_memory_mode` with ``accumulate_grads=True``), a step's
 memory is then nearly independent of depth.
 
-The update is the one the wrapped optimiser would make (same rule, state and learning
-rate), so checkpoints are interchangeable with ordinary training. What it cannot do is
-anything that needs all gradients before the first update: clipping by the global norm,
-or the all-reduce of data parallel training.
+The update is the one the optimiser makes in ordinary training (it is the same
+optimiser, stepped on part of the parameters at a time), so checkpoints are ordinary
+ones. What it cannot do is anything that needs all gradients before the first update:
+clipping by the global norm, or the all-reduce of data parallel training.
 
 References:
     | Training deep nets with sublinear memory cost (Chen et al., 2016)
@@ -31,31 +31,24 @@ from torch import Tensor, optim
 __all__ = ["InBackwardOptimizer"]
 
 
-class _Module:
-    """The parameters of one module, stepped together once all their gradients are in."""
-
-    def __init__(self, optimizer: optim.Optimizer, params: list[Tensor]):
-        self.optimizer = optimizer
-        self.params = params
-        self.arrived: list[Tensor] = []
-
-
 class InBackwardOptimizer:
-    """Step ``optimizer``'s rule on each module's parameters inside backward.
+    """Run ``optimizer`` inside backward, on buckets of gradients as they arrive.
 
-    ``optimizer`` keeps owning the state (so its ``state_dict`` is the checkpoint), the
-    learning rate its scheduler sets, and the parameter list. One copy of it per module
-    (the parameters whose names share a prefix), sharing that state, updates the module as
-    soon as autograd has accumulated all its gradients, in one multi-tensor step, and
-    frees them. A module whose gradients are not all finite is not updated; the names of
-    the offending parameters are listed in :attr:`nonfinite`.
+    Each parameter's post-accumulate-grad hook adds its gradient to a bucket; when the
+    bucket holds ``bucket_mib`` MiB, the optimiser steps (its multi-tensor step updates
+    exactly the parameters that hold a gradient) and the bucket's gradients are freed.
+    The optimiser is the one ordinary training uses, with its state, learning-rate
+    scheduler and ``state_dict``. A bucket whose gradients are not all finite is not
+    applied; the offending parameters' names are listed in :attr:`nonfinite`.
 
-    Call :meth:`begin` before and :meth:`finish` after each backward (``finish`` updates
-    modules of which only some parameters got a gradient).
+    Call :meth:`begin` before and :meth:`finish` after each backward (``finish`` applies
+    the last, partly filled bucket).
 
     Arguments:
-        optimizer: a ``torch.optim`` optimiser built on the parameters (one group).
+        optimizer: a ``torch.optim`` optimiser built on the parameters.
         named_parameters: ``(name, parameter)`` pairs, e.g. ``model.named_parameters()``.
+        bucket_mib: gradient memory gathered before a step; ``0`` steps every parameter
+            on its own (least memory, most per-step overhead).
 
     Example:
         >>> layer = torch.nn.Linear(3, 2)
@@ -68,43 +61,28 @@ class InBackwardOptimizer:
         (True, True)
     """
 
-    def __init__(self, optimizer: optim.Optimizer, named_parameters: Iterable[tuple[str, Tensor]]):
-        if len(optimizer.param_groups) != 1:
-            raise ValueError("InBackwardOptimizer takes an optimizer with one parameter group")
+    def __init__(self, optimizer: optim.Optimizer, named_parameters: Iterable[tuple[str, Tensor]],
+                 bucket_mib: float = 4.0):
         self.optimizer = optimizer
         self.names = {p: name for name, p in named_parameters if p.requires_grad}
+        self.bucket_bytes = int(bucket_mib * 2**20)
         self.nonfinite: list[str] = []
         self._square_norms: list[Tensor] = []
-        by_owner: dict[str, list[Tensor]] = {}
-        for p in optimizer.param_groups[0]["params"]:
-            by_owner.setdefault(self.names.get(p, "").rpartition(".")[0], []).append(p)
-        self._modules = [_Module(type(optimizer)(params, **optimizer.defaults), params) for params in by_owner.values()]
-        self._module_of = {p: module for module in self._modules for p in module.params}
-        self._handles = [p.register_post_accumulate_grad_hook(self._arrived) for p in self._module_of]
-        self.share_state()
-
-    def share_state(self) -> None:
-        """Point every per-module copy at the optimiser's state (again after the
-        optimiser's ``load_state_dict``, which replaces it)."""
-        for module in self._modules:
-            module.optimizer.state = self.optimizer.state
+        self._bucket: list[Tensor] = []
+        self._bucket_size = 0
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        self._handles = [p.register_post_accumulate_grad_hook(self._arrived) for p in params]
 
     def begin(self) -> None:
-        """Call before each backward: takes the optimiser's current learning rate and
-        hyper-parameters, and clears the gradient norm and the non-finite list."""
-        settings = [(k, v) for k, v in self.optimizer.param_groups[0].items() if k != "params"]
-        for module in self._modules:
-            module.optimizer.param_groups[0].update(settings)
-            module.arrived = []
+        """Call before each backward: clears the gradient norm and the non-finite list."""
         self.nonfinite = []
         self._square_norms = []
+        self._bucket, self._bucket_size = [], 0
 
     def finish(self) -> None:
-        """Call after each backward: updates the modules still waiting for a gradient
-        that never came (parameters the loss did not use keep their value)."""
-        for module in self._modules:
-            if module.arrived:
-                self._apply(module)
+        """Call after each backward: applies the gradients still in the bucket."""
+        if self._bucket:
+            self._apply()
 
     def grad_norm(self) -> Tensor:
         """Euclidean norm of all gradients applied since :meth:`begin`."""
@@ -121,20 +99,20 @@ class InBackwardOptimizer:
     def _arrived(self, p: Tensor) -> None:
         if p.grad is None:  # autograd also runs the hook where a function returned no gradient
             return
-        module = self._module_of[p]
-        module.arrived.append(p)
-        if len(module.arrived) == len(module.params):
-            self._apply(module)
+        self._bucket.append(p)
+        self._bucket_size += p.grad.numel() * p.grad.element_size()
+        if self._bucket_size >= self.bucket_bytes:
+            self._apply()
 
-    def _apply(self, module: _Module) -> None:
-        grads = [p.grad for p in module.arrived]
-        square = torch.stack([g.detach().float().square().sum() for g in grads]).sum()
+    def _apply(self) -> None:
+        grads = [p.grad for p in self._bucket]
+        square = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]).square().sum()
         if torch.isfinite(square):
             self._square_norms.append(square)
-            module.optimizer.step()
+            self.optimizer.step()  # only the bucket's parameters hold a gradient
         else:
-            self.nonfinite += [self.names.get(p, "?") for p, g in zip(module.arrived, grads)
+            self.nonfinite += [self.names.get(p, "?") for p, g in zip(self._bucket, grads)
                                if not torch.isfinite(g).all()]
-        for p in module.arrived:
+        for p in self._bucket:
             p.grad = None
-        module.arrived = []
+        self._bucket, self._bucket_size = [], 0

@@ -52,19 +52,34 @@ def test_the_learning_rate_schedule_reaches_the_per_parameter_steps():
         assert float(stepper.grad_norm()) == pytest.approx(2**0.5)
 
 
-def test_a_module_is_updated_once_all_its_gradients_are_in_and_partly_used_ones_at_finish():
+def test_buckets_step_as_gradients_arrive_and_finish_applies_the_rest():
+    first, second = nn.Linear(2, 2), nn.Linear(2, 2)
+    model = nn.Sequential(first, nn.Tanh(), second)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    seen = []  # when the first layer's weight arrives: is the second layer's gradient still held?
+    first.weight.register_post_accumulate_grad_hook(lambda p: seen.append(second.weight.grad is None))
+    for bucket_mib, held in ((0, False), (1, True)):
+        stepper = InBackwardOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters(),
+                                      bucket_mib=bucket_mib)
+        stepper.begin()
+        model(torch.ones(1, 2)).sum().backward()
+        assert all((p.grad is not None) == held for p in model.parameters())  # a 1 MiB bucket is still filling
+        stepper.finish()
+        assert all(p.grad is None for p in model.parameters())
+        assert all(not torch.equal(p, params[n]) for n, p in model.named_parameters())
+        stepper.remove()
+    assert seen == [True, False]
+
+
+def test_a_parameter_the_loss_does_not_use_keeps_its_value():
     used, unused = nn.Linear(2, 2), nn.Linear(2, 2)
     model = nn.ModuleDict({"used": used, "unused": unused})
-    stepper = InBackwardOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters())
-    frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before = unused.bias.detach().clone()
+    stepper = InBackwardOptimizer(torch.optim.Adamax(model.parameters(), lr=0.1), model.named_parameters())
     stepper.begin()
-    (used(torch.ones(1, 2)).sum() + unused.weight.sum()).backward()  # unused.bias gets no gradient
-    assert all(p.grad is None for p in used.parameters())  # the whole module stepped in backward
-    assert unused.weight.grad is not None  # waits for the module's bias
+    (used(torch.ones(1, 2)).sum() + unused.weight.sum()).backward()
     stepper.finish()
-    assert unused.weight.grad is None and not torch.equal(unused.weight, frozen["unused.weight"])
-    assert torch.equal(unused.bias, frozen["unused.bias"])
-    assert not torch.equal(used.weight, frozen["used.weight"])
+    assert torch.equal(unused.bias, before) and unused.bias not in stepper.optimizer.state
 
 
 def test_a_non_finite_gradient_is_not_applied_and_is_named(tmp_path):
@@ -94,10 +109,14 @@ def test_removed_hooks_leave_gradients_in_place():
     assert layer.weight.grad is not None and torch.equal(layer.weight.detach(), before)
 
 
-def test_an_optimizer_with_two_groups_is_refused():
-    a, b = nn.Parameter(torch.ones(1)), nn.Parameter(torch.ones(1))
-    with pytest.raises(ValueError, match="one parameter group"):
-        InBackwardOptimizer(torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1), [("a", a), ("b", b)])
+def test_parameter_groups_keep_their_own_learning_rates():
+    a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 1.0}])
+    stepper = InBackwardOptimizer(optimizer, [("a", a), ("b", b)], bucket_mib=0)
+    stepper.begin()
+    (a + b).sum().backward()
+    stepper.finish()
+    assert float(a.detach()) == pytest.approx(-0.1) and float(b.detach()) == pytest.approx(-1.0)
 
 
 def test_config_field_round_trips():
