@@ -77,7 +77,7 @@ class TrainConfig:
     memory: str = "plain"  # backprop mode, one of flowkit.bijector.MEMORY_MODES (see flowkit.reversible)
     compile: bool = False  # torch.compile the loss (forward and backward); costs compile time up front
     precision: str = "float32"  # or "bf16-conditioners": coupling and prior networks in bfloat16 (flowkit.precision)
-    optimizer_in_backward: bool = False  # step each parameter during backward and free its gradient (in_backward.py)
+    optimizer_in_backward: bool = False  # update during backward, a bucket of gradients at a time (in_backward.py)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -218,7 +218,7 @@ class Trainer:
             return
         if config.grad_clip:
             raise FlowkitError("optimizer_in_backward cannot clip gradients by their global norm "
-                               "(each parameter is updated before the others' gradients exist); drop grad_clip")
+                               "(part of the model is updated before the other gradients exist); drop grad_clip")
         if dist.is_distributed():
             raise FlowkitError("optimizer_in_backward does not work with distributed training "
                                "(parameters would be updated before the gradients are averaged)")
