@@ -121,3 +121,12 @@ def test_parameter_groups_keep_their_own_learning_rates():
 
 def test_config_field_round_trips():
     assert TrainConfig.from_dict({"optimizer_in_backward": True}).optimizer_in_backward
+
+
+def test_compiled_training_in_backward_reaches_the_eager_weights(tmp_path):
+    eager = make_trainer(tmp_path / "eager", 4, optimizer="sgd")
+    eager.fit()
+    compiled = make_trainer(tmp_path / "compiled", 4, optimizer="sgd", compile=True, optimizer_in_backward=True)
+    compiled.fit()
+    assert all(p.grad is None for p in compiled.model.parameters())
+    assert_same_weights(eager.model, compiled.model)
