@@ -106,10 +106,9 @@ def rss_case(library: str, depth: int, mode: str, in_backward: bool, args) -> di
         net.log_prob(x)  # ActNorm init
     if library == "flowkit":
         set_memory_mode(net.model, mode, accumulate_grads=in_backward)
-    params = [p for p in net.model.parameters() if p.requires_grad]
     optimizer, step = training_step(net, x, in_backward, args.bucket_mib)
     step()  # optimiser state exists from here on, as in any step but the first
-    gradients = sum(p.numel() * p.element_size() for p in params)
+    gradients = sum(p.numel() * p.element_size() for p in optimizer.param_groups[0]["params"])
     optimizer.zero_grad(set_to_none=True)
     _return_freed_memory()
     before = _status_kib("VmRSS")
@@ -189,7 +188,7 @@ def main() -> None:
         for in_backward in (False, True):  # the cost of updating inside backward, reversible mode
             set_memory_mode(ours.model, "reversible", accumulate_grads=in_backward)
             _, step = training_step(ours, x, in_backward, args.bucket_mib)
-            name = "flowkit reversible in-backward" if in_backward else "flowkit reversible"
+            name = rss_name("flowkit", "reversible", in_backward)
             row[f"{name} step with update ms"] = round(median_ms(step, args.repeats, warmup=1))
         set_memory_mode(ours.model, "plain")
         theirs = Normflows(args.levels, depth, args.width)
