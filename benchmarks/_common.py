@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -113,6 +114,27 @@ def allocator_peak_bytes(step: Callable[[], object]) -> int:
 def machine() -> dict[str, object]:
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "processor": platform.processor() or platform.machine()}
+
+
+def depth_list(text: str) -> list[int]:
+    """``"4,8"`` -> ``[4, 8]``: the Glow depths K a benchmark compares."""
+    try:
+        depths = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"depths must be comma-separated integers like 4,8, not {text!r}") from None
+    if not depths or min(depths) < 1:
+        raise argparse.ArgumentTypeError(f"depths must be positive, not {text!r}")
+    return depths
+
+
+def glow_size_options(parser: argparse.ArgumentParser, depths: str | None = "4,8", batch: int = 16) -> None:
+    """The Glow size options every speed benchmark shares: ``--levels``, ``--depths``
+    (or none, where a script takes its own ``--depth``), ``--width`` and ``--batch``."""
+    parser.add_argument("--levels", type=int, default=3, help="levels L")
+    if depths is not None:
+        parser.add_argument("--depths", type=depth_list, default=depth_list(depths), help="depths K, comma-separated")
+    parser.add_argument("--width", type=int, default=128, help="hidden channels of the coupling networks")
+    parser.add_argument("--batch", type=int, default=batch)
 
 
 def options(args) -> dict:

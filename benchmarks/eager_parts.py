@@ -29,7 +29,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
-    RESULTS, cifar, cifar_source, dequantise, interleaved_times, options, spread, table, write,
+    RESULTS, cifar, cifar_source, dequantise, glow_size_options, interleaved_times, options, spread, table,
+    write,
 )
 from benchmarks.glow_vs_normflows import Normflows, bits_per_dim  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
@@ -73,7 +74,7 @@ def coupling_scale_cases(batch: int, channels: int, size: int) -> dict:
     return {"logsigmoid, exp": logsigmoid_exp, "sigmoid, log (openai)": sigmoid_log}
 
 
-def step_cases(depth: int, width: int, batch: int) -> dict:
+def step_cases(levels: int, depth: int, width: int, batch: int) -> dict:
     x = dequantise(cifar("train", batch), torch.Generator().manual_seed(0))
     variants = {"normflows": None, "flowkit faithful": {}, "flowkit without border channel": {"edge_bias": False},
                 "flowkit with LU 1x1": {"permutation": "conv_lu"},
@@ -82,10 +83,10 @@ def step_cases(depth: int, width: int, batch: int) -> dict:
     for name, architecture in variants.items():
         torch.manual_seed(0)
         if architecture is None:
-            net = Normflows(3, depth, width)
+            net = Normflows(levels, depth, width)
             log_prob, model = net.log_prob, net.model
         else:
-            model = Glow(GlowConfig(levels=3, depth=depth, width=width, **architecture))
+            model = Glow(GlowConfig(levels=levels, depth=depth, width=width, **architecture))
             log_prob = model.log_prob
         with torch.no_grad():
             log_prob(x)
@@ -104,23 +105,21 @@ def step_cases(depth: int, width: int, batch: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
-    parser.add_argument("--depths", default="4,8")
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
+    glow_size_options(parser)
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.quick:
-        args.depths, args.width, args.repeats = "1", 16, 2
+        args.depths, args.width, args.repeats = [1], 16, 2
     size, hidden = (4, 16) if args.quick else (16, args.width)
     pieces = {"border response add (fwd+bwd), 16 x 128 x 16 x 16": rounds(border_add_cases(args.batch, hidden, size),
                                                                           4 * args.repeats),
               "coupling scale (fwd+bwd), 16 x 6 x 16 x 16": rounds(coupling_scale_cases(args.batch, 6, size),
                                                                    4 * args.repeats)}
     steps = {}
-    for depth in (int(d) for d in args.depths.split(",")):
-        timed = rounds(step_cases(depth, args.width, args.batch), args.repeats)
+    for depth in args.depths:
+        timed = rounds(step_cases(args.levels, depth, args.width, args.batch), args.repeats)
         normflows = timed["normflows"]["median"]
         steps[f"K={depth}"] = {name: {**t, "normflows_ratio": round(normflows / t["median"], 3)} for name, t in timed.items()}
     for title, timed in [*pieces.items(), *((f"training step, {k}", v) for k, v in steps.items())]:

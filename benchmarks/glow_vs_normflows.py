@@ -35,7 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
-    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, interleaved_times, options, spread, table, write,
+    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, interleaved_times, options,
+    spread, table, write,
 )
 from benchmarks.peers import normflows_glow  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
@@ -245,10 +246,7 @@ def flat(row: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
-    parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--depths", default="4,8")
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
+    glow_size_options(parser)
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--warmup", type=int, default=50, help="linear warmup steps (both libraries)")
@@ -257,11 +255,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.quick:
-        args.depths, args.width, args.train_steps, args.repeats = "1", 16, 3, 1
+        args.depths, args.width, args.train_steps, args.repeats = [1], 16, 3, 1
     n_held_out = 100 if args.quick else 500
     train, held_out = cifar("train", 5000), cifar("val", n_held_out)
     rows, ratios = [], []
-    for depth in (int(d) for d in args.depths.split(",")):
+    for depth in args.depths:
         theirs, *ours_rows = measure_depth(depth, args, train, held_out)
         rows += [theirs, *ours_rows]
         ratios += [speedups(ours, theirs, depth) for ours in ours_rows]

@@ -40,7 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, allocator_peak_bytes, cifar, cifar_source, dequantise, median_ms, options, table, write  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS, allocator_peak_bytes, cifar, cifar_source, dequantise, glow_size_options, median_ms, options,
+    table, write,
+)
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
 from flowkit.bijector import MEMORY_MODES  # noqa: E402
 from flowkit.reversible import set_memory_mode  # noqa: E402
@@ -153,10 +156,7 @@ def rss_growth(library: str, depth: int, mode: str, in_backward: bool, args, mal
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--depths", default="4,8,16,32")
-    parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=32)
+    glow_size_options(parser, depths="4,8,16,32", batch=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bucket-mib", type=float, default=4.0,
                         help="gradient bucket of the in-backward optimiser (flowkit.train.InBackwardOptimizer)")
@@ -170,12 +170,12 @@ def main() -> None:
         print(json.dumps(rss_case(library, int(depth), mode, bool(int(in_backward)), args)))
         return
     if args.quick:
-        args.depths, args.width, args.batch, args.repeats = "1,2", 16, 4, 1
+        args.depths, args.width, args.batch, args.repeats = [1, 2], 16, 4, 1
         args.bucket_mib = 0.0  # the tiny model's gradients would fit in one bucket
     x = dequantise(cifar("train", args.batch), torch.Generator().manual_seed(0))
     rss_cases = RSS_CASES[1:3] if args.quick else RSS_CASES  # a smoke run: reversible with and without in-backward
     rows = []
-    for depth in (int(d) for d in args.depths.split(",")):
+    for depth in args.depths:
         torch.manual_seed(0)
         ours = Ours(args.levels, depth, args.width)
         with torch.no_grad():

@@ -26,7 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, dequantise, options, spread, table, write  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS, cifar, dequantise, glow_size_options, options, spread, table, write,
+)
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
 import flowkit as fk  # noqa: E402
 
@@ -37,16 +39,16 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def compare(depth: int, width: int, batch: int, steps: int, repeats: int, train, held_out) -> dict:
+def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats: int, train, held_out) -> dict:
     torch.manual_seed(0)
-    f32 = Ours(3, depth, width)
+    f32 = Ours(levels, depth, width)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         f32.log_prob(dequantise(train[:256], g))  # ActNorm data-dependent init
     bf16 = copy.deepcopy(f32)
     effective = fk.set_conditioner_precision(bf16.model, "bf16-conditioners")
     torch.manual_seed(0)
-    peer = Normflows(3, depth, width)
+    peer = Normflows(levels, depth, width)
     with torch.no_grad():
         peer.log_prob(dequantise(train[:256], torch.Generator().manual_seed(0)))
     nets = {"flowkit float32": f32, f"flowkit {effective}": bf16, "normflows": peer}
@@ -109,9 +111,7 @@ def compare(depth: int, width: int, batch: int, steps: int, repeats: int, train,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--depths", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
+    glow_size_options(parser)
     parser.add_argument("--steps", type=int, default=200, help="training steps of each model (same batches)")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (interleaved)")
     parser.add_argument("--quick", action="store_true")
@@ -122,7 +122,8 @@ def main() -> None:
         args.depths, args.width, args.steps, args.repeats = [1], 16, 4, 2
     train = cifar("train", 2000 if args.quick else None)
     held_out = cifar("val", 100 if args.quick else 400)
-    results = [compare(k, args.width, args.batch, args.steps, args.repeats, train, held_out) for k in args.depths]
+    results = [compare(args.levels, k, args.width, args.batch, args.steps, args.repeats, train, held_out)
+               for k in args.depths]
     payload = {"config": options(args), "fp_support": {"cpu_bf16": fk.bf16_supported("cpu")},
                "by_depth": results}
     path = write("precision_quick" if args.quick else "precision", payload, args.results)

@@ -24,7 +24,9 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, dynamo_counters, options, table, write  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, options, table, write,
+)
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
 
 
@@ -71,10 +73,8 @@ def rows_for(net, name: str, x: torch.Tensor, repeats: int, compiled: bool) -> l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
-    parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
+    glow_size_options(parser, depths=None)
+    parser.add_argument("--depth", type=int, default=4, help="depth K")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="also profile compiled flowkit")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")

@@ -1,10 +1,13 @@
 """The benchmark scripts run (tiny sizes) so they cannot rot; their numbers are not asserted."""
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +36,7 @@ def test_glow_vs_normflows_quick_run_with_compiled_paths(tmp_path):
         assert 0 < r["compiled_train_step_ms"]["min"] <= r["compiled_train_step_ms"]["median"] <= r["compiled_train_step_ms"]["max"]
         assert r["compiled_sample16_ms"]["median"] > 0 and r["train_step_ms_reversible"]["median"] > 0
         assert r["compile"]["graph_breaks"] == 0 and isinstance(r["compile"]["flag"], bool)
-    assert result["config"]["compile"] is True and result["config"]["depths"] == "1"  # every option, as run
+    assert result["config"]["compile"] is True and result["config"]["depths"] == [1]  # every option, as run
     assert result["data"]["train"].startswith(expected_source())  # the data actually used
     assert "--compile" in result["command"]
 
@@ -126,3 +129,17 @@ def test_eager_parts_quick_run(tmp_path):
     assert len(result["pieces_ms"]) == 2 and all(len(cases) == 2 for cases in result["pieces_ms"].values())
     steps = result["training_steps_ms"]["K=1"]
     assert steps["normflows"]["normflows_ratio"] == 1.0 and "flowkit without border channel" in steps
+
+
+def test_glow_size_options_parse_depth_lists_and_name_a_bad_one():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks._common import glow_size_options
+
+    parser = argparse.ArgumentParser()
+    glow_size_options(parser, batch=32)
+    args = parser.parse_args(["--depths", "4,16", "--levels", "2"])
+    assert (args.depths, args.levels, args.width, args.batch) == ([4, 16], 2, 128, 32)
+    assert parser.parse_args([]).depths == [4, 8]
+    for bad in ("4;8", "0,4"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--depths", bad])
