@@ -25,7 +25,7 @@ from .train.interrupt import TrainingInterrupted
 PLUGIN_GROUP = "flowkit.plugins"
 TRACEBACK_VARIABLE = "FLOWKIT_TRACEBACK"
 
-__all__ = ["build_parser", "finite_float", "json_line", "main", "non_negative_float", "positive_float", "positive_int"]
+__all__ = ["build_parser", "finite_float", "json_line", "main", "non_negative_float", "non_negative_int", "positive_float", "positive_int"]
 
 
 def json_line(value: object) -> str:
@@ -51,6 +51,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (warmup steps, optional counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 

@@ -12,7 +12,7 @@ import argparse
 
 from flowkit.bijector import MEMORY_MODES
 from flowkit.precision import PRECISIONS
-from flowkit.cli import finite_float, json_line, non_negative_float, positive_float, positive_int
+from flowkit.cli import finite_float, json_line, non_negative_float, non_negative_int, positive_float, positive_int
 
 from . import workflows
 from .presets import PRESETS
@@ -39,6 +39,7 @@ def _train(args: argparse.Namespace) -> None:
     overrides = {k: getattr(args, k) for k in ARCHITECTURE_FLAGS if getattr(args, k) is not None}
     metrics = workflows.train(preset=args.preset, data=args.data, out=args.out, steps=args.steps, resume=args.resume,
                               seed=args.seed, eval_data=args.eval_data, batch_size=args.batch_size, lr=args.lr,
+                              warmup_steps=args.warmup_steps,
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
                               device=args.device, optimizer=args.optimizer,
                               weight_y=args.weight_y, memory=args.memory, compile_step=args.compile or None,
@@ -104,6 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (split across torchrun processes)")
     p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--warmup-steps", type=non_negative_int, default=None,
+                   help="linear learning-rate warmup (default: the preset's)")
     p.add_argument("--optimizer", default=None, choices=["adamax", "adam", "sgd"], help="default: the preset's")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips")
     p.add_argument("--class-conditional", action="store_true", help="class-conditional top prior")

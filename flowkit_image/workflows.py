@@ -102,7 +102,7 @@ def build_model(preset: str, image_shape: tuple[int, ...], class_conditional: in
 
 def train(preset: str | None = None, data: str | None = None, out: str | Path = "out/glow", steps: int | None = None,
           resume: bool = False, seed: int = 0, eval_data: str | None = None, batch_size: int | None = None,
-          lr: float | None = None, minutes: float | None = None, hflip: bool = False,
+          lr: float | None = None, warmup_steps: int | None = None, minutes: float | None = None, hflip: bool = False,
           class_conditional: bool = False, device: str | None = None, progress: bool = True,
           optimizer: str | None = None, weight_y: float = 0.0, memory: str | None = None,
           compile_step: bool | None = None, checkpoint_every: int | None = None, precision: str | None = None,
@@ -138,7 +138,8 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path = 
         glow, train_defaults = build_model(preset, tuple(train_set.images.shape[1:]), n_classes, **overrides)
     for name, images in (("training", train_set), ("held-out", eval_set)):
         _check_shape(glow, images, name)
-    explicit = {"steps": steps, "batch_size": batch_size, "lr": lr, "max_minutes": minutes, "seed": seed,
+    explicit = {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps,
+                "max_minutes": minutes, "seed": seed,
                 "optimizer": optimizer, "memory": memory, "compile": compile_step,
                 "checkpoint_every": checkpoint_every, "precision": precision,
                 "optimizer_in_backward": optimizer_in_backward}

@@ -98,6 +98,7 @@ CASES = [
     ("train --data {r}/good.npz --out {r}/t1 --width 0", "--width: must be at least 1"),
     ("train --data {r}/good.npz --out {r}/t1 --lr 0", "--lr: must be greater than 0"),
     ("train --data {r}/good.npz --out {r}/t1 --lr nan", "--lr: must be a finite number"),
+    ("train --data {r}/good.npz --out {r}/t1 --warmup-steps -1", "--warmup-steps: must be 0 or more"),
     ("train --data {r}/good.npz --out {r}/t1 --n-bits 0", "--n-bits: must be at least 1"),
     ("train --data {r}/good.npz --out {r}/t1 --batch-size 0", "--batch-size: must be at least 1"),
     ("train --data {r}/good.npz --out {r}/t1 --steps -5", "--steps: must be at least 1"),

@@ -140,9 +140,11 @@ def test_class_conditional_glow_with_auxiliary_classifier(tmp_path, trained):
 def test_reversible_training_from_the_cli(tmp_path, trained, capsys):
     out = tmp_path / "rev"
     assert main(["image", "train", "--preset", "tiny", "--data", str(trained / "train.npz"), "--steps", "3",
-                 "--memory", "reversible", "--optimizer-in-backward", "--out", str(out)]) == 0
+                 "--memory", "reversible", "--optimizer-in-backward", "--lr", "4e-3", "--warmup-steps", "2",
+                 "--out", str(out)]) == 0
     saved = json.loads((out / "checkpoint" / "config.json").read_text())
     assert saved["train"]["memory"] == "reversible" and saved["step"] == 3
+    assert (saved["train"]["lr"], saved["train"]["warmup_steps"]) == (4e-3, 2)  # the preset says 1e-3 and 5
     assert saved["train"]["optimizer_in_backward"]
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 3
 
