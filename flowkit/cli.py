@@ -43,26 +43,24 @@ def json_line(value: object) -> str:
     return json.dumps(clean(value), allow_nan=False)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (counts, steps, sizes)."""
+def _integer_at_least(text: str, low: int, requirement: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{requirement}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (counts, steps, sizes)."""
+    return _integer_at_least(text, 1, "must be at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (warmup steps, optional counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _integer_at_least(text, 0, "must be 0 or more")
 
 
 def finite_float(text: str) -> float:
