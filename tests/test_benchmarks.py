@@ -143,3 +143,11 @@ def test_glow_size_options_parse_depth_lists_and_name_a_bad_one():
     for bad in ("4;8", "0,4"):
         with pytest.raises(SystemExit):
             parser.parse_args(["--depths", bad])
+
+
+def test_recipe_benchmark_quick_run(tmp_path):
+    result = run_script("recipe", "--quick", tmp_path=tmp_path)
+    runs = result["runs"]
+    assert [(r["lr"], r["warmup_steps"]) for r in runs] == [(1e-3, 50), (2e-3, 100)]
+    assert all([p["steps"] for p in r["curve"]] == [2, 4] and r["curve"][-1]["bits_per_dim"] > 0 for r in runs)
+    assert result["config"]["mode"] == "bf16" and "CIFAR-10" in result["data"]["train"]
