@@ -9,9 +9,10 @@ sequence) with batch 16, each in its own recipe:
   the notebook does (``forward_kld``, Adamax lr 1e-3, weight decay 1e-5);
 - flowkit: its openai-faithful Glow trained by flowkit's own engine
   (``flowkit.train.Trainer.train_step``: finite-loss and gradient checks included),
-  Adamax lr 1e-3 with 50 warmup steps, no EMA, in the mode given by ``--flowkit-mode``
-  (default ``compiled+bf16``: ``TrainConfig.compile`` and ``precision="bf16-conditioners"``;
-  its cold compile counts against its budget).
+  Adamax with its short-budget CPU recipe (``--flowkit-lr`` 4e-3 after ``--flowkit-warmup``
+  200 linear warmup steps; docs/glow.md, "Short budgets"), no EMA, in the mode given by
+  ``--flowkit-mode`` (default ``compiled+bf16``: ``TrainConfig.compile`` and
+  ``precision="bf16-conditioners"``; its cold compile counts against its budget).
 
 The two alternate in slices of ``--slice-s`` seconds; each library's clock counts only its
 own training time. Whenever a clock passes a multiple of ``--eval-every-s`` the library's
@@ -50,7 +51,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
-    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, interleaved_times, options, spread, table, write,
+    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, interleaved_times, options,
+    spread, table, write,
 )
 from benchmarks.glow_vs_normflows import bits_per_dim  # noqa: E402
 from benchmarks.peers import normflows_glow  # noqa: E402
@@ -148,11 +150,11 @@ class FlowkitGlow(Contender):
     name = "flowkit"
 
     def __init__(self, levels: int, depth: int, width: int, stream: BatchStream, held_out: torch.Tensor, mode: str,
-                 out_dir: Path):
+                 out_dir: Path, lr: float = 4e-3, warmup_steps: int = 200):
         super().__init__(stream, held_out)
         torch.manual_seed(0)
         self.model = Glow(GlowConfig(levels=levels, depth=depth, width=width))
-        config = TrainConfig(steps=10**9, batch_size=stream.batch, lr=1e-3, warmup_steps=50, ema_decay=None,
+        config = TrainConfig(steps=10**9, batch_size=stream.batch, lr=lr, warmup_steps=warmup_steps, ema_decay=None,
                              log_every=10**9, **FLOWKIT_MODES[mode])
         self.trainer = Trainer(self.model, self._loss, lambda step: (stream(step),), config, out_dir, progress=False)
         self.mode = mode
@@ -210,7 +212,8 @@ def first_time_at_or_below(curve: list[dict], target: float) -> float | None:
 
 def race(levels: int, depth: int, width: int, stream: BatchStream, held_out: torch.Tensor, args) -> dict:
     with tempfile.TemporaryDirectory() as out_dir:
-        flowkit = FlowkitGlow(levels, depth, width, stream, held_out, args.flowkit_mode, Path(out_dir))
+        flowkit = FlowkitGlow(levels, depth, width, stream, held_out, args.flowkit_mode, Path(out_dir),
+                              args.flowkit_lr, args.flowkit_warmup)
         normflows = NormflowsGlow(levels, depth, width, stream, held_out)
         contenders = [flowkit, normflows]
         torch._dynamo.utils.counters.clear()
@@ -247,7 +250,7 @@ def race(levels: int, depth: int, width: int, stream: BatchStream, held_out: tor
     }
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, recipe: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -256,7 +259,8 @@ def plot(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
     for ax, result in zip(axes[0], results):
         for name, curve in result["curves"].items():
-            label = f"flowkit ({result['flowkit_mode']})" if name == "flowkit" else "normflows (eager)"
+            label = (f"flowkit ({result['flowkit_mode']}, lr {recipe['lr']:g})" if name == "flowkit"
+                     else "normflows (eager, lr 0.001)")
             ax.plot([p["time_s"] for p in curve], [p["bits_per_dim"] for p in curve], marker=".", label=label)
         ax.axhline(result["normflows_final_bits_per_dim"], color="grey", linestyle=":", linewidth=1)
         t = result["time_to_normflows_final_s"]["flowkit"]
@@ -290,28 +294,27 @@ def bf16_figures(folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budget, for the test suite")
-    parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--depths", default="4,8")
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
+    glow_size_options(parser)
     parser.add_argument("--budget-s", type=float, default=600.0, help="training seconds per library and depth")
     parser.add_argument("--eval-every-s", type=float, default=30.0)
     parser.add_argument("--slice-s", type=float, default=5.0, help="training seconds before switching library")
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--step-repeats", type=int, default=25, help="interleaved eager steps for the step ratio")
     parser.add_argument("--flowkit-mode", choices=sorted(FLOWKIT_MODES), default="compiled+bf16")
+    parser.add_argument("--flowkit-lr", type=float, default=4e-3, help="flowkit's Adamax learning rate")
+    parser.add_argument("--flowkit-warmup", type=int, default=200, help="flowkit's linear warmup steps")
     parser.add_argument("--warm-compile-cache", action="store_true",
                         help="let inductor reuse compiled kernels from earlier runs (default: a cold compile)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON and PNG")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.quick:
-        args.depths, args.width, args.budget_s, args.eval_every_s, args.slice_s = "1", 16, 2.0, 1.0, 0.5
+        args.depths, args.width, args.budget_s, args.eval_every_s, args.slice_s = [1], 16, 2.0, 1.0, 0.5
         args.eval_images, args.step_repeats, args.flowkit_mode = 100, 2, "eager"
     stream = BatchStream(cifar("train"), args.batch)
     held_out = dequantise(cifar("val", args.eval_images), torch.Generator().manual_seed(1))
     results, steps = [], []
-    for depth in (int(d) for d in args.depths.split(",")):
+    for depth in args.depths:
         steps.append({"K": depth, **eager_step_times(args.levels, depth, args.width, stream, args.step_repeats)})
         print(f"K={depth} eager step ratio (normflows / flowkit): {steps[-1]['step_ratio']}", flush=True)
         results.append(race(args.levels, depth, args.width, stream, held_out, args))
@@ -331,10 +334,11 @@ def main() -> None:
                **bf16_figures(args.results),
                "eager_step_ratio_k4": eager[4]["step_ratio"] if 4 in eager else None,
                "eager_step_ratio_k8": eager[8]["step_ratio"] if 8 in eager else None,
-               "budget_s": args.budget_s, "flowkit_mode": args.flowkit_mode}
+               "budget_s": args.budget_s, "flowkit_mode": args.flowkit_mode,
+               "flowkit_recipe": {"lr": args.flowkit_lr, "warmup_steps": args.flowkit_warmup}}
     name = "time_to_quality_quick" if args.quick else "time_to_quality"
     args.results.mkdir(parents=True, exist_ok=True)
-    plot(results, args.results / f"{name}.png")
+    plot(results, args.results / f"{name}.png", summary["flowkit_recipe"])
     path = write(name, {"summary": summary, "config": options(args),
                         "data": {"train": cifar_source("train"), "held_out": cifar_source("val", args.eval_images)},
                         "eager_steps": steps, "results": results}, args.results)
