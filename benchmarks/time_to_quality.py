@@ -61,6 +61,8 @@ from flowkit_image import Glow, GlowConfig  # noqa: E402
 
 FLOWKIT_MODES = {"eager": {}, "compiled": {"compile": True}, "bf16": {"precision": "bf16-conditioners"},
                  "compiled+bf16": {"compile": True, "precision": "bf16-conditioners"}}
+FLOWKIT_LR, FLOWKIT_WARMUP = 4e-3, 200  # the short-budget recipe of docs/glow.md
+NORMFLOWS_LR = 1e-3  # normflows' notebook
 
 
 class BatchStream:
@@ -129,7 +131,7 @@ class NormflowsGlow(Contender):
         self.model = normflows_glow(levels, depth, width, num_classes=0)
         with torch.no_grad():
             self.model.log_prob(stream(0) + 0.5, None)  # ActNorm's data-dependent init
-        self.optimizer = torch.optim.Adamax(self.model.parameters(), lr=1e-3, weight_decay=1e-5)
+        self.optimizer = torch.optim.Adamax(self.model.parameters(), lr=NORMFLOWS_LR, weight_decay=1e-5)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -150,7 +152,7 @@ class FlowkitGlow(Contender):
     name = "flowkit"
 
     def __init__(self, levels: int, depth: int, width: int, stream: BatchStream, held_out: torch.Tensor, mode: str,
-                 out_dir: Path, lr: float = 4e-3, warmup_steps: int = 200):
+                 out_dir: Path, lr: float = FLOWKIT_LR, warmup_steps: int = FLOWKIT_WARMUP):
         super().__init__(stream, held_out)
         torch.manual_seed(0)
         self.model = Glow(GlowConfig(levels=levels, depth=depth, width=width))
@@ -260,7 +262,7 @@ def plot(results: list[dict], path: Path, recipe: dict) -> None:
     for ax, result in zip(axes[0], results):
         for name, curve in result["curves"].items():
             label = (f"flowkit ({result['flowkit_mode']}, lr {recipe['lr']:g})" if name == "flowkit"
-                     else "normflows (eager, lr 0.001)")
+                     else f"normflows (eager, lr {NORMFLOWS_LR:g})")
             ax.plot([p["time_s"] for p in curve], [p["bits_per_dim"] for p in curve], marker=".", label=label)
         ax.axhline(result["normflows_final_bits_per_dim"], color="grey", linestyle=":", linewidth=1)
         t = result["time_to_normflows_final_s"]["flowkit"]
@@ -301,8 +303,8 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--step-repeats", type=int, default=25, help="interleaved eager steps for the step ratio")
     parser.add_argument("--flowkit-mode", choices=sorted(FLOWKIT_MODES), default="compiled+bf16")
-    parser.add_argument("--flowkit-lr", type=float, default=4e-3, help="flowkit's Adamax learning rate")
-    parser.add_argument("--flowkit-warmup", type=int, default=200, help="flowkit's linear warmup steps")
+    parser.add_argument("--flowkit-lr", type=float, default=FLOWKIT_LR, help="flowkit's Adamax learning rate")
+    parser.add_argument("--flowkit-warmup", type=int, default=FLOWKIT_WARMUP, help="flowkit's linear warmup steps")
     parser.add_argument("--warm-compile-cache", action="store_true",
                         help="let inductor reuse compiled kernels from earlier runs (default: a cold compile)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON and PNG")
