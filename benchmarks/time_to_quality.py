@@ -10,9 +10,11 @@ sequence) with batch 16, each in its own recipe:
 - flowkit: its openai-faithful Glow trained by flowkit's own engine
   (``flowkit.train.Trainer.train_step``: finite-loss and gradient checks included),
   Adamax with its short-budget CPU recipe (``--flowkit-lr`` 4e-3 after ``--flowkit-warmup``
-  200 linear warmup steps; docs/glow.md, "Short budgets"), no EMA, in the mode given by
-  ``--flowkit-mode`` (default ``compiled+bf16``: ``TrainConfig.compile`` and
-  ``precision="bf16-conditioners"``; its cold compile counts against its budget).
+  200 linear warmup steps; docs/glow.md, "Short budgets"), evaluated on its EMA weights
+  (the engine's default ``ema_decay`` 0.999 with its warmed-up decay; ``--flowkit-ema 0``
+  evaluates the raw weights), in the mode given by ``--flowkit-mode`` (default ``bf16``:
+  eager with ``precision="bf16-conditioners"``; ``compiled+bf16`` adds
+  ``TrainConfig.compile``, whose cold compile counts against the budget).
 
 The two alternate in slices of ``--slice-s`` seconds; each library's clock counts only its
 own training time. Whenever a clock passes a multiple of ``--eval-every-s`` the library's
@@ -62,6 +64,7 @@ from flowkit_image import Glow, GlowConfig  # noqa: E402
 FLOWKIT_MODES = {"eager": {}, "compiled": {"compile": True}, "bf16": {"precision": "bf16-conditioners"},
                  "compiled+bf16": {"compile": True, "precision": "bf16-conditioners"}}
 FLOWKIT_LR, FLOWKIT_WARMUP = 4e-3, 200  # the short-budget recipe of docs/glow.md
+FLOWKIT_EMA = TrainConfig.ema_decay  # the engine's default
 NORMFLOWS_LR = 1e-3  # normflows' notebook
 
 
@@ -89,12 +92,17 @@ class Contender:
     def train_step(self, x: torch.Tensor) -> float:
         raise NotImplementedError
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     @property
     def module(self) -> torch.nn.Module:
         raise NotImplementedError
+
+    @property
+    def eval_module(self) -> torch.nn.Module:
+        """The weights that are evaluated: the trained ones unless a library averages them."""
+        return self.module
 
     def train_for(self, seconds: float, until: float) -> None:
         """Train for about ``seconds`` of this library's clock, never past ``until``."""
@@ -110,12 +118,13 @@ class Contender:
             if not math.isfinite(loss):
                 raise RuntimeError(f"{self.name}: non-finite loss at step {self.steps}")
 
-    def evaluate(self) -> float:
-        self.module.eval()
+    def evaluate(self, module: torch.nn.Module | None = None) -> float:
+        module = module or self.eval_module
+        module.eval()
         with torch.no_grad():
-            bpd = torch.cat([bits_per_dim(self.log_prob(self.held_out[i:i + 100]))
+            bpd = torch.cat([bits_per_dim(self.log_prob(module, self.held_out[i:i + 100]))
                              for i in range(0, len(self.held_out), 100)]).mean()
-        self.module.train()
+        module.train()
         return float(bpd)
 
     def checkpoint(self) -> None:
@@ -137,8 +146,8 @@ class NormflowsGlow(Contender):
     def module(self) -> torch.nn.Module:
         return self.model
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.log_prob(x + 0.5, None)  # normflows' examples feed [0, 1]; same bin width 1/256
+    def log_prob(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return module.log_prob(x + 0.5, None)  # normflows' examples feed [0, 1]; same bin width 1/256
 
     def train_step(self, x: torch.Tensor) -> float:
         loss = self.model.forward_kld(x + 0.5, None)
@@ -152,12 +161,13 @@ class FlowkitGlow(Contender):
     name = "flowkit"
 
     def __init__(self, levels: int, depth: int, width: int, stream: BatchStream, held_out: torch.Tensor, mode: str,
-                 out_dir: Path, lr: float = FLOWKIT_LR, warmup_steps: int = FLOWKIT_WARMUP):
+                 out_dir: Path, lr: float = FLOWKIT_LR, warmup_steps: int = FLOWKIT_WARMUP,
+                 ema_decay: float = FLOWKIT_EMA):
         super().__init__(stream, held_out)
         torch.manual_seed(0)
         self.model = Glow(GlowConfig(levels=levels, depth=depth, width=width))
-        config = TrainConfig(steps=10**9, batch_size=stream.batch, lr=lr, warmup_steps=warmup_steps, ema_decay=None,
-                             log_every=10**9, **FLOWKIT_MODES[mode])
+        config = TrainConfig(steps=10**9, batch_size=stream.batch, lr=lr, warmup_steps=warmup_steps,
+                             ema_decay=ema_decay or None, log_every=10**9, **FLOWKIT_MODES[mode])
         self.trainer = Trainer(self.model, self._loss, lambda step: (stream(step),), config, out_dir, progress=False)
         self.mode = mode
 
@@ -165,11 +175,21 @@ class FlowkitGlow(Contender):
     def module(self) -> torch.nn.Module:
         return self.model
 
+    @property
+    def eval_module(self) -> torch.nn.Module:
+        return self.trainer.eval_model
+
     def _loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
         return self.model.nll_to_bits_per_dim(model(batch[0])).mean(), {}
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.log_prob(x)
+    def log_prob(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return module.log_prob(x)
+
+    def checkpoint(self) -> None:
+        """The evaluated (EMA) weights' bits/dim, and beside it the raw weights' for comparison."""
+        super().checkpoint()
+        if self.trainer.ema is not None:
+            self.curve[-1]["raw_bits_per_dim"] = round(self.evaluate(self.model), 4)
 
     def train_step(self, x: torch.Tensor) -> float:
         return self.trainer.train_step((x,))["loss"]
@@ -212,10 +232,15 @@ def first_time_at_or_below(curve: list[dict], target: float) -> float | None:
     return None
 
 
+def raw_weights_curve(curve: list[dict]) -> list[dict]:
+    """flowkit's raw-weight checkpoints, where its EMA weights are the evaluated ones."""
+    return [{"time_s": p["time_s"], "bits_per_dim": p["raw_bits_per_dim"]} for p in curve if "raw_bits_per_dim" in p]
+
+
 def race(levels: int, depth: int, width: int, stream: BatchStream, held_out: torch.Tensor, args) -> dict:
     with tempfile.TemporaryDirectory() as out_dir:
         flowkit = FlowkitGlow(levels, depth, width, stream, held_out, args.flowkit_mode, Path(out_dir),
-                              args.flowkit_lr, args.flowkit_warmup)
+                              args.flowkit_lr, args.flowkit_warmup, args.flowkit_ema)
         normflows = NormflowsGlow(levels, depth, width, stream, held_out)
         contenders = [flowkit, normflows]
         torch._dynamo.utils.counters.clear()
@@ -227,10 +252,14 @@ def race(levels: int, depth: int, width: int, stream: BatchStream, held_out: tor
             for c in contenders:
                 c.checkpoint()
             print(f"K={depth} t={checkpoint:5.0f}s  " + "  ".join(
-                f"{c.name} {c.curve[-1]['bits_per_dim']:.3f} ({c.steps} steps)" for c in contenders), flush=True)
+                f"{c.name} {c.curve[-1]['bits_per_dim']:.3f} ({c.steps} steps)" for c in contenders)
+                  + (f"  flowkit raw {flowkit.curve[-1]['raw_bits_per_dim']:.3f}" if "raw_bits_per_dim" in flowkit.curve[-1]
+                     else ""), flush=True)
         compile_stats = dynamo_counters()
     target = normflows.curve[-1]["bits_per_dim"]
     t_flowkit, t_normflows = first_time_at_or_below(flowkit.curve, target), first_time_at_or_below(normflows.curve, target)
+    raw = raw_weights_curve(flowkit.curve)
+    t_raw = first_time_at_or_below(raw, target) if raw else None
     ahead = [f["bits_per_dim"] < n["bits_per_dim"] for f, n in zip(flowkit.curve, normflows.curve)]
     return {
         "K": depth,
@@ -241,6 +270,8 @@ def race(levels: int, depth: int, width: int, stream: BatchStream, held_out: tor
         "time_to_normflows_final_s": {"flowkit": None if t_flowkit is None else round(t_flowkit, 1),
                                       "normflows": round(t_normflows, 1)},
         "time_ratio": None if t_flowkit is None else round(t_normflows / t_flowkit, 2),
+        # the same run's raw (not averaged) flowkit weights, to separate the EMA's share
+        "time_ratio_raw_weights": None if t_raw is None else round(t_normflows / t_raw, 2),
         "flowkit_ahead_at_every_checkpoint": all(ahead),
         "checkpoints_flowkit_behind": [f["time_s"] for f, a in zip(flowkit.curve, ahead) if not a],
         "steps_per_s": {c.name: round(c.steps / c.clock, 2) for c in contenders},
@@ -261,9 +292,14 @@ def plot(results: list[dict], path: Path, recipe: dict) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
     for ax, result in zip(axes[0], results):
         for name, curve in result["curves"].items():
-            label = (f"flowkit ({result['flowkit_mode']}, lr {recipe['lr']:g})" if name == "flowkit"
+            ema = f", EMA {recipe['ema_decay']:g}" if recipe.get("ema_decay") else ""
+            label = (f"flowkit ({result['flowkit_mode']}, lr {recipe['lr']:g}{ema})" if name == "flowkit"
                      else f"normflows (eager, lr {NORMFLOWS_LR:g})")
             ax.plot([p["time_s"] for p in curve], [p["bits_per_dim"] for p in curve], marker=".", label=label)
+            if name == "flowkit" and raw_weights_curve(curve):
+                raw = raw_weights_curve(curve)
+                ax.plot([p["time_s"] for p in raw], [p["bits_per_dim"] for p in raw], linestyle="--", linewidth=1,
+                        color=ax.lines[-1].get_color(), label="flowkit, raw weights")
         ax.axhline(result["normflows_final_bits_per_dim"], color="grey", linestyle=":", linewidth=1)
         t = result["time_to_normflows_final_s"]["flowkit"]
         if t is not None:
@@ -302,9 +338,11 @@ def main() -> None:
     parser.add_argument("--slice-s", type=float, default=5.0, help="training seconds before switching library")
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--step-repeats", type=int, default=25, help="interleaved eager steps for the step ratio")
-    parser.add_argument("--flowkit-mode", choices=sorted(FLOWKIT_MODES), default="compiled+bf16")
+    parser.add_argument("--flowkit-mode", choices=sorted(FLOWKIT_MODES), default="bf16")
     parser.add_argument("--flowkit-lr", type=float, default=FLOWKIT_LR, help="flowkit's Adamax learning rate")
     parser.add_argument("--flowkit-warmup", type=int, default=FLOWKIT_WARMUP, help="flowkit's linear warmup steps")
+    parser.add_argument("--flowkit-ema", type=float, default=FLOWKIT_EMA,
+                        help="EMA decay of the evaluated weights (0: the raw weights)")
     parser.add_argument("--warm-compile-cache", action="store_true",
                         help="let inductor reuse compiled kernels from earlier runs (default: a cold compile)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON and PNG")
@@ -337,7 +375,8 @@ def main() -> None:
                "eager_step_ratio_k4": eager[4]["step_ratio"] if 4 in eager else None,
                "eager_step_ratio_k8": eager[8]["step_ratio"] if 8 in eager else None,
                "budget_s": args.budget_s, "flowkit_mode": args.flowkit_mode,
-               "flowkit_recipe": {"lr": args.flowkit_lr, "warmup_steps": args.flowkit_warmup}}
+               "flowkit_recipe": {"lr": args.flowkit_lr, "warmup_steps": args.flowkit_warmup,
+                                  "ema_decay": args.flowkit_ema or None}}
     name = "time_to_quality_quick" if args.quick else "time_to_quality"
     args.results.mkdir(parents=True, exist_ok=True)
     plot(results, args.results / f"{name}.png", summary["flowkit_recipe"])
