@@ -1,7 +1,8 @@
 """Where a Glow training step and sampling spend their time: convolutions against the rest.
 
 Profiles (``torch.profiler``) one training step of normflows' Glow and of flowkit's
-(eager, and compiled with ``--compile``) and one call sampling 16 images, on real
+(eager in float32, eager with bf16 conditioner networks where the CPU has bfloat16, and
+compiled with ``--compile``) and one call sampling 16 images, on real
 CIFAR-10, and reports the time inside convolution kernels (forward and backward) beside
 the total. This is the evidence for the "convolution floor" in docs/benchmarks.md: both
 libraries run the same convolutions, so a speed-up beyond the non-convolution time is
@@ -28,6 +29,7 @@ from benchmarks._common import (  # noqa: E402
     RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, options, table, write,
 )
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
+from flowkit.precision import bf16_supported, set_conditioner_precision  # noqa: E402
 
 
 def convolution_ms(fn, repeats: int) -> tuple[float, float]:
@@ -43,10 +45,12 @@ def convolution_ms(fn, repeats: int) -> tuple[float, float]:
     return total / 1000 / repeats, conv / 1000 / repeats
 
 
-def rows_for(net, name: str, x: torch.Tensor, repeats: int, compiled: bool) -> list[dict]:
+def rows_for(net, name: str, x: torch.Tensor, repeats: int, compiled: bool, precision: str = "float32") -> list[dict]:
     model = net.model
     with torch.no_grad():
         net.log_prob(x)  # ActNorm init
+    if precision != "float32":
+        set_conditioner_precision(model, precision, x.device)
     opt = torch.optim.Adamax(model.parameters(), lr=1e-4, foreach=True)
     loss_of = torch.compile(lambda x: bits_per_dim(net.log_prob(x)).mean()) if compiled else (
         lambda x: bits_per_dim(net.log_prob(x)).mean())
@@ -83,13 +87,15 @@ def main() -> None:
     if args.quick:
         args.depth, args.width, args.repeats = 1, 16, 1
     x = dequantise(cifar("train", args.batch), torch.Generator().manual_seed(0))
-    runs = [(Normflows, "normflows (eager)", False), (Ours, "flowkit (eager)", False)]
+    runs = [(Normflows, "normflows (eager)", False, "float32"), (Ours, "flowkit (eager)", False, "float32")]
+    if bf16_supported("cpu"):
+        runs.append((Ours, "flowkit (eager, bf16 conditioners)", False, "bf16-conditioners"))
     if args.compile:
-        runs.append((Ours, "flowkit (compiled)", True))
+        runs.append((Ours, "flowkit (compiled)", True, "float32"))
     rows = []
-    for kind, name, compiled in runs:
+    for kind, name, compiled, precision in runs:
         torch.manual_seed(0)
-        rows += rows_for(kind(args.levels, args.depth, args.width), name, x, args.repeats, compiled)
+        rows += rows_for(kind(args.levels, args.depth, args.width), name, x, args.repeats, compiled, precision)
     print(table(rows, list(rows[0])))
     path = write("profile_step_quick" if args.quick else "profile_step",
                  {"config": options(args), "data": cifar_source("train", args.batch),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from flowkit.precision import bf16_supported
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,9 +46,10 @@ def test_glow_vs_normflows_quick_run_with_compiled_paths(tmp_path):
 def test_profile_script_quick_run(tmp_path):
     result = run_script("profile_step", "--quick", tmp_path=tmp_path)
     rows = result["results"]
+    bf16 = [("flowkit (eager, bf16 conditioners)", "train step"), ("flowkit (eager, bf16 conditioners)", "16 samples")]
     assert [(r["library"], r["measure"]) for r in rows] == [
         ("normflows (eager)", "train step"), ("normflows (eager)", "16 samples"),
-        ("flowkit (eager)", "train step"), ("flowkit (eager)", "16 samples")]
+        ("flowkit (eager)", "train step"), ("flowkit (eager)", "16 samples")] + (bf16 if bf16_supported() else [])
     assert all(0 < r["convolution_ms"] < r["total_ms"] for r in rows)
 
 
