@@ -119,7 +119,7 @@ class Contender:
                 raise RuntimeError(f"{self.name}: non-finite loss at step {self.steps}")
 
     def evaluate(self, module: torch.nn.Module | None = None) -> float:
-        module = module or self.eval_module
+        module = self.eval_module if module is None else module
         module.eval()
         with torch.no_grad():
             bpd = torch.cat([bits_per_dim(self.log_prob(module, self.held_out[i:i + 100]))
@@ -258,8 +258,7 @@ def race(levels: int, depth: int, width: int, stream: BatchStream, held_out: tor
         compile_stats = dynamo_counters()
     target = normflows.curve[-1]["bits_per_dim"]
     t_flowkit, t_normflows = first_time_at_or_below(flowkit.curve, target), first_time_at_or_below(normflows.curve, target)
-    raw = raw_weights_curve(flowkit.curve)
-    t_raw = first_time_at_or_below(raw, target) if raw else None
+    t_raw = first_time_at_or_below(raw_weights_curve(flowkit.curve), target)
     ahead = [f["bits_per_dim"] < n["bits_per_dim"] for f, n in zip(flowkit.curve, normflows.curve)]
     return {
         "K": depth,
@@ -296,8 +295,8 @@ def plot(results: list[dict], path: Path, recipe: dict) -> None:
             label = (f"flowkit ({result['flowkit_mode']}, lr {recipe['lr']:g}{ema})" if name == "flowkit"
                      else f"normflows (eager, lr {NORMFLOWS_LR:g})")
             ax.plot([p["time_s"] for p in curve], [p["bits_per_dim"] for p in curve], marker=".", label=label)
-            if name == "flowkit" and raw_weights_curve(curve):
-                raw = raw_weights_curve(curve)
+            raw = raw_weights_curve(curve)
+            if raw:
                 ax.plot([p["time_s"] for p in raw], [p["bits_per_dim"] for p in raw], linestyle="--", linewidth=1,
                         color=ax.lines[-1].get_color(), label="flowkit, raw weights")
         ax.axhline(result["normflows_final_bits_per_dim"], color="grey", linestyle=":", linewidth=1)
