@@ -8,6 +8,7 @@ from .bijector import Bijector, Inverse, Sequential
 from .distributions import DiagNormal, StandardNormal
 from .errors import CheckpointError, DataError, FlowkitError, NonFiniteError, ShapeError
 from .flow import Flow
+from .frozen import compile_frozen
 from .layers import (
     ActNorm,
     AdditiveCoupling,
@@ -29,6 +30,6 @@ __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "CheckpointError", "DataError",
     "DiagNormal", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1", "Invertible1x1LU",
     "LearnedPrior", "NonFiniteError", "PRECISIONS", "Permute", "RQSplineCoupling", "Sequential", "ShapeError",
-    "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "evaluation_mode", "interpolate",
-    "bf16_supported", "regression_direction", "set_conditioner_precision",
+    "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "bf16_supported", "compile_frozen",
+    "evaluation_mode", "interpolate", "regression_direction", "set_conditioner_precision",
 ]
