@@ -8,7 +8,12 @@ models start from the same weights (flowkit's two) and see the same batches. Tim
 interleaved across the three (one step of each per round) and reported as min / median /
 max over the rounds.
 
-    python benchmarks/precision.py                 # K = 4 and 8, about 12 minutes
+flowkit's two models are also timed compiled for inference with frozen weights
+(``flowkit.frozen.compile_frozen``; compile time excluded), beside their eager figures:
+the fastest way flowkit evaluates and samples a trained model. normflows runs eagerly, as
+its notebooks do.
+
+    python benchmarks/precision.py                 # K = 4 and 8, about 15 minutes
     python benchmarks/precision.py --quick         # smoke run (the test suite)
 
 Writes benchmarks/results/precision.json (or precision_quick.json) and prints the table.
@@ -31,6 +36,7 @@ from benchmarks._common import (  # noqa: E402
 )
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
 import flowkit as fk  # noqa: E402
+from flowkit.frozen import compile_frozen  # noqa: E402
 
 
 def _timed(fn) -> float:
@@ -39,12 +45,58 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats: int, train, held_out) -> dict:
+def compiled_inference(nets: dict, names: list[str], eval_x: torch.Tensor, repeats: int) -> dict:
+    """Median-able timings of frozen-compiled evaluation and sampling of ``names``,
+    interleaved with one another, plus how far the compiled samples are from eager ones
+    drawn with the same noise."""
+    compiled = {name: (compile_frozen(nets[name].model.log_prob, nets[name].model),
+                       compile_frozen(nets[name].model.sample, nets[name].model)) for name in names}
+    out = {name: {"eval": [], "sample": []} for name in names}
+    for name, (log_prob, sample) in compiled.items():  # compile outside the timed rounds
+        log_prob(eval_x[:64])
+        sample(16, 0.7)
+        with torch.no_grad():
+            eager = nets[name].model.sample(16, 0.7, None, torch.Generator().manual_seed(5))
+        out[name]["sample_max_abs_diff_vs_eager"] = float(
+            (sample(16, 0.7, None, torch.Generator().manual_seed(5)) - eager).abs().max())
+        out[name]["compiles"] = log_prob.compiles + sample.compiles
+    for _ in range(repeats):
+        for name, (log_prob, sample) in compiled.items():
+            out[name]["eval"].append(_timed(lambda: log_prob(eval_x[:64])))
+            out[name]["sample"].append(_timed(lambda: sample(16, 0.7)))
+    return out
+
+
+def held_out_bpd(net, eval_x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100])) for i in range(0, len(eval_x), 100)]).mean())
+
+
+def float32_noise_reference(levels: int, depth: int, width: int, initial: dict, train, picks, eval_x) -> float:
+    """Held-out bits/dim of float32 flowkit trained again from the same weights on the same
+    images in the same order, with only the dequantisation noise drawn anew: how far two
+    equally valid float32 runs land apart, the yardstick for the bf16 delta."""
+    net = Ours(levels, depth, width)
+    net.model.load_state_dict(initial)
+    optimiser = torch.optim.Adamax(net.model.parameters(), lr=1e-3, foreach=True)
+    g = torch.Generator().manual_seed(7)
+    for i in picks:
+        loss = bits_per_dim(net.log_prob(dequantise(train[i], g))).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    net.model.eval()
+    return held_out_bpd(net, eval_x)
+
+
+def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats: int, train, held_out,
+            compiled_names: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     f32 = Ours(levels, depth, width)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         f32.log_prob(dequantise(train[:256], g))  # ActNorm data-dependent init
+    initial = copy.deepcopy(f32.model.state_dict())
     bf16 = copy.deepcopy(f32)
     effective = fk.set_conditioner_precision(bf16.model, "bf16-conditioners")
     torch.manual_seed(0)
@@ -53,7 +105,8 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
         peer.log_prob(dequantise(train[:256], torch.Generator().manual_seed(0)))
     nets = {"flowkit float32": f32, f"flowkit {effective}": bf16, "normflows": peer}
     optimisers = {name: torch.optim.Adamax(net.model.parameters(), lr=1e-3, foreach=True) for name, net in nets.items()}
-    batches = [dequantise(train[torch.randint(len(train), (batch,), generator=g)], g) for _ in range(steps)]
+    picks = [torch.randint(len(train), (batch,), generator=g) for _ in range(steps)]
+    batches = [dequantise(train[i], g) for i in picks]
 
     def step(name: str, x: torch.Tensor) -> float:
         loss = bits_per_dim(nets[name].log_prob(x)).mean()
@@ -70,6 +123,7 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
             else:
                 step(name, x)
     eval_x = dequantise(held_out, torch.Generator().manual_seed(1))
+    reference = float32_noise_reference(levels, depth, width, initial, train, picks, eval_x)
     rows, eval_ms, sample_ms = [], {n: [] for n in nets}, {n: [] for n in nets}
     with torch.no_grad():
         for net in nets.values():
@@ -78,11 +132,11 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
             for name, net in nets.items():
                 eval_ms[name].append(_timed(lambda: net.log_prob(eval_x[:64])))
                 sample_ms[name].append(_timed(lambda: net.sample(16, 0.7)))
-        bpd = {name: float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100]))
-                                      for i in range(0, len(eval_x), 100)]).mean()) for name, net in nets.items()}
+        bpd = {name: held_out_bpd(net, eval_x) for name, net in nets.items()}
+        f32_name, bf16_name = "flowkit float32", f"flowkit {effective}"
+        compiled = compiled_inference(nets, compiled_names or [f32_name, bf16_name], eval_x, repeats)
         fk.set_conditioner_precision(bf16.model, "float32")
-        bf16_weights_float32_eval = float(torch.cat([bits_per_dim(bf16.log_prob(eval_x[i:i + 100]))
-                                                     for i in range(0, len(eval_x), 100)]).mean())
+        bf16_weights_float32_eval = held_out_bpd(bf16, eval_x)
         fk.set_conditioner_precision(bf16.model, effective)
         images = held_out[:64]
         x = bf16.model.preprocess(images, torch.Generator().manual_seed(3))
@@ -92,7 +146,17 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
         rows.append({"model": name, "K": depth, "train_step_ms": spread(step_ms[name]),
                      "eval_64_ms": spread(eval_ms[name]), "sample_16_ms": spread(sample_ms[name]),
                      "held_out_bpd": round(bpd[name], 4)})
-    f32_name, bf16_name = "flowkit float32", f"flowkit {effective}"
+        if name in compiled:
+            rows[-1].update({"compiled_eval_64_ms": spread(compiled[name]["eval"]),
+                             "compiled_sample_16_ms": spread(compiled[name]["sample"]),
+                             "compiled_sample_max_abs_diff_vs_eager": compiled[name]["sample_max_abs_diff_vs_eager"],
+                             "compiles": compiled[name]["compiles"]})
+
+    def ratio(slow: dict, key_slow: str, fast: dict, key_fast: str) -> float | None:
+        if key_slow not in slow or key_fast not in fast:
+            return None
+        return round(slow[key_slow]["median"] / fast[key_fast]["median"], 3)
+
     summary = {
         "precision_in_effect": effective,
         "bf16_step_speedup": round(rows[0]["train_step_ms"]["median"] / rows[1]["train_step_ms"]["median"], 3),
@@ -100,8 +164,14 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
         "bf16_sample_speedup": round(rows[0]["sample_16_ms"]["median"] / rows[1]["sample_16_ms"]["median"], 3),
         "bf16_step_vs_normflows": round(rows[2]["train_step_ms"]["median"] / rows[1]["train_step_ms"]["median"], 3),
         "bf16_sample_vs_normflows": round(rows[2]["sample_16_ms"]["median"] / rows[1]["sample_16_ms"]["median"], 3),
+        "bf16_compiled_sample_vs_normflows": ratio(rows[2], "sample_16_ms", rows[1], "compiled_sample_16_ms"),
+        "bf16_compiled_eval_vs_normflows": ratio(rows[2], "eval_64_ms", rows[1], "compiled_eval_64_ms"),
+        "float32_compiled_sample_vs_normflows": ratio(rows[2], "sample_16_ms", rows[0], "compiled_sample_16_ms"),
+        "bf16_compiled_sample_speedup": ratio(rows[0], "compiled_sample_16_ms", rows[1], "compiled_sample_16_ms"),
         "bf16_bits_per_dim_delta": round(bpd[bf16_name] - bpd[f32_name], 4),
         "bf16_weights_float32_eval_bpd": round(bf16_weights_float32_eval, 4),
+        "float32_other_noise_bpd": round(reference, 4),
+        "float32_noise_seed_delta": round(reference - bpd[f32_name], 4),
         "round_trip_max_abs_error": float(error.max()), "round_trip_mean_abs_error": float(error.mean()),
         "round_trip_fraction_above_1e-4": round(float((error > 1e-4).float().mean()), 5),
         "round_trip_8bit_pixels_changed": round(float(changed), 6),
@@ -122,13 +192,17 @@ def main() -> None:
         args.depths, args.width, args.steps, args.repeats = [1], 16, 4, 2
     train = cifar("train", 2000 if args.quick else None)
     held_out = cifar("val", 100 if args.quick else 400)
-    results = [compare(args.levels, k, args.width, args.batch, args.steps, args.repeats, train, held_out)
+    # the quick run compiles one model only: compiling is most of its time
+    compiled_names = ["flowkit bf16-conditioners" if fk.bf16_supported("cpu") else "flowkit float32"] if args.quick else None
+    results = [compare(args.levels, k, args.width, args.batch, args.steps, args.repeats, train, held_out, compiled_names)
                for k in args.depths]
     payload = {"config": options(args), "fp_support": {"cpu_bf16": fk.bf16_supported("cpu")},
                "by_depth": results}
     path = write("precision_quick" if args.quick else "precision", payload, args.results)
     flat = [{"model": r["model"], "K": r["K"], "step ms (median)": r["train_step_ms"]["median"],
              "eval 64 ms": r["eval_64_ms"]["median"], "sample 16 ms": r["sample_16_ms"]["median"],
+             "compiled eval 64 ms": r.get("compiled_eval_64_ms", {}).get("median", "-"),
+             "compiled sample 16 ms": r.get("compiled_sample_16_ms", {}).get("median", "-"),
              "held-out bpd": r["held_out_bpd"]} for res in results for r in res["rows"]]
     print(table(flat, list(flat[0])))
     for res in results:
