@@ -322,10 +322,24 @@ def bf16_figures(folder: Path) -> dict:
     if not rows:
         return {"bf16_step_speedup": None, "bf16_bits_per_dim_delta": None, "bf16_source": "precision.json has no rows"}
     first = next((r for r in rows if r["K"] == 4), rows[0])
+    per_depth = {"step_speedup": "bf16_step_speedup", "bits_per_dim_delta": "bf16_bits_per_dim_delta",
+                 "float32_noise_seed_delta": "float32_noise_seed_delta",
+                 "compiled_sample_vs_normflows": "bf16_compiled_sample_vs_normflows",
+                 "compiled_eval_vs_normflows": "bf16_compiled_eval_vs_normflows"}
     return {"bf16_step_speedup": first["bf16_step_speedup"], "bf16_bits_per_dim_delta": first["bf16_bits_per_dim_delta"],
-            "bf16_by_depth": {f"K={r['K']}": {"step_speedup": r["bf16_step_speedup"],
-                                              "bits_per_dim_delta": r["bf16_bits_per_dim_delta"]} for r in rows},
+            "bf16_by_depth": {f"K={r['K']}": {key: r.get(field) for key, field in per_depth.items()} for r in rows},
             "bf16_source": f"benchmarks/results/precision.json ({payload.get('command', '?')}), K = {first['K']}"}
+
+
+def refresh_bf16(folder: Path) -> Path:
+    """Rewrite the bf16 figures of an existing ``time_to_quality.json`` summary from the
+    current ``precision.json``, leaving the race itself as it was measured."""
+    path = folder / "time_to_quality.json"
+    payload = json.loads(path.read_text())
+    payload["summary"].update(bf16_figures(folder))
+    payload["bf16_refreshed_at"] = time.strftime("%Y-%m-%d")
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False))
+    return path
 
 
 def main() -> None:
@@ -345,7 +359,12 @@ def main() -> None:
     parser.add_argument("--warm-compile-cache", action="store_true",
                         help="let inductor reuse compiled kernels from earlier runs (default: a cold compile)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON and PNG")
+    parser.add_argument("--refresh-bf16", action="store_true",
+                        help="only copy the figures of a newer precision.json into the existing summary")
     args = parser.parse_args()
+    if args.refresh_bf16:
+        print(f"updated {refresh_bf16(args.results)}")
+        return
     torch.set_num_threads(2)
     if args.quick:
         args.depths, args.width, args.budget_s, args.eval_every_s, args.slice_s = [1], 16, 2.0, 1.0, 0.5
