@@ -8,12 +8,14 @@ models start from the same weights (flowkit's two) and see the same batches. Tim
 interleaved across the three (one step of each per round) and reported as min / median /
 max over the rounds.
 
-flowkit's two models are also timed compiled for inference with frozen weights
-(``flowkit.frozen.compile_frozen``; compile time excluded), beside their eager figures:
-the fastest way flowkit evaluates and samples a trained model. normflows runs eagerly, as
-its notebooks do.
+flowkit's two models are also timed compiled, beside their eager figures: evaluation and
+sampling with frozen weights (``flowkit.frozen.compile_frozen``), the fastest way flowkit
+evaluates and samples a trained model, and the training step with its loss compiled
+(``TrainConfig(compile=True)``), on copies of the trained models. Compile time is
+excluded. normflows runs eagerly, as its notebooks do.
 
-    python benchmarks/precision.py                 # K = 4 and 8, about 15 minutes
+    python benchmarks/precision.py                       # K = 4 and 8, about 20 minutes
+    python benchmarks/precision.py --no-compiled-step    # without the compiled steps, about 12
     python benchmarks/precision.py --quick         # smoke run (the test suite)
 
 Writes benchmarks/results/precision.json (or precision_quick.json) and prints the table.
@@ -89,8 +91,34 @@ def float32_noise_reference(levels: int, depth: int, width: int, initial: dict, 
     return held_out_bpd(net, eval_x)
 
 
+def compiled_steps(nets: dict, names: list[str], x: torch.Tensor, repeats: int) -> dict:
+    """Interleaved step times of ``torch.compile``d training (the loss compiled, as the
+    engine's ``TrainConfig(compile=True)`` does) on copies of the trained models, so the
+    measured models keep their weights."""
+    steps = {}
+    for name in names:
+        net = copy.deepcopy(nets[name])
+        net.model.train()
+        optimiser = torch.optim.Adamax(net.model.parameters(), lr=1e-3, foreach=True)
+        loss_of = torch.compile(lambda x, net=net: bits_per_dim(net.log_prob(x)).mean())
+
+        def step(loss_of=loss_of, optimiser=optimiser):
+            loss = loss_of(x)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        step()  # compile outside the timed rounds
+        step()
+        steps[name] = step
+    times = {name: [] for name in names}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            times[name].append(_timed(step))
+    return times
+
+
 def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats: int, train, held_out,
-            compiled_names: list[str] | None = None) -> dict:
+            compiled_names: list[str] | None = None, compile_step: bool = True) -> dict:
     torch.manual_seed(0)
     f32 = Ours(levels, depth, width)
     g = torch.Generator().manual_seed(0)
@@ -135,6 +163,8 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
         bpd = {name: held_out_bpd(net, eval_x) for name, net in nets.items()}
         f32_name, bf16_name = "flowkit float32", f"flowkit {effective}"
         compiled = compiled_inference(nets, compiled_names or [f32_name, bf16_name], eval_x, repeats)
+    step_compiled = compiled_steps(nets, [f32_name, bf16_name], batches[0], repeats) if compile_step else {}
+    with torch.no_grad():
         fk.set_conditioner_precision(bf16.model, "float32")
         bf16_weights_float32_eval = held_out_bpd(bf16, eval_x)
         fk.set_conditioner_precision(bf16.model, effective)
@@ -151,6 +181,8 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
                              "compiled_sample_16_ms": spread(compiled[name]["sample"]),
                              "compiled_sample_max_abs_diff_vs_eager": compiled[name]["sample_max_abs_diff_vs_eager"],
                              "compiles": compiled[name]["compiles"]})
+        if name in step_compiled:
+            rows[-1]["compiled_train_step_ms"] = spread(step_compiled[name])
 
     def ratio(slow: dict, key_slow: str, fast: dict, key_fast: str) -> float | None:
         if key_slow not in slow or key_fast not in fast:
@@ -162,6 +194,8 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
         "bf16_step_speedup": round(rows[0]["train_step_ms"]["median"] / rows[1]["train_step_ms"]["median"], 3),
         "bf16_eval_speedup": round(rows[0]["eval_64_ms"]["median"] / rows[1]["eval_64_ms"]["median"], 3),
         "bf16_sample_speedup": round(rows[0]["sample_16_ms"]["median"] / rows[1]["sample_16_ms"]["median"], 3),
+        "bf16_compiled_step_speedup": ratio(rows[0], "compiled_train_step_ms", rows[1], "compiled_train_step_ms"),
+        "bf16_compiled_step_vs_float32_eager": ratio(rows[0], "train_step_ms", rows[1], "compiled_train_step_ms"),
         "bf16_step_vs_normflows": round(rows[2]["train_step_ms"]["median"] / rows[1]["train_step_ms"]["median"], 3),
         "bf16_sample_vs_normflows": round(rows[2]["sample_16_ms"]["median"] / rows[1]["sample_16_ms"]["median"], 3),
         "bf16_compiled_sample_vs_normflows": ratio(rows[2], "sample_16_ms", rows[1], "compiled_sample_16_ms"),
@@ -185,6 +219,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="training steps of each model (same batches)")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (interleaved)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-compiled-step", action="store_true",
+                        help="skip the compiled training steps (each compile takes a minute or more)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -194,13 +230,15 @@ def main() -> None:
     held_out = cifar("val", 100 if args.quick else 400)
     # the quick run compiles one model only: compiling is most of its time
     compiled_names = ["flowkit bf16-conditioners" if fk.bf16_supported("cpu") else "flowkit float32"] if args.quick else None
-    results = [compare(args.levels, k, args.width, args.batch, args.steps, args.repeats, train, held_out, compiled_names)
-               for k in args.depths]
+    compile_step = not (args.quick or args.no_compiled_step)
+    results = [compare(args.levels, k, args.width, args.batch, args.steps, args.repeats, train, held_out, compiled_names,
+                       compile_step) for k in args.depths]
     payload = {"config": options(args), "fp_support": {"cpu_bf16": fk.bf16_supported("cpu")},
                "by_depth": results}
     path = write("precision_quick" if args.quick else "precision", payload, args.results)
     flat = [{"model": r["model"], "K": r["K"], "step ms (median)": r["train_step_ms"]["median"],
              "eval 64 ms": r["eval_64_ms"]["median"], "sample 16 ms": r["sample_16_ms"]["median"],
+             "compiled step ms": r.get("compiled_train_step_ms", {}).get("median", "-"),
              "compiled eval 64 ms": r.get("compiled_eval_64_ms", {}).get("median", "-"),
              "compiled sample 16 ms": r.get("compiled_sample_16_ms", {}).get("median", "-"),
              "held-out bpd": r["held_out_bpd"]} for res in results for r in res["rows"]]
