@@ -1,14 +1,16 @@
 """One short, prepared GPU measurement: training throughput of the ``cifar10`` preset and
 the latency of one 256x256 sample (the Glow blog: about 130 ms on a GTX 1080 Ti).
 
-    python benchmarks/gpu.py                      # on a GPU: fp32, bf16 conditioners, bf16 autocast, compiled
+    python benchmarks/gpu.py                      # on a GPU: every mode below
     python benchmarks/gpu.py --tiny --device cpu  # the test suite's CPU smoke run
 
 Modes: ``fp32``; ``bf16-conditioners`` (flowkit.precision: only the coupling and prior
 networks in bfloat16, everything else float32, the training option
 ``--precision bf16-conditioners``); ``bf16 autocast`` (the whole model under autocast; the
 1x1 mixing layers keep their log-det and inverse in float64, log-dets are summed in
-float32); ``compiled`` (fp32 under ``torch.compile``). Writes
+float32); ``compiled`` (fp32: the training loss under ``torch.compile``, sampling compiled
+with frozen weights by ``flowkit.compile_frozen``); ``compiled bf16-conditioners`` (both
+options, the fastest on the CPU, see docs/benchmarks.md). Writes
 benchmarks/results/gpu.json (or gpu_tiny.json) and prints a table.
 """
 
@@ -45,7 +47,7 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-MODES = ("fp32", "bf16-conditioners", "bf16 autocast", "compiled")
+MODES = ("fp32", "bf16-conditioners", "bf16 autocast", "compiled", "compiled bf16-conditioners")
 
 
 def autocast(device: torch.device, mode: str):
@@ -55,7 +57,7 @@ def autocast(device: torch.device, mode: str):
 def _model(cfg: GlowConfig, device: torch.device, mode: str) -> Glow:
     torch.manual_seed(0)
     model = Glow(cfg).to(device)
-    if mode == "bf16-conditioners":
+    if mode.endswith("bf16-conditioners"):
         fk.set_conditioner_precision(model, "bf16-conditioners", device)
     return model
 
@@ -72,7 +74,7 @@ def train_throughput(cfg: GlowConfig, batch: int, steps: int, device: torch.devi
         with autocast(device, mode):
             return model.nll_to_bits_per_dim(model(images)).mean()
 
-    compute = torch.compile(loss_fn) if mode == "compiled" else loss_fn
+    compute = torch.compile(loss_fn) if mode.startswith("compiled") else loss_fn
 
     def step():
         loss = compute(x)
@@ -89,7 +91,7 @@ def train_throughput(cfg: GlowConfig, batch: int, steps: int, device: torch.devi
 
 def sample_latency(cfg: GlowConfig, device: torch.device, repeats: int, mode: str) -> float:
     model = _model(cfg, device, mode).eval()
-    draw = torch.compile(model.sample) if mode == "compiled" else model.sample
+    draw = fk.compile_frozen(model.sample, model) if mode.startswith("compiled") else model.sample
     with torch.no_grad(), autocast(device, mode):
         return 1000 * timed(lambda: draw(1, temperature=0.7), device, repeats)
 
