@@ -326,8 +326,15 @@ def bf16_figures(folder: Path) -> dict:
                  "float32_noise_seed_delta": "float32_noise_seed_delta",
                  "compiled_sample_vs_normflows": "bf16_compiled_sample_vs_normflows",
                  "compiled_eval_vs_normflows": "bf16_compiled_eval_vs_normflows"}
+    by_depth = {f"K={r['K']}": {key: r.get(field) for key, field in per_depth.items()} for r in rows}
+    seeds_path = folder / "precision_seeds.json"
+    if seeds_path.exists():  # the delta averaged over seeds (benchmarks/precision_seeds.py)
+        for d in json.loads(seeds_path.read_text()).get("by_depth", []):
+            by_depth.setdefault(f"K={d['K']}", {}).update({
+                "bits_per_dim_delta_seed_mean": d["mean_delta"], "bits_per_dim_delta_standard_error": d["standard_error"],
+                "seeds": len(d["runs"])})
     return {"bf16_step_speedup": first["bf16_step_speedup"], "bf16_bits_per_dim_delta": first["bf16_bits_per_dim_delta"],
-            "bf16_by_depth": {f"K={r['K']}": {key: r.get(field) for key, field in per_depth.items()} for r in rows},
+            "bf16_by_depth": by_depth,
             "bf16_source": f"benchmarks/results/precision.json ({payload.get('command', '?')}), K = {first['K']}"}
 
 

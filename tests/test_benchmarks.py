@@ -154,3 +154,14 @@ def test_recipe_benchmark_quick_run(tmp_path):
     assert [(r["lr"], r["warmup_steps"]) for r in runs] == [(1e-3, 50), (2e-3, 100)]
     assert all([p["steps"] for p in r["curve"]] == [2, 4] and r["curve"][-1]["bits_per_dim"] > 0 for r in runs)
     assert result["config"]["mode"] == "bf16" and "CIFAR-10" in result["data"]["train"]
+
+
+def test_precision_seeds_quick_run(tmp_path):
+    result = run_script("precision_seeds", "--quick", tmp_path=tmp_path)
+    (depth,) = result["by_depth"]
+    runs = depth["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and all(r["float32_bpd"] > 0 and r["bf16_bpd"] > 0 for r in runs)
+    assert runs[0]["float32_bpd"] != runs[1]["float32_bpd"]  # each seed its own weights and batches
+    deltas = [r["bf16_bpd"] - r["float32_bpd"] for r in runs]
+    assert depth["mean_delta"] == pytest.approx(sum(deltas) / 2, abs=1e-4)
+    assert depth["standard_error"] >= 0 and depth["float32_across_seeds_sd"] > 0
