@@ -31,13 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, glow_size_options, options, table, write  # noqa: E402
 from benchmarks.glow_vs_normflows import Ours, bits_per_dim  # noqa: E402
+from benchmarks.precision import held_out_bpd  # noqa: E402
 import flowkit as fk  # noqa: E402
-
-
-def held_out_bpd(net: Ours, eval_x: torch.Tensor) -> float:
-    net.model.eval()
-    with torch.no_grad():
-        return float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100])) for i in range(0, len(eval_x), 100)]).mean())
 
 
 def train(net: Ours, batches: list[torch.Tensor]) -> None:
@@ -61,6 +56,8 @@ def one_seed(levels: int, depth: int, width: int, batch: int, steps: int, seed: 
     batches = [dequantise(data[torch.randint(len(data), (batch,), generator=g)], g) for _ in range(steps)]
     train(f32, batches)
     train(bf16, batches)
+    f32.model.eval()
+    bf16.model.eval()
     return {"seed": seed, "float32_bpd": round(held_out_bpd(f32, eval_x), 4),
             "bf16_bpd": round(held_out_bpd(bf16, eval_x), 4), "precision_in_effect": precision}
 
