@@ -74,19 +74,24 @@ def held_out_bpd(net, eval_x: torch.Tensor) -> float:
         return float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100])) for i in range(0, len(eval_x), 100)]).mean())
 
 
+def train_on(net, batches: list[torch.Tensor]) -> None:
+    """Adamax (lr 1e-3) steps of ``net`` on ``batches``, one step per batch."""
+    optimiser = torch.optim.Adamax(net.model.parameters(), lr=1e-3, foreach=True)
+    for x in batches:
+        loss = bits_per_dim(net.log_prob(x)).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+
 def float32_noise_reference(levels: int, depth: int, width: int, initial: dict, train, picks, eval_x) -> float:
     """Held-out bits/dim of float32 flowkit trained again from the same weights on the same
     images in the same order, with only the dequantisation noise drawn anew: how far two
     equally valid float32 runs land apart, the yardstick for the bf16 delta."""
     net = Ours(levels, depth, width)
     net.model.load_state_dict(initial)
-    optimiser = torch.optim.Adamax(net.model.parameters(), lr=1e-3, foreach=True)
     g = torch.Generator().manual_seed(7)
-    for i in picks:
-        loss = bits_per_dim(net.log_prob(dequantise(train[i], g))).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+    train_on(net, [dequantise(train[i], g) for i in picks])
     net.model.eval()
     return held_out_bpd(net, eval_x)
 
@@ -191,13 +196,13 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
 
     summary = {
         "precision_in_effect": effective,
-        "bf16_step_speedup": round(rows[0]["train_step_ms"]["median"] / rows[1]["train_step_ms"]["median"], 3),
-        "bf16_eval_speedup": round(rows[0]["eval_64_ms"]["median"] / rows[1]["eval_64_ms"]["median"], 3),
-        "bf16_sample_speedup": round(rows[0]["sample_16_ms"]["median"] / rows[1]["sample_16_ms"]["median"], 3),
+        "bf16_step_speedup": ratio(rows[0], "train_step_ms", rows[1], "train_step_ms"),
+        "bf16_eval_speedup": ratio(rows[0], "eval_64_ms", rows[1], "eval_64_ms"),
+        "bf16_sample_speedup": ratio(rows[0], "sample_16_ms", rows[1], "sample_16_ms"),
         "bf16_compiled_step_speedup": ratio(rows[0], "compiled_train_step_ms", rows[1], "compiled_train_step_ms"),
         "bf16_compiled_step_vs_float32_eager": ratio(rows[0], "train_step_ms", rows[1], "compiled_train_step_ms"),
-        "bf16_step_vs_normflows": round(rows[2]["train_step_ms"]["median"] / rows[1]["train_step_ms"]["median"], 3),
-        "bf16_sample_vs_normflows": round(rows[2]["sample_16_ms"]["median"] / rows[1]["sample_16_ms"]["median"], 3),
+        "bf16_step_vs_normflows": ratio(rows[2], "train_step_ms", rows[1], "train_step_ms"),
+        "bf16_sample_vs_normflows": ratio(rows[2], "sample_16_ms", rows[1], "sample_16_ms"),
         "bf16_compiled_sample_vs_normflows": ratio(rows[2], "sample_16_ms", rows[1], "compiled_sample_16_ms"),
         "bf16_compiled_eval_vs_normflows": ratio(rows[2], "eval_64_ms", rows[1], "compiled_eval_64_ms"),
         "float32_compiled_sample_vs_normflows": ratio(rows[2], "sample_16_ms", rows[0], "compiled_sample_16_ms"),

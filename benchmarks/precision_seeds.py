@@ -30,18 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, glow_size_options, options, table, write  # noqa: E402
-from benchmarks.glow_vs_normflows import Ours, bits_per_dim  # noqa: E402
-from benchmarks.precision import held_out_bpd  # noqa: E402
+from benchmarks.glow_vs_normflows import Ours  # noqa: E402
+from benchmarks.precision import held_out_bpd, train_on  # noqa: E402
 import flowkit as fk  # noqa: E402
-
-
-def train(net: Ours, batches: list[torch.Tensor]) -> None:
-    optimiser = torch.optim.Adamax(net.model.parameters(), lr=1e-3, foreach=True)
-    for x in batches:
-        loss = bits_per_dim(net.log_prob(x)).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
 
 
 def one_seed(levels: int, depth: int, width: int, batch: int, steps: int, seed: int, data, eval_x) -> dict:
@@ -54,8 +45,8 @@ def one_seed(levels: int, depth: int, width: int, batch: int, steps: int, seed: 
     bf16 = copy.deepcopy(f32)
     precision = fk.set_conditioner_precision(bf16.model, "bf16-conditioners")
     batches = [dequantise(data[torch.randint(len(data), (batch,), generator=g)], g) for _ in range(steps)]
-    train(f32, batches)
-    train(bf16, batches)
+    train_on(f32, batches)
+    train_on(bf16, batches)
     f32.model.eval()
     bf16.model.eval()
     return {"seed": seed, "float32_bpd": round(held_out_bpd(f32, eval_x), 4),

@@ -70,12 +70,14 @@ class FrozenFunction:
                           "compiled with them frozen: compiling again (torch.compiler.reset())", stacklevel=2)
             torch.compiler.reset()
             self._compiled = None
-        if self._compiled is None:
+        compiling = self._compiled is None
+        if compiling:
             self._compiled = torch.compile(self.fn, **self.compile_options)
             self.compiles += 1
         with torch.no_grad(), inductor.patch(freezing=True):
             out = self._compiled(*args, **kwargs)
-        self._key = weights_key(self.module)  # after the call: a first call may initialise buffers
+        if compiling:  # taken after the call: a first call may initialise buffers
+            self._key = weights_key(self.module)
         return out
 
 
