@@ -13,12 +13,16 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ShapeError
 from .layers.actnorm import ActNorm
+
+__all__ = ["Conv", "GlowConditioner", "NormedConv", "ZeroConv", "join_context", "keep_border_patches"]
 
 
 def join_context(x: Tensor, context: Tensor | None) -> Tensor:
@@ -64,6 +68,28 @@ class Conv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
         self._patch_cache: dict = {}
+        self.register_buffer("_kept_patches", None, persistent=False)  # a cache: "_" tells the kit
+        self.border_shape: tuple[int, ...] | None = None
+
+    def keep_border_patches(self, spatial_shape: Sequence[int]) -> None:
+        """Keep the border channel's patches for inputs of ``spatial_shape`` in a buffer
+        (:attr:`border_patches`, not part of the state dict), built once here rather than on the
+        first call. Under :func:`flowkit.compile_frozen` the border's response is then a
+        function of the weights alone and is folded into a constant. Inputs of other spatial
+        shapes still work; nothing changes without ``edge_bias``."""
+        if not self.edge_bias:
+            return
+        if len(spatial_shape) != self.spatial_dims:
+            raise ShapeError(f"this convolution has {self.spatial_dims} spatial dims; "
+                             f"got the spatial shape {tuple(spatial_shape)}")
+        probe = self.weight.new_zeros(1, 1, *spatial_shape)
+        self._kept_patches = self._make_border_patches(probe)
+        self.border_shape = tuple(spatial_shape)
+
+    @property
+    def border_patches(self) -> Tensor | None:
+        """The kept ``(positions, taps)`` patches of the border channel, or ``None``."""
+        return self._kept_patches
 
     def forward(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         weight = self.weight if weight is None else weight
@@ -90,6 +116,9 @@ class Conv(nn.Module):
         return (out.permute(0, 2, 3, 1) + response).permute(0, 3, 1, 2)
 
     def _border_patches(self, x: Tensor) -> Tensor:
+        kept = self._kept_patches
+        if kept is not None and tuple(x.shape[2:]) == self.border_shape and kept.dtype == x.dtype:
+            return kept
         if torch.compiler.is_compiling():
             # no Python-side cache in a graph: a new key (bfloat16 inputs under autocast) would
             # fail a guard on the next call and recompile the whole model; inductor folds it anyway
@@ -105,6 +134,21 @@ class Conv(nn.Module):
             border = border[..., None]
         kernel = (self.weight.shape[-1],) * 2 if self.spatial_dims == 2 else (self.weight.shape[-1], 1)
         return F.unfold(border, kernel)[0].t().contiguous()
+
+
+def keep_border_patches(module: nn.Module, spatial_shape: Sequence[int]) -> None:
+    """:meth:`Conv.keep_border_patches` for every bordered convolution of that spatial rank
+    in ``module``: call it where a model knows its inputs' spatial shape (Glow, per level).
+
+    Example:
+        >>> net = GlowConditioner(6, 12, hidden=16, edge_bias=True)
+        >>> keep_border_patches(net, (8, 8))
+        >>> net.conv_in.conv.border_patches.shape        # 64 positions x 9 kernel taps
+        torch.Size([64, 9])
+    """
+    for layer in module.modules():
+        if isinstance(layer, Conv) and layer.edge_bias and layer.spatial_dims == len(spatial_shape):
+            layer.keep_border_patches(spatial_shape)
 
 
 def _per_channel(v: Tensor, weight: Tensor) -> Tensor:

@@ -47,7 +47,7 @@ from flowkit import (
 )
 from flowkit.errors import DataError, FlowkitError, ShapeError
 from flowkit.config import SavedConfig
-from flowkit.nn import GlowConditioner, ZeroConv
+from flowkit.nn import GlowConditioner, ZeroConv, keep_border_patches
 
 Permutation = Literal["conv", "conv_lu", "shuffle", "reverse"]
 
@@ -133,7 +133,7 @@ def _mixing(channels: int, kind: Permutation, seed: int) -> Bijector:
     raise FlowkitError(f"permutation must be conv, conv_lu, shuffle or reverse, not {kind!r}")
 
 
-def _step(channels: int, cfg: GlowConfig, seed: int) -> list[Bijector]:
+def _step(channels: int, cfg: GlowConfig, seed: int, spatial: tuple[int, int]) -> list[Bijector]:
     def net(in_channels: int, out_channels: int) -> GlowConditioner:
         return GlowConditioner(in_channels, out_channels, cfg.width, spatial_dims=2, edge_bias=cfg.edge_bias)
 
@@ -143,17 +143,21 @@ def _step(channels: int, cfg: GlowConfig, seed: int) -> list[Bijector]:
         coupling = AdditiveCoupling(channels, net=net)
     else:
         raise FlowkitError(f"coupling must be affine or additive, not {cfg.coupling!r}")
+    keep_border_patches(coupling, spatial)
     return [ActNorm(channels, cfg.actnorm_logscale_factor), _mixing(channels, cfg.permutation, seed), coupling]
 
 
 def _level(channels: int, level: int, cfg: GlowConfig) -> Sequential:
     """Squeeze, K steps, then either the next level behind a factor-out or the top prior."""
     c = channels * 4
+    spatial = (cfg.image_shape[1] >> (level + 1), cfg.image_shape[2] >> (level + 1))
     layers: list[Bijector] = [Squeeze(2)]
     for k in range(cfg.depth):
-        layers += _step(c, cfg, seed=1000 * level + k)
+        layers += _step(c, cfg, seed=1000 * level + k, spatial=spatial)
     if level < cfg.levels - 1:
-        layers.append(FactorOut(c, _level(c // 2, level + 1, cfg), spatial_dims=2, edge_bias=cfg.edge_bias))
+        factor_out = FactorOut(c, _level(c // 2, level + 1, cfg), spatial_dims=2, edge_bias=cfg.edge_bias)
+        keep_border_patches(factor_out.prior, spatial)
+        layers.append(factor_out)
     elif cfg.learn_top or cfg.n_classes:
         layers.append(LearnedPrior(c, context_channels=cfg.n_classes))
     layers.append(Squeeze(2).inv)

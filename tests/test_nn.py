@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from flowkit.errors import ShapeError
-from flowkit.nn import Conv, GlowConditioner, NormedConv, ZeroConv, join_context
+from flowkit.nn import Conv, GlowConditioner, NormedConv, ZeroConv, join_context, keep_border_patches
 
 
 @pytest.mark.parametrize("spatial_dims", [1, 2])
@@ -15,6 +15,40 @@ def test_edge_padded_conv_equals_openai_concatenation(spatial_dims):
     plain = F.conv1d if spatial_dims == 1 else F.conv2d
     expected = plain(torch.cat([F.pad(x, pad), border], dim=1), conv.weight, conv.bias)
     torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2])
+def test_kept_border_patches_give_the_same_convolution(spatial_dims):
+    torch.manual_seed(0)
+    conv = Conv(5, 7, spatial_dims, 3, bias=True, edge_bias=True)
+    x = torch.randn(2, 5, *([6] * spatial_dims))
+    other = torch.randn(2, 5, *([4] * spatial_dims))
+    expected, expected_other = conv(x), conv(other)
+    conv.keep_border_patches(x.shape[2:])
+    assert conv.border_patches.shape == (6**spatial_dims, 3**spatial_dims)
+    assert torch.equal(conv(x), expected) and torch.equal(conv(other), expected_other)  # other sizes: computed
+    assert "border_patches" not in conv.state_dict()  # a cache, not a weight: checkpoints are unchanged
+    with pytest.raises(ShapeError, match="spatial dims"):
+        conv.keep_border_patches((6,) * (3 - spatial_dims))
+
+
+def test_kept_border_patches_are_used_and_follow_dtype_changes():
+    torch.manual_seed(0)
+    net = GlowConditioner(6, 10, hidden=16, edge_bias=True)
+    with torch.no_grad():
+        net.conv_out.layer.weight.normal_()  # zero-initialised: the border would not show
+    x = torch.randn(2, 6, 5, 5)
+    expected = net(x)
+    keep_border_patches(net, (5, 5))
+    kept = [m for m in net.modules() if isinstance(m, Conv) and m.border_patches is not None]
+    assert len(kept) == 2  # the 3x3 convolutions; the 1x1 one has no border channel
+    assert torch.equal(net(x), expected)
+    net.double()
+    assert all(conv.border_patches.dtype == torch.float64 for conv in kept)
+    torch.testing.assert_close(net(x.double()), expected.double(), atol=1e-5, rtol=1e-5)
+    for conv in kept:
+        conv.border_patches.zero_()  # a planted fault in the kept buffers must show in the output
+    assert not torch.allclose(net(x.double()), expected.double(), atol=1e-3)
 
 
 @pytest.mark.parametrize("spatial_dims, shape", [(0, (4, 6)), (1, (4, 6, 9)), (2, (4, 6, 5, 5))])

@@ -44,6 +44,28 @@ def test_class_conditional_glow_passes_the_conformance_kit():
                    factory=lambda: build_glow_bijector(cfg))
 
 
+def test_every_bordered_convolution_keeps_the_patches_of_the_shape_it_sees():
+    """Glow keeps each border channel's patches for its level's spatial size (so
+    compile_frozen folds the border's response into a constant); a wrong size would
+    silently fall back to computing them on every call."""
+    from flowkit.nn import Conv
+
+    model = Glow(GlowConfig(image_shape=(3, 16, 8), levels=3, depth=2, width=8))
+    bordered = [m for m in model.modules() if isinstance(m, Conv) and m.edge_bias]
+    seen = {}
+
+    def record(conv, args):
+        seen.setdefault(conv, tuple(args[0].shape[2:]))
+
+    for conv in bordered:
+        conv.register_forward_pre_hook(record)
+    with torch.no_grad():
+        model.eval()(torch.rand(2, 3, 16, 8) - 0.5)
+    assert len(seen) == len(bordered) == 3 * 2 * 2 + 2
+    assert all(conv.border_shape == shape for conv, shape in seen.items())
+    assert not any("border" in name for name in model.state_dict())
+
+
 def test_exact_reconstruction_on_real_images_at_L3_K8(cifar_train, cifar_val):
     model = train_a_little(Glow(GlowConfig(levels=3, depth=8, width=32)), cifar_train[0][:512])
     x = model.preprocess(cifar_val[0][:64], torch.Generator().manual_seed(1))
