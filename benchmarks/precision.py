@@ -5,8 +5,8 @@ same steps, and the round trip on real images.
 Glow (openai's faithful architecture), width 128, batch 16, on the shared CIFAR-10
 ``train_10k`` (training) and ``val_1k`` (first 400 images, held out), 2 threads. The three
 models start from the same weights (flowkit's two) and see the same batches. Timings are
-interleaved across the three (one step of each per round) and reported as min / median /
-max over the rounds.
+interleaved across the three (one step of each per round; evaluation and sampling, eager
+and compiled, all in the same rounds) and reported as min / median / max over the rounds.
 
 flowkit's two models are also timed compiled, beside their eager figures: evaluation and
 sampling with frozen weights (``flowkit.frozen.compile_frozen``), the fastest way flowkit
@@ -47,26 +47,33 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def compiled_inference(nets: dict, names: list[str], eval_x: torch.Tensor, repeats: int) -> dict:
-    """Median-able timings of frozen-compiled evaluation and sampling of ``names``,
-    interleaved with one another, plus how far the compiled samples are from eager ones
-    drawn with the same noise."""
-    compiled = {name: (compile_frozen(nets[name].model.log_prob, nets[name].model),
-                       compile_frozen(nets[name].model.sample, nets[name].model)) for name in names}
-    out = {name: {"eval": [], "sample": []} for name in names}
-    for name, (log_prob, sample) in compiled.items():  # compile outside the timed rounds
+def compile_inference(nets: dict, names: list[str], eval_x: torch.Tensor) -> dict:
+    """Frozen-compiled evaluation and sampling of ``names`` (compiled here, outside the
+    timed rounds), with how far the compiled samples are from eager ones drawn with the
+    same noise."""
+    compiled = {}
+    for name in names:
+        log_prob = compile_frozen(nets[name].model.log_prob, nets[name].model)
+        sample = compile_frozen(nets[name].model.sample, nets[name].model)
         log_prob(eval_x[:64])
         sample(16, 0.7)
         with torch.no_grad():
             eager = nets[name].model.sample(16, 0.7, None, torch.Generator().manual_seed(5))
-        out[name]["sample_max_abs_diff_vs_eager"] = float(
-            (sample(16, 0.7, None, torch.Generator().manual_seed(5)) - eager).abs().max())
-        out[name]["compiles"] = log_prob.compiles + sample.compiles
+        diff = float((sample(16, 0.7, None, torch.Generator().manual_seed(5)) - eager).abs().max())
+        compiled[name] = {"log_prob": log_prob, "sample": sample, "sample_max_abs_diff_vs_eager": diff}
+    return compiled
+
+
+def inference_times(cases: dict[str, tuple], eval_x: torch.Tensor, repeats: int) -> dict:
+    """Evaluation of 64 images and sampling of 16 by every ``(log_prob, sample)`` case, all
+    interleaved in the same rounds, so that eager and compiled figures (and the ratios
+    between them) share the machine's state."""
+    times = {name: {"eval": [], "sample": []} for name in cases}
     for _ in range(repeats):
-        for name, (log_prob, sample) in compiled.items():
-            out[name]["eval"].append(_timed(lambda: log_prob(eval_x[:64])))
-            out[name]["sample"].append(_timed(lambda: sample(16, 0.7)))
-    return out
+        for name, (log_prob, sample) in cases.items():
+            times[name]["eval"].append(_timed(lambda: log_prob(eval_x[:64])))
+            times[name]["sample"].append(_timed(lambda: sample(16, 0.7)))
+    return times
 
 
 def held_out_bpd(net, eval_x: torch.Tensor) -> float:
@@ -123,7 +130,7 @@ def compiled_steps(nets: dict, names: list[str], x: torch.Tensor, repeats: int) 
 
 
 def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats: int, train, held_out,
-            compiled_names: list[str] | None = None, compile_step: bool = True) -> dict:
+            compiled_names: list[str] | None = None, compile_step: bool = True, inference_repeats: int = 25) -> dict:
     torch.manual_seed(0)
     f32 = Ours(levels, depth, width)
     g = torch.Generator().manual_seed(0)
@@ -157,17 +164,16 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
                 step(name, x)
     eval_x = dequantise(held_out, torch.Generator().manual_seed(1))
     reference = float32_noise_reference(levels, depth, width, initial, train, picks, eval_x)
-    rows, eval_ms, sample_ms = [], {n: [] for n in nets}, {n: [] for n in nets}
+    rows = []
     with torch.no_grad():
         for net in nets.values():
             net.model.eval()
-        for _ in range(repeats):
-            for name, net in nets.items():
-                eval_ms[name].append(_timed(lambda: net.log_prob(eval_x[:64])))
-                sample_ms[name].append(_timed(lambda: net.sample(16, 0.7)))
         bpd = {name: held_out_bpd(net, eval_x) for name, net in nets.items()}
         f32_name, bf16_name = "flowkit float32", f"flowkit {effective}"
-        compiled = compiled_inference(nets, compiled_names or [f32_name, bf16_name], eval_x, repeats)
+        compiled = compile_inference(nets, compiled_names or [f32_name, bf16_name], eval_x)
+        cases = {name: (net.log_prob, net.sample) for name, net in nets.items()}
+        cases.update({f"{name} compiled": (c["log_prob"], c["sample"]) for name, c in compiled.items()})
+        inference = inference_times(cases, eval_x, inference_repeats)
     step_compiled = compiled_steps(nets, [f32_name, bf16_name], batches[0], repeats) if compile_step else {}
     with torch.no_grad():
         fk.set_conditioner_precision(bf16.model, "float32")
@@ -179,13 +185,14 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
         changed = (bf16.model.postprocess(bf16.model.decode(bf16.model.encode(x))) != images).float().mean()
     for name in nets:
         rows.append({"model": name, "K": depth, "train_step_ms": spread(step_ms[name]),
-                     "eval_64_ms": spread(eval_ms[name]), "sample_16_ms": spread(sample_ms[name]),
+                     "eval_64_ms": spread(inference[name]["eval"]), "sample_16_ms": spread(inference[name]["sample"]),
                      "held_out_bpd": round(bpd[name], 4)})
         if name in compiled:
-            rows[-1].update({"compiled_eval_64_ms": spread(compiled[name]["eval"]),
-                             "compiled_sample_16_ms": spread(compiled[name]["sample"]),
-                             "compiled_sample_max_abs_diff_vs_eager": compiled[name]["sample_max_abs_diff_vs_eager"],
-                             "compiles": compiled[name]["compiles"]})
+            frozen = compiled[name]
+            rows[-1].update({"compiled_eval_64_ms": spread(inference[f"{name} compiled"]["eval"]),
+                             "compiled_sample_16_ms": spread(inference[f"{name} compiled"]["sample"]),
+                             "compiled_sample_max_abs_diff_vs_eager": frozen["sample_max_abs_diff_vs_eager"],
+                             "compiles": frozen["log_prob"].compiles + frozen["sample"].compiles})
         if name in step_compiled:
             rows[-1]["compiled_train_step_ms"] = spread(step_compiled[name])
 
@@ -222,7 +229,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     glow_size_options(parser)
     parser.add_argument("--steps", type=int, default=200, help="training steps of each model (same batches)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (interleaved)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed training-step rounds (interleaved)")
+    parser.add_argument("--inference-repeats", type=int, default=25,
+                        help="timed rounds of evaluation and sampling (eager and compiled interleaved)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-compiled-step", action="store_true",
                         help="skip the compiled training steps (each compile takes a minute or more)")
@@ -230,14 +239,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.quick:
-        args.depths, args.width, args.steps, args.repeats = [1], 16, 4, 2
+        args.depths, args.width, args.steps, args.repeats, args.inference_repeats = [1], 16, 4, 2, 2
     train = cifar("train", 2000 if args.quick else None)
     held_out = cifar("val", 100 if args.quick else 400)
     # the quick run compiles one model only: compiling is most of its time
     compiled_names = ["flowkit bf16-conditioners" if fk.bf16_supported("cpu") else "flowkit float32"] if args.quick else None
     compile_step = not (args.quick or args.no_compiled_step)
     results = [compare(args.levels, k, args.width, args.batch, args.steps, args.repeats, train, held_out, compiled_names,
-                       compile_step) for k in args.depths]
+                       compile_step, args.inference_repeats) for k in args.depths]
     payload = {"config": options(args), "fp_support": {"cpu_bf16": fk.bf16_supported("cpu")},
                "by_depth": results}
     path = write("precision_quick" if args.quick else "precision", payload, args.results)

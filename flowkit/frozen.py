@@ -2,9 +2,10 @@ r"""Compiled inference with frozen weights, never stale.
 
 Inductor's weight freezing (``torch._inductor.config.freezing``) compiles a function of a
 module as if its parameters and buffers were constants: what depends on the weights alone
-(the 1x1 layers' inverses and log-dets, the weight scales folded into the convolutions)
-is computed once, at compile time, and oneDNN's convolution weights are packed once. On
-the 2-core CPU this makes Glow's compiled sampling about 1.2-1.4x faster than compiling
+(the 1x1 layers' inverses and log-dets, the weight scales folded into the convolutions,
+the border channel's responses where the patches are kept, as Glow keeps them) is
+computed once, at compile time, and oneDNN's convolution weights are packed once. On the
+2-core CPU this makes Glow's compiled sampling about 1.2-1.4x faster than compiling
 without freezing (docs/benchmarks.md, "bf16 conditioner networks").
 
 Two traps come with it, and :func:`compile_frozen` removes both:
