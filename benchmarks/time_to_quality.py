@@ -324,6 +324,7 @@ def bf16_figures(folder: Path) -> dict:
     first = next((r for r in rows if r["K"] == 4), rows[0])
     per_depth = {"step_speedup": "bf16_step_speedup", "bits_per_dim_delta": "bf16_bits_per_dim_delta",
                  "float32_noise_seed_delta": "float32_noise_seed_delta",
+                 "compiled_step_speedup": "bf16_compiled_step_speedup",
                  "compiled_sample_vs_normflows": "bf16_compiled_sample_vs_normflows",
                  "compiled_eval_vs_normflows": "bf16_compiled_eval_vs_normflows"}
     by_depth = {f"K={r['K']}": {key: r.get(field) for key, field in per_depth.items()} for r in rows}

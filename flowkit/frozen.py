@@ -39,7 +39,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook, register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
 __all__ = ["FrozenFunction", "compile_frozen", "weights_key"]
 
@@ -47,8 +51,27 @@ __all__ = ["FrozenFunction", "compile_frozen", "weights_key"]
 def weights_key(module: nn.Module) -> tuple:
     """What identifies the current values of ``module``'s parameters and buffers: every
     tensor's version counter (bumped by each in-place change), storage, dtype and device."""
-    tensors = [*module.parameters(), *module.buffers()]
+    return _key_of([*module.parameters(), *module.buffers()])
+
+
+def _key_of(tensors: list[Tensor]) -> tuple:
     return tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+
+
+# Walking a module tree for its tensors costs more than comparing them (0.36 of 0.42 ms for
+# a K = 4 Glow, 3 % of a compiled sample), so a FrozenFunction keeps the list until any
+# module anywhere registers or replaces a parameter, buffer or submodule.
+_registrations = 0
+
+
+def _count_registration(*_: Any) -> None:
+    global _registrations
+    _registrations += 1
+
+
+for _register in (register_module_parameter_registration_hook, register_module_buffer_registration_hook,
+                  register_module_module_registration_hook):
+    _register(_count_registration)
 
 
 class FrozenFunction:
@@ -61,11 +84,19 @@ class FrozenFunction:
         self.compiles = 0
         self._compiled: Callable | None = None
         self._key: tuple | None = None
+        self._tensors: list[Tensor] = []
+        self._registrations = -1
+
+    def _weights_key(self) -> tuple:
+        if self._registrations != _registrations:
+            self._tensors = [*self.module.parameters(), *self.module.buffers()]
+            self._registrations = _registrations
+        return _key_of(self._tensors)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         import torch._inductor.config as inductor
 
-        key = weights_key(self.module)
+        key = self._weights_key()
         if self._compiled is not None and key != self._key:
             warnings.warn(f"the weights of {type(self.module).__name__} changed since {self.fn.__name__} was "
                           "compiled with them frozen: compiling again (torch.compiler.reset())", stacklevel=2)
@@ -78,7 +109,7 @@ class FrozenFunction:
         with torch.no_grad(), inductor.patch(freezing=True):
             out = self._compiled(*args, **kwargs)
         if compiling:  # taken after the call: a first call may initialise buffers
-            self._key = weights_key(self.module)
+            self._key = self._weights_key()
         return out
 
 

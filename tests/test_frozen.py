@@ -62,3 +62,19 @@ def test_weights_key_sees_in_place_changes_and_loads():
     assert changed != key
     layer.load_state_dict({name: t.clone() for name, t in layer.state_dict().items()})
     assert weights_key(layer) != changed
+
+
+def test_replaced_or_added_weights_are_seen_after_the_first_call(glow):
+    """The tensors' list is kept between calls; a parameter replaced by a new one, or a
+    buffer added, must still count as a change (planted: a list never refreshed)."""
+    x = torch.rand(4, 3, 8, 8) - 0.5
+    log_prob = compile_frozen(glow.log_prob, glow)
+    log_prob(x)
+    log_prob(x)
+    actnorm = next(m for m in glow.modules() if isinstance(m, flowkit.ActNorm))
+    actnorm.bias = torch.nn.Parameter(actnorm.bias.detach() + 0.5)  # a new tensor, version 0
+    with pytest.warns(UserWarning, match="changed since log_prob was compiled"):
+        got = log_prob(x)
+    with torch.no_grad():
+        torch.testing.assert_close(got, glow.log_prob(x), atol=1e-3, rtol=1e-5)
+    assert log_prob.compiles == 2
