@@ -51,7 +51,11 @@ __all__ = ["FrozenFunction", "compile_frozen", "weights_key"]
 def weights_key(module: nn.Module) -> tuple:
     """What identifies the current values of ``module``'s parameters and buffers: every
     tensor's version counter (bumped by each in-place change), storage, dtype and device."""
-    return _key_of([*module.parameters(), *module.buffers()])
+    return _key_of(_tensors_of(module))
+
+
+def _tensors_of(module: nn.Module) -> list[Tensor]:
+    return [*module.parameters(), *module.buffers()]
 
 
 def _key_of(tensors: list[Tensor]) -> tuple:
@@ -89,7 +93,7 @@ class FrozenFunction:
 
     def _weights_key(self) -> tuple:
         if self._registrations != _registrations:
-            self._tensors = [*self.module.parameters(), *self.module.buffers()]
+            self._tensors = _tensors_of(self.module)
             self._registrations = _registrations
         return _key_of(self._tensors)
 

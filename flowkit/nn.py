@@ -147,7 +147,7 @@ def keep_border_patches(module: nn.Module, spatial_shape: Sequence[int]) -> None
         torch.Size([64, 9])
     """
     for layer in module.modules():
-        if isinstance(layer, Conv) and layer.edge_bias and layer.spatial_dims == len(spatial_shape):
+        if isinstance(layer, Conv) and layer.spatial_dims == len(spatial_shape):
             layer.keep_border_patches(spatial_shape)
 
 

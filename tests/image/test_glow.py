@@ -63,7 +63,7 @@ def test_every_bordered_convolution_keeps_the_patches_of_the_shape_it_sees():
         model.eval()(torch.rand(2, 3, 16, 8) - 0.5)
     assert len(seen) == len(bordered) == 3 * 2 * 2 + 2
     assert all(conv.border_shape == shape for conv, shape in seen.items())
-    assert not any("border" in name for name in model.state_dict())
+    assert not any("patches" in name for name in model.state_dict())
 
 
 def test_exact_reconstruction_on_real_images_at_L3_K8(cifar_train, cifar_val):
