@@ -93,9 +93,15 @@ class Flow(nn.Module):
         """Same as :meth:`log_prob`, so wrappers such as DDP that call ``forward`` work."""
         return self.log_prob(x, context)
 
+    def check_input(self, x: Tensor) -> None:
+        """Validate data given to :meth:`log_prob` (floating point, the event shape, finite);
+        a subclass adds its domain's checks here (:class:`flowkit_image.Glow`: the pixel
+        range). Does nothing with ``validate=False``."""
+        self._check(x, "input", self.event_shape)
+
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``log p(x)`` per sample, shape ``(batch,)``."""
-        self._check(x, "input", self.event_shape)
+        self.check_input(x)
         z, ladj = self.bijector(x, self.embed_context(context, x.shape[1:]))
         return self.base.log_prob(z) + ladj
 

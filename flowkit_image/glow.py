@@ -221,6 +221,15 @@ class Glow(Flow):
         x = torch.floor((x + 0.5) * self.n_bins) * (256 / self.n_bins)
         return x.clamp(0, 255).to(torch.uint8)
 
+    def check_input(self, x: Tensor) -> None:
+        """:meth:`flowkit.Flow.check_input`, and the values must lie in ``[-0.5, 0.5]``
+        (:meth:`preprocess`): pixels scaled another way (``[0, 1]``, ``[0, 255]``) would
+        otherwise give a plausible-looking, wrong likelihood. Like the finiteness check, it
+        steps aside inside ``torch.compile``."""
+        super().check_input(x)
+        if self.validate and not torch.compiler.is_compiling():
+            check_dequantised(x)
+
     def bits_per_dim(self, x: Tensor, context: Tensor | None = None, n_bins: int | None = None) -> Tensor:
         """Glow's bits/dim of dequantised ``x`` (the ``D log n_bins`` term included)."""
         return super().bits_per_dim(x, context, n_bins or self.n_bins)
@@ -241,6 +250,18 @@ def check_images(images: Tensor, shape: tuple[int, int, int]) -> None:
                             "pass raw pixels, the model does the scaling")
         if images.min() < 0 or images.max() > 255:
             raise DataError(f"pixel values out of range 0..255: min {int(images.min())}, max {int(images.max())}")
+
+
+def check_dequantised(x: Tensor, tolerance: float = 1e-6) -> None:
+    """Raise a clear error unless the floats ``x`` lie in ``[-0.5, 0.5]``, Glow's input range
+    (up to ``tolerance``). Run it after the finiteness check: NaN compares as in range."""
+    if x.numel() == 0:
+        return
+    low, high = (float(v) for v in torch.aminmax(x.detach()))
+    if low < -0.5 - tolerance or high > 0.5 + tolerance:
+        hint = " (they look like [0, 1] floats: subtract 0.5)" if low >= -tolerance and high <= 1 + tolerance else ""
+        raise DataError(f"Glow takes dequantised images in [-0.5, 0.5] (Glow.preprocess of uint8 pixels); "
+                        f"got values from {low:.4g} to {high:.4g}{hint}")
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -138,6 +138,28 @@ def test_bad_images_get_clear_errors():
         GlowConfig(image_shape=(3, 20, 20), levels=3)
 
 
+
+def test_log_prob_refuses_pixels_scaled_another_way():
+    model = Glow(GlowConfig(image_shape=(3, 8, 8), levels=1, depth=1, width=8)).eval()
+    pixels = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    pixels[0, 0, 0, :2] = torch.tensor([0, 255], dtype=torch.uint8)
+    x = model.preprocess(pixels, torch.Generator().manual_seed(0))
+    with pytest.raises(DataError, match=r"\[-0.5, 0.5\].*look like \[0, 1\] floats"):
+        model.bits_per_dim(x + 0.5)
+    with pytest.raises(DataError, match=r"got values from 0 to 255$"):
+        model.log_prob(pixels.float())
+    with pytest.raises(DataError, match="from -0.6"):
+        model.log_prob(x.clamp(-0.5, 0.5).index_fill(0, torch.tensor([1]), -0.6))  # one bad sample is enough
+    with pytest.raises(DataError, match="floating point"):
+        model.log_prob(pixels)
+    with pytest.raises(ShapeError):  # the shape is named before the range
+        model.log_prob(torch.full((2, 3, 4, 4), 9.0))
+    with torch.no_grad():  # the closed range is allowed, and validate=False switches the check off
+        edges = torch.full_like(x, -0.5).index_fill(0, torch.tensor([1]), 0.5)
+        assert torch.isfinite(model.log_prob(edges)).all()
+        model.validate = False
+        assert torch.isfinite(model.log_prob(x + 0.5)).all()
+
 @pytest.mark.parametrize("sizes, message", [({"width": 200_000}, "width=200000"), ({"depth": 100_000}, "depth=100000"),
                                             ({"levels": -1}, "levels=-1"),
                                             ({"depth": 400, "width": 8000}, "billion parameters")])
