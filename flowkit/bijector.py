@@ -52,6 +52,11 @@ class Bijector(nn.Module):
     ``context`` is an optional conditioning tensor with the same batch size.
     """
 
+    #: Whether the layer reads ``context``: ``False`` for layers that ignore it (ActNorm,
+    #: 1x1 mixing, squeezes), ``True`` for conditioned ones, ``None`` (the default) when a
+    #: bijector does not say. :class:`flowkit.Flow` refuses a context that nothing reads.
+    reads_context: bool | None = None
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map ``x`` to ``y``; return ``(y, log|det dy/dx|)`` with the log-det of shape ``(batch,)``."""
         raise NotImplementedError
@@ -122,6 +127,10 @@ class Inverse(Bijector):
     def inv(self) -> Bijector:
         return self.bijector
 
+    @property
+    def reads_context(self) -> bool | None:
+        return self.bijector.reads_context
+
 
 class Sequential(Bijector):
     r"""Compose bijectors: ``Sequential(f1, f2)(x) = f2(f1(x))``, log-dets summed.
@@ -178,6 +187,10 @@ class Sequential(Bijector):
 
         return chain_backward(self.layers, y, grad_y, grad_ladj, sink)
 
+    @property
+    def reads_context(self) -> bool | None:
+        return any_reads_context(self.layers)
+
     def forward_shape(self, shape: Sequence[int]) -> Shape:
         for layer in self.layers:
             shape = layer.forward_shape(shape)
@@ -198,6 +211,15 @@ class Sequential(Bijector):
 
     def __iter__(self) -> Iterator[Bijector]:
         return iter(self.layers)
+
+
+def any_reads_context(bijectors: Iterable[nn.Module]) -> bool | None:
+    """``True`` if any of ``bijectors`` reads its context, ``False`` if each is known not to,
+    ``None`` otherwise (a container's :attr:`Bijector.reads_context`)."""
+    flags = [getattr(b, "reads_context", None) for b in bijectors]
+    if any(flag is True for flag in flags):
+        return True
+    return False if all(flag is False for flag in flags) else None
 
 
 def total_log_det(steps: list[Tensor], x: Tensor) -> Tensor:

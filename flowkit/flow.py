@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -79,10 +80,19 @@ class Flow(nn.Module):
             hint = " (add a batch dim)" if _matches(tuple(x.shape), tuple(shape)) else ""
             wanted = ", ".join("any" if n is None else str(n) for n in shape)
             raise ShapeError(f"{what} should have shape (batch, {wanted}); got {tuple(x.shape)}{hint}")
+        parameter = next(self.parameters(), None)
+        if parameter is not None and parameter.is_floating_point() and x.dtype != parameter.dtype:
+            raise DataError(f"{what} is {x.dtype} but the flow's parameters are {parameter.dtype}: "
+                            f"cast one to the other (x.to({parameter.dtype}) or flow.to({x.dtype}))")
         check_finite(x, what)
 
     def embed_context(self, context: Tensor | None, event_shape: Sequence[int]) -> Tensor | None:
-        """The context the bijector sees: ``context_net(context, event_shape)``, or ``context``."""
+        """The context the bijector sees: ``context_net(context, event_shape)``, or ``context``.
+        A context is refused when no layer reads one (:attr:`Bijector.reads_context`), since
+        it would be ignored without a word."""
+        if context is not None and getattr(self.bijector, "reads_context", None) is False:
+            raise ShapeError("a context was given, but no layer of this flow reads one "
+                             "(build its couplings or priors with context_channels=...)")
         if self.context_net is None or context is None:
             return context
         if self.validate:
@@ -179,6 +189,7 @@ class Flow(nn.Module):
                              generator: torch.Generator | None = None,
                              length: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """Samples and their log-density under the model (not the tempered one)."""
+        n = _sample_count(n)
         if context is not None and context.shape[0] != n:
             raise ShapeError(f"context has batch size {context.shape[0]}; sampling {n}")
         if not (math.isfinite(float(temperature)) and float(temperature) >= 0):
@@ -197,6 +208,16 @@ class Flow(nn.Module):
                             length: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """:meth:`rsample_and_log_prob` without autograd."""
         return self.rsample_and_log_prob(n, temperature, context, generator, length)
+
+
+def _sample_count(n: int) -> int:
+    try:
+        count = operator.index(n)  # ints, NumPy and 0-d integer tensors; not floats or bools
+    except TypeError:
+        count = -1
+    if isinstance(n, bool) or count < 0:
+        raise FlowkitError(f"the number of samples must be an integer >= 0, not {n!r}")
+    return count
 
 
 @torch.no_grad()

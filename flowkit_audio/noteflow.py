@@ -77,6 +77,8 @@ class PitchConditioned(fk.Bijector):
         True
     """
 
+    reads_context = False  # it conditions ``inner`` on the pitch channel, never on the flow's context
+
     def __init__(self, inner: fk.Bijector):
         super().__init__()
         self.inner = inner

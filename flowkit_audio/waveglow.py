@@ -330,6 +330,8 @@ class WaveGlow(fk.Flow):
 class _LatentScale(fk.Bijector):
     """The final ``z / sigma`` (WaveGlow's N(0, sigma^2) prior on the last channels)."""
 
+    reads_context = False
+
     def __init__(self, sigma: float, channels: int):
         super().__init__()
         self.log_sigma = math.log(sigma)

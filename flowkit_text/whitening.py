@@ -43,6 +43,8 @@ class Whitening(fk.Bijector):
         dim: embedding dimension.
     """
 
+    reads_context = False
+
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim

@@ -197,3 +197,52 @@ def test_decoding_that_overflows_names_the_first_layer_instead_of_returning_inf(
     with pytest.raises(NonFiniteError, match="bijector.layers.0"):
         flow.decode(torch.full((2, 2), 1e9))
     assert torch.isfinite(flow.sample(4, temperature=1.0)).all()  # a sane temperature still samples
+
+
+def test_a_context_that_no_layer_reads_is_refused_not_ignored():
+    unconditional = fk.Flow(fk.Sequential(fk.ActNorm(4), fk.Invertible1x1(4), fk.AffineCoupling(4, hidden=8, spatial_dims=0)),
+                            event_shape=(4,)).eval()
+    x, context = torch.randn(3, 4), torch.randn(3, 2)
+    for call in (lambda: unconditional.log_prob(x, context), lambda: unconditional.encode(x, context),
+                 lambda: unconditional.decode(x, context), lambda: unconditional.sample(3, context=context)):
+        with pytest.raises(ShapeError, match="no layer of this flow reads one.*context_channels"):
+            call()
+    conditional = fk.Flow(fk.Sequential(fk.ActNorm(4), fk.AffineCoupling(4, hidden=8, spatial_dims=0, context_channels=2)),
+                          event_shape=(4,)).eval()
+    with torch.no_grad():
+        for p in conditional.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    assert not torch.allclose(conditional.log_prob(x, context), conditional.log_prob(x, context + 1))
+    with pytest.raises(ShapeError, match="AffineCoupling was built with context channels: pass a context"):
+        conditional.log_prob(x)
+    assert make_flow().bijector.reads_context is None  # a bijector that does not say: its context is passed on
+    make_flow().log_prob(torch.randn(3, 2), torch.randn(3, 5))
+
+
+def test_reads_context_of_containers():
+    plain, reads = fk.ActNorm(4), fk.AffineCoupling(4, hidden=8, spatial_dims=0, context_channels=1)
+    unknown = Affine([0.0] * 4, [1.0] * 4)
+    assert fk.Sequential(plain, plain.inv).reads_context is False
+    assert fk.Sequential(plain, reads).reads_context is True
+    assert fk.Sequential(plain, unknown).reads_context is None
+    assert fk.Sequential(unknown, reads).inv.reads_context is True
+    assert fk.Sequential().reads_context is False
+    inner_reads = fk.Sequential(fk.AffineCoupling(2, hidden=8, spatial_dims=0, context_channels=1))
+    assert fk.FactorOut(4, inner_reads, spatial_dims=0).reads_context is True
+    assert fk.FactorOut(4, fk.Sequential(fk.ActNorm(2)), spatial_dims=0).reads_context is False
+    assert fk.FactorOut(4, fk.Sequential(fk.ActNorm(2)), spatial_dims=0, context_channels=1).reads_context is True
+    assert fk.LearnedPrior(4, context_channels=3).reads_context is True
+    assert fk.LearnedPrior(4).reads_context is False
+
+
+def test_a_dtype_mismatch_and_a_bad_sample_count_are_named():
+    flow = make_flow()
+    with pytest.raises(fk.DataError, match="input is torch.float64 but the flow's parameters are torch.float32"):
+        flow.log_prob(torch.zeros(2, 2, dtype=torch.float64))
+    with pytest.raises(fk.DataError, match="latent is torch.float64"):
+        flow.decode(torch.zeros(2, 2, dtype=torch.float64))
+    assert flow.double().log_prob(torch.zeros(2, 2, dtype=torch.float64)).dtype == torch.float64
+    for bad in (-1, 2.0, True, "2"):
+        with pytest.raises(fk.FlowkitError, match="number of samples must be an integer >= 0"):
+            flow.sample(bad)
+    assert flow.sample(0).shape == (0, 2)

@@ -36,6 +36,8 @@ class ActNorm(Bijector):
         eps: added to the standard deviation at initialisation.
     """
 
+    reads_context = False
+
     def __init__(self, channels: int, logscale_factor: float = 1.0, eps: float = 1e-6):
         super().__init__()
         self.channels = channels

@@ -71,7 +71,13 @@ class _Coupling(Bijector):
         else:
             self.net = GlowConditioner(self.split, out_channels, hidden, spatial_dims, context_channels)
 
+    @property
+    def reads_context(self) -> bool:
+        return self.uses_context
+
     def _conditioner(self, x_a: Tensor, context: Tensor | None) -> Tensor:
+        if self.uses_context and context is None:
+            raise ShapeError(f"{type(self).__name__} was built with context channels: pass a context")
         with conditioner_autocast(self, x_a):
             h = self.net(x_a, context) if self.uses_context else self.net(x_a)
         return h.to(x_a.dtype)

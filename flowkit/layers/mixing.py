@@ -69,6 +69,8 @@ class _ParameterCache:
 class _Mixing(Bijector):
     """Shared forward/inverse of the two parameterisations."""
 
+    reads_context = False
+
     def __init__(self, channels: int):
         super().__init__()
         self.channels = channels

@@ -109,7 +109,13 @@ class FactorOut(Bijector):
         scaled = z2 * math.exp(self.log_sigma) if inverse else z2 * math.exp(-self.log_sigma)
         return scaled, z2.new_full((z2.shape[0],), -per_sample if inverse else per_sample)
 
+    @property
+    def reads_context(self) -> bool | None:
+        return True if self.uses_context else self.inner.reads_context
+
     def _prior(self, z1: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self.uses_context and context is None:
+            raise ShapeError("this FactorOut's prior was built with context channels: pass a context")
         with conditioner_autocast(self, z1):
             h = self.prior(z1, context if self.uses_context else None)
         return interleaved_pair(h.to(z1.dtype))
@@ -191,6 +197,10 @@ class LearnedPrior(Bijector):
         self.mean = nn.Parameter(torch.zeros(channels))
         self.logs = nn.Parameter(torch.zeros(channels))
         self.context_net = ZeroConv(context_channels, 2 * channels, 0) if context_channels else None
+
+    @property
+    def reads_context(self) -> bool:
+        return self.context_net is not None
 
     def _params(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         view = (1, -1, *([1] * (z.dim() - 2)))

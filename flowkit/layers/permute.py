@@ -24,6 +24,8 @@ from ..bijector import Bijector, check_channels
 class Permute(Bijector):
     """Permute the channels (dim 1): ``kind="reverse"`` or a seeded ``"shuffle"``."""
 
+    reads_context = False
+
     def __init__(self, channels: int, kind: Literal["reverse", "shuffle"] = "reverse", seed: int = 0):
         super().__init__()
         if kind == "reverse":

@@ -29,6 +29,8 @@ _PATTERNS = {
 class Squeeze(Bijector):
     """Space-to-depth by ``factor`` along every spatial dim (1-D or 2-D)."""
 
+    reads_context = False
+
     def __init__(self, factor: int = 2):
         super().__init__()
         if factor < 1:

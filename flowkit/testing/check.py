@@ -77,7 +77,7 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
     run once in training mode (data-dependent initialisation) and moved to float64. Then: output shapes, dtype, device and ``forward_shape``; round trips
     both ways; inverse log-det equals minus the forward one; the log-det equals
     ``log|det|`` of the autograd Jacobian; changing one sample changes no other
-    sample's output; gradients reach every parameter; training and evaluation mode
+    sample's output; a declared ``reads_context`` matches what a changed context does; gradients reach every parameter; training and evaluation mode
     agree; a state_dict round trip (into ``factory()`` when given) reproduces the
     outputs; no tensor state lives outside the state_dict; and ``example``'s own
     dtype round trips to ``sqrt(atol)``; ``recompute`` (reversible backprop) rebuilds
@@ -168,6 +168,7 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
                 if p.requires_grad and p.numel() and (p.grad is None or not p.grad.abs().sum() > 0)]
         expect(not dead, f"no gradient reaches parameters {dead}")
 
+    failures += _context_failures(b, x, ctx, generator, atol, rtol)
     failures += _reversible_failures(b, x, ctx, generator, atol, rtol)
     failures += _gradient_failures(b, x[:2], None if ctx is None else ctx[:2], generator)
 
@@ -187,6 +188,26 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
 def _raise_if(failures: list[str], bijector: Bijector) -> None:
     if failures:
         raise ConformanceError(f"{type(bijector).__name__} failed {len(failures)} check(s):\n- " + "\n- ".join(failures))
+
+
+def _context_failures(b: Bijector, x: Tensor, ctx: Tensor | None, generator: torch.Generator,
+                      atol: float, rtol: float) -> list[str]:
+    """A declared :attr:`~flowkit.Bijector.reads_context` must match what the layer does
+    with a changed (floating-point) context: ``False`` leaves the output alone, ``True``
+    changes it (the parameters are perturbed, so a zero-initialised network responds)."""
+    declared = getattr(b, "reads_context", None)
+    if declared is None or ctx is None or not ctx.is_floating_point():
+        return []
+    changed = ctx + torch.randn(ctx.shape, generator=generator, dtype=ctx.dtype)
+    with torch.no_grad():
+        y, ladj = b(x, ctx)
+        y_changed, ladj_changed = b(x, changed)
+    same = _close(y_changed, y, atol, rtol) and _close(ladj_changed, ladj, atol, rtol)
+    if declared is False and not same:
+        return ["declares reads_context = False, yet changing the context changed its output"]
+    if declared is True and same:
+        return ["declares reads_context = True, yet changing the context left its output unchanged"]
+    return []
 
 
 def _reversible_failures(b: Bijector, x: Tensor, ctx: Tensor | None, generator: torch.Generator,

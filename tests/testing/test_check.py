@@ -175,3 +175,45 @@ def test_the_same_layers_without_the_bug_pass():
 def test_kit_names_the_parameter_whose_gradient_is_cut():
     with pytest.raises(ConformanceError, match="w.r.t. the parameters \\['log_scale'\\] do not match"):
         check_bijector(DetachedScale(3), x)
+
+
+class ContextShift(Scale):
+    """y = x e^s + mean(context): declares ``reads_context`` as told, whatever it does."""
+
+    def __init__(self, channels: int, declared: bool | None, reads: bool):
+        super().__init__(channels)
+        self.reads_context = declared
+        self.reads = reads
+
+    def _shift(self, x, context):
+        if not self.reads or context is None:
+            return torch.zeros_like(x)
+        return context.mean(1).view(-1, *([1] * (x.dim() - 1))).expand_as(x)
+
+    def forward(self, x, context=None):
+        y, ladj = super().forward(x)
+        return y + self._shift(x, context), ladj
+
+    def inverse(self, y, context=None):
+        return super().inverse(y - self._shift(y, context))
+
+
+@pytest.mark.parametrize("declared, reads, message", [
+    (False, True, "declares reads_context = False, yet changing the context changed its output"),
+    (True, False, "declares reads_context = True, yet changing the context left its output unchanged"),
+])
+def test_kit_catches_a_wrong_reads_context(declared, reads, message):
+    with pytest.raises(ConformanceError, match=message):
+        check_bijector(ContextShift(3, declared, reads), x, torch.randn(4, 2))
+
+
+@pytest.mark.parametrize("declared, reads", [(True, True), (False, False), (None, True), (None, False)])
+def test_a_true_or_absent_reads_context_passes(declared, reads):
+    check_bijector(ContextShift(3, declared, reads), x, torch.randn(4, 2))
+
+
+def test_flowkit_layers_declare_their_context_use_truthfully():
+    context = torch.randn(4, 2)
+    check_bijector(AffineCoupling(3, hidden=8, spatial_dims=1, context_channels=2), x, context)
+    check_bijector(ActNorm(3), x, context)
+    check_bijector(FactorOut(4, spatial_dims=1, context_channels=2), torch.randn(4, 4, 6), context)
