@@ -141,3 +141,17 @@ def test_regression_direction_within_groups_ignores_a_confounded_group_offset():
         fk.regression_direction(identity, x, [1.0, 1, 1, 2, 2, 2], groups=groups)
     with pytest.raises(ShapeError, match="5 group keys"):
         fk.regression_direction(identity, x, values, groups=groups[:5])
+
+
+def test_non_finite_edits_and_bad_step_counts_are_named(flow):
+    x = torch.randn(2, 3, 4)
+    direction = torch.zeros(3, 4)
+    direction[1, 1] = float("nan")
+    with pytest.raises(fk.NonFiniteError, match="the direction holds 1 NaN"):
+        fk.apply_direction(flow, x, direction, 1.0)
+    with pytest.raises(fk.NonFiniteError, match="alpha holds 0 NaN and 1 infinite"):
+        fk.apply_direction(flow, x, torch.zeros(3, 4), [0.0, float("inf")])
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(fk.FlowkitError, match="interpolation steps must be an integer >= 1"):
+            fk.interpolate(flow, x, x, steps=bad)
+    assert fk.interpolate(flow, x, x, steps=1).shape == (1, 2, 3, 4)
