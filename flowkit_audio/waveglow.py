@@ -217,6 +217,17 @@ class WaveGlow(fk.Flow):
         super().__init__(self._bijector(config, upsampler.channels), event_shape=(1, None), context_net=upsampler)
         self.register_buffer("bias_spectrum", torch.zeros(0), persistent=False)  # the denoiser's, once computed
 
+    def check_input(self, x: Tensor) -> None:
+        """:meth:`flowkit.Flow.check_input`, and the samples must lie in ``[-1, 1]`` (with room
+        for dequantisation noise): integer PCM left unscaled (int16 values up to 32767) would
+        otherwise get a plausible-looking, wrong likelihood."""
+        super().check_input(x)
+        if self.validate and not torch.compiler.is_compiling() and x.numel():
+            peak = float(x.detach().abs().max())
+            if peak > 1.01:
+                raise fk.DataError(f"audio samples must be floats in [-1, 1] (int16 PCM divided by 32768); "
+                                   f"got a peak of {peak:.4g}")
+
     @staticmethod
     def _bijector(cfg: WaveGlowConfig, context_channels: int) -> fk.Sequential:
         def wavenet(in_channels: int, out_channels: int, context_channels: int) -> WaveNet:

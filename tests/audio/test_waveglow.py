@@ -52,6 +52,17 @@ def test_loss_is_the_exact_nll_per_sample_at_initialisation(fsdd_held_out):
     torch.testing.assert_close(model.nll_per_sample(audio, mel), expected, atol=1e-5, rtol=1e-5)
 
 
+
+def test_unscaled_pcm_is_refused_not_scored(fsdd_held_out):
+    model = WaveGlow(TINY).eval()
+    audio = crops(fsdd_held_out[:2], 2048)
+    mel = log_mel(audio, TINY.mel)
+    assert torch.isfinite(model.nll_per_sample(audio + 1e-4 * torch.randn(audio.shape), mel)).all()
+    with pytest.raises(fk.DataError, match=r"floats in \[-1, 1\].*peak of \d{3,}"):
+        model.nll_per_sample(audio * 32768, mel)  # int16 values, not divided by 32768
+    model.validate = False
+    assert torch.isfinite(model.nll_per_sample(audio * 1.5, mel)).all()
+
 def test_exact_inversion_and_synthesis_on_real_speech(fsdd_held_out):
     model = WaveGlow(preset("cpu"))
     g = torch.Generator().manual_seed(0)
