@@ -81,7 +81,8 @@ class Flow(nn.Module):
             wanted = ", ".join("any" if n is None else str(n) for n in shape)
             raise ShapeError(f"{what} should have shape (batch, {wanted}); got {tuple(x.shape)}{hint}")
         parameter = next(self.parameters(), None)
-        if parameter is not None and parameter.is_floating_point() and x.dtype != parameter.dtype:
+        if (parameter is not None and parameter.is_floating_point() and x.dtype != parameter.dtype
+                and all(p.dtype != x.dtype for p in self.parameters())):  # a mixed-precision model may hold both
             raise DataError(f"{what} is {x.dtype} but the flow's parameters are {parameter.dtype}: "
                             f"cast one to the other (x.to({parameter.dtype}) or flow.to({x.dtype}))")
         check_finite(x, what)

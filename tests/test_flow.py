@@ -242,6 +242,10 @@ def test_a_dtype_mismatch_and_a_bad_sample_count_are_named():
     with pytest.raises(fk.DataError, match="latent is torch.float64"):
         flow.decode(torch.zeros(2, 2, dtype=torch.float64))
     assert flow.double().log_prob(torch.zeros(2, 2, dtype=torch.float64)).dtype == torch.float64
+    mixed = fk.Flow(fk.Sequential(Affine([0.0, 0.0], [1.0, 1.0]).double(), Affine([0.0, 0.0], [2.0, 2.0])), event_shape=(2,))
+    assert torch.isfinite(mixed.log_prob(torch.zeros(2, 2))).all()  # some parameters are float32: accepted
+    with pytest.raises(fk.DataError, match="input is torch.float16"):
+        mixed.log_prob(torch.zeros(2, 2, dtype=torch.float16))
     for bad in (-1, 2.0, True, "2"):
         with pytest.raises(fk.FlowkitError, match="number of samples must be an integer >= 0"):
             flow.sample(bad)
