@@ -80,6 +80,8 @@ class Flow(nn.Module):
             hint = " (add a batch dim)" if _matches(tuple(x.shape), tuple(shape)) else ""
             wanted = ", ".join("any" if n is None else str(n) for n in shape)
             raise ShapeError(f"{what} should have shape (batch, {wanted}); got {tuple(x.shape)}{hint}")
+        if shape is not None and any(n is None and size == 0 for n, size in zip(shape, x.shape[1:])):
+            raise ShapeError(f"{what} of shape {tuple(x.shape)} has an empty free dimension; lengths must be at least 1")
         parameter = next(self.parameters(), None)
         if (parameter is not None and parameter.is_floating_point() and x.dtype != parameter.dtype
                 and all(p.dtype != x.dtype for p in self.parameters())):  # a mixed-precision model may hold both

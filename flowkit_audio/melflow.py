@@ -87,6 +87,8 @@ class FrameFlow(fk.Flow):
 
     def fit_standardisation(self, frames: list[Tensor], min_std: float = 1e-3) -> None:
         """Per-channel mean and std over every frame of ``frames`` (each ``(channels, T)``)."""
+        if not frames or sum(f.shape[-1] for f in frames) < 2:
+            raise fk.DataError("fitting the standardisation needs at least 2 frames")
         joined = torch.cat(frames, dim=-1)
         self.mean.copy_(joined.mean(-1, keepdim=True))
         self.std.copy_(joined.std(-1, keepdim=True).clamp_min(min_std))

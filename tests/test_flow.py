@@ -160,6 +160,11 @@ def test_a_flow_of_free_length_takes_any_length_the_squeezes_allow():
         flow.log_prob(torch.randn(2, 1, 30))
     with pytest.raises(ShapeError, match=r"\(batch, 1, any\)"):
         flow.log_prob(torch.randn(2, 2, 16))
+    for call in (flow.log_prob, flow.encode):
+        with pytest.raises(ShapeError, match="empty free dimension"):
+            call(torch.randn(2, 1, 0))
+    with pytest.raises(ShapeError):
+        flow.decode(torch.randn(2, 1, 0))
 
 
 def test_the_context_network_runs_once_in_every_method_and_implies_the_length():

@@ -87,3 +87,12 @@ def test_requests_outside_the_calibrated_range_are_refused(tmp_path, pitch_run, 
         edit_files(out, held_out_folder, tmp_path / "x", semitones_wanted=40.0)
     with pytest.raises(FlowkitError, match="exactly one of"):
         edit_files(out, held_out_folder, tmp_path / "x", semitones_wanted=1.0, alpha=1.0)
+
+
+def test_the_standardisation_needs_frames():
+    flow = MelFlow(MelFlowConfig(n_mels=8, levels=2, depth=1, width=8))
+    for frames in ([], [torch.randn(8, 1)]):
+        with pytest.raises(FlowkitError, match="at least 2 frames"):
+            flow.fit_standardisation(frames)
+    flow.fit_standardisation([torch.randn(8, 1), torch.randn(8, 3)])
+    assert (flow.std > 0).all()
