@@ -257,7 +257,7 @@ def check_dequantised(x: Tensor, tolerance: float = 1e-6) -> None:
     (up to ``tolerance``). Run it after the finiteness check: NaN compares as in range."""
     if x.numel() == 0:
         return
-    low, high = (float(v) for v in torch.aminmax(x.detach()))
+    low, high = torch.stack(torch.aminmax(x.detach())).tolist()  # one device-to-host copy
     if low < -0.5 - tolerance or high > 0.5 + tolerance:
         hint = " (they look like [0, 1] floats: subtract 0.5)" if low >= -tolerance and high <= 1 + tolerance else ""
         raise DataError(f"Glow takes dequantised images in [-0.5, 0.5] (Glow.preprocess of uint8 pixels); "
