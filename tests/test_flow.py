@@ -2,6 +2,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import flowkit as fk
 from flowkit.errors import NonFiniteError, ShapeError
@@ -255,3 +257,44 @@ def test_a_dtype_mismatch_and_a_bad_sample_count_are_named():
         with pytest.raises(fk.FlowkitError, match="number of samples must be an integer >= 0"):
             flow.sample(bad)
     assert flow.sample(0).shape == (0, 2)
+
+
+_KINDS = ("plain", "mixing", "conditioned", "undeclared")
+
+
+def _layer(kind: str) -> fk.Bijector:
+    if kind == "plain":
+        return fk.ActNorm(4)
+    if kind == "mixing":
+        return fk.Invertible1x1(4)
+    if kind == "conditioned":
+        return fk.AffineCoupling(4, hidden=4, spatial_dims=0, context_channels=2)
+    return Affine([0.0] * 4, [1.0] * 4)
+
+
+_trees = st.recursive(st.sampled_from(_KINDS), lambda inner: st.lists(inner, min_size=0, max_size=3), max_leaves=6)
+
+
+def _build(tree, invert: bool) -> fk.Bijector:
+    b = _layer(tree) if isinstance(tree, str) else fk.Sequential(*(_build(t, False) for t in tree))
+    return b.inv if invert else b
+
+
+def _kinds(tree) -> set[str]:
+    return {tree} if isinstance(tree, str) else set().union(*map(_kinds, tree)) if tree else set()
+
+
+@settings(max_examples=40, deadline=None)
+@given(tree=_trees, invert=st.booleans())
+def test_a_flow_refuses_a_context_exactly_when_no_layer_reads_one(tree, invert):
+    flow = fk.Flow(_build(tree, invert), event_shape=(4,)).eval()
+    kinds = _kinds(tree)
+    expected = True if "conditioned" in kinds else None if "undeclared" in kinds else False
+    assert flow.bijector.reads_context is expected
+    x, context = torch.randn(3, 4), torch.randn(3, 2)
+    if expected is False:
+        with pytest.raises(ShapeError, match="no layer of this flow reads one"):
+            flow.log_prob(x, context)
+        assert flow.log_prob(x).shape == (3,)
+    else:
+        assert flow.log_prob(x, context).shape == (3,)
