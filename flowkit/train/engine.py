@@ -33,6 +33,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, FlowkitError, NonFiniteError
-from ..precision import set_conditioner_precision
+from ..bijector import MEMORY_MODES
+from ..precision import PRECISIONS, set_conditioner_precision
 from ..reversible import set_memory_mode
 from . import distributed as dist
 from .checkpoint import (load_checkpoint, load_weights, newest_checkpoint, recover_checkpoint, refuse_foreign_folder,
@@ -79,11 +81,52 @@ class TrainConfig:
     precision: str = "float32"  # or "bf16-conditioners": coupling and prior networks in bfloat16 (flowkit.precision)
     optimizer_in_backward: bool = False  # update during backward, a bucket of gradients at a time (in_backward.py)
 
+    def __post_init__(self):
+        problems = [f"{name}={getattr(self, name)!r} ({rule})" for name, rule, ok in self._rules()
+                    if not _holds(ok, getattr(self, name))]
+        if problems:
+            raise FlowkitError(f"training config out of range: {', '.join(problems)}")
+
+    @staticmethod
+    def _rules() -> list[tuple[str, str, Callable[[Any], bool]]]:
+        def count(least: float) -> Callable[[Any], bool]:
+            return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= least
+
+        def positive(v: Any) -> bool:
+            return _number(v) and v > 0
+
+        return [
+            ("steps", "an integer >= 0", count(0)), ("batch_size", "an integer >= 1", count(1)),
+            ("lr", "a finite number > 0", positive),
+            ("optimizer", "adamax, adam or sgd", lambda v: v in ("adamax", "adam", "sgd")),
+            ("betas", "two numbers in [0, 1)", lambda v: len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v)),
+            ("weight_decay", "a finite number >= 0", lambda v: _number(v) and v >= 0),
+            ("warmup_steps", "an integer >= 0", count(0)),
+            ("grad_clip", "None or a finite number > 0", lambda v: v is None or positive(v)),
+            ("ema_decay", "None or a number in [0, 1)", lambda v: v is None or (_number(v) and 0 <= v < 1)),
+            ("log_every", "an integer >= 1", count(1)), ("eval_every", "an integer >= 0", count(0)),
+            ("checkpoint_every", "an integer >= 0", count(0)),
+            ("max_minutes", "None or a finite number > 0", lambda v: v is None or positive(v)),
+            ("seed", "an integer", count(-math.inf)), ("memory", ", ".join(MEMORY_MODES), lambda v: v in MEMORY_MODES),
+            ("precision", ", ".join(PRECISIONS), lambda v: v in PRECISIONS),
+        ]
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: (tuple(v) if k == "betas" else v) for k, v in values.items() if k in names}
         return cls(**values)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _holds(rule: Callable[[Any], bool], value: Any) -> bool:
+    try:
+        return bool(rule(value))
+    except TypeError:  # a value of the wrong kind altogether (a string for a number, ...)
+        return False
 
 
 def ensure_writable(folder: Path) -> None:

@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -171,3 +173,28 @@ def test_loading_refuses_non_finite_weights(tmp_path):
     save_file(state, tmp_path / "c" / "model.safetensors")
     with pytest.raises(CheckpointError, match="model weights hold non-finite values"):
         load_checkpoint(tmp_path / "c")
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"lr": -1e-3}, "lr=-0.001"), ({"lr": float("nan")}, "lr=nan"), ({"batch_size": 0}, "batch_size=0"),
+    ({"steps": 2.5}, "steps=2.5"), ({"ema_decay": 1.0}, "ema_decay=1.0"), ({"betas": (0.9, 1.2)}, "betas="),
+    ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"), ({"log_every": 0}, "log_every=0"),
+    ({"grad_clip": 0.0}, "grad_clip=0.0"), ({"memory": "swap"}, "memory='swap'"),
+    ({"precision": "fp16"}, "precision='fp16'"), ({"max_minutes": -5}, "max_minutes=-5"),
+    ({"warmup_steps": "100"}, "warmup_steps='100'"), ({"seed": True}, "seed=True"),
+])
+def test_a_training_config_out_of_range_is_named(bad, named):
+    """Caught on construction, from code or from a saved run's edited config.json, before
+    a model is touched: a negative learning rate would train uphill, an EMA decay of 1 never
+    moves, a log interval of 0 divides by zero."""
+    with pytest.raises(fk.FlowkitError, match=f"training config out of range: {re.escape(named)}"):
+        TrainConfig(**bad)
+    with pytest.raises(fk.FlowkitError, match="training config out of range"):
+        TrainConfig.from_dict({**dataclasses.asdict(TrainConfig()), **bad})
+
+
+def test_every_default_and_edge_of_the_training_config_is_accepted():
+    TrainConfig()
+    TrainConfig(steps=0, warmup_steps=0, ema_decay=None, grad_clip=None, eval_every=0, checkpoint_every=0,
+                max_minutes=None, seed=-1, weight_decay=0.0, betas=(0.0, 0.0))
+    TrainConfig(ema_decay=0.0, optimizer="sgd", memory="reversible+boundaries", precision="bf16-conditioners")
