@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 
@@ -37,3 +39,15 @@ def check_finite(x: torch.Tensor, what: str) -> None:
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise NonFiniteError(f"{what} holds {n_nan} NaN and {n_inf} infinite values")
+
+
+def check_count(value: object, what: str, least: int = 0) -> int:
+    """``value`` as an ``int`` if it is an integer (Python, NumPy or a 0-d integer tensor;
+    not a float or a bool) of at least ``least``; otherwise a :class:`FlowkitError` naming ``what``."""
+    try:
+        count = operator.index(value)
+    except TypeError:
+        count = None
+    if isinstance(value, bool) or count is None or count < least:
+        raise FlowkitError(f"{what} must be an integer >= {least}, not {value!r}")
+    return count

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 
 import torch
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 
 from .bijector import Bijector, Sequential
 from .distributions import StandardNormal
-from .errors import DataError, FlowkitError, NonFiniteError, ShapeError, check_finite
+from .errors import DataError, FlowkitError, NonFiniteError, ShapeError, check_count, check_finite
 
 
 class Flow(nn.Module):
@@ -192,7 +191,7 @@ class Flow(nn.Module):
                              generator: torch.Generator | None = None,
                              length: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """Samples and their log-density under the model (not the tempered one)."""
-        n = _sample_count(n)
+        n = check_count(n, "the number of samples")
         if context is not None and context.shape[0] != n:
             raise ShapeError(f"context has batch size {context.shape[0]}; sampling {n}")
         if not (math.isfinite(float(temperature)) and float(temperature) >= 0):
@@ -211,16 +210,6 @@ class Flow(nn.Module):
                             length: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """:meth:`rsample_and_log_prob` without autograd."""
         return self.rsample_and_log_prob(n, temperature, context, generator, length)
-
-
-def _sample_count(n: int) -> int:
-    try:
-        count = operator.index(n)  # ints, NumPy and 0-d integer tensors; not floats or bools
-    except TypeError:
-        count = -1
-    if isinstance(n, bool) or count < 0:
-        raise FlowkitError(f"the number of samples must be an integer >= 0, not {n!r}")
-    return count
 
 
 @torch.no_grad()

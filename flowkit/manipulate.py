@@ -24,14 +24,13 @@ Example:
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
-from .errors import FlowkitError, ShapeError, check_finite
+from .errors import ShapeError, check_count, check_finite
 from .flow import Flow
 
 __all__ = ["apply_direction", "attribute_direction", "evaluation_mode", "interpolate", "regression_direction"]
@@ -199,12 +198,7 @@ def interpolate(flow: Flow, x_a: Tensor, x_b: Tensor, steps: int, context: Tenso
     """Decode ``steps`` evenly spaced points from ``encode(x_a)`` to ``encode(x_b)``: ``(steps, B, ...)``."""
     if x_a.shape != x_b.shape:
         raise ShapeError(f"interpolation ends differ in shape: {tuple(x_a.shape)} vs {tuple(x_b.shape)}")
-    try:
-        count = operator.index(steps)
-    except TypeError:
-        count = 0
-    if isinstance(steps, bool) or count < 1:
-        raise FlowkitError(f"interpolation steps must be an integer >= 1, not {steps!r}")
+    steps = check_count(steps, "interpolation steps", least=1)
     with evaluation_mode(flow):
         z_a, z_b = flow.encode(x_a, context), flow.encode(x_b, context)
         t = torch.linspace(0, 1, steps, dtype=z_a.dtype, device=z_a.device).view(-1, *([1] * z_a.dim()))

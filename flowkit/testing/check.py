@@ -77,8 +77,8 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
     run once in training mode (data-dependent initialisation) and moved to float64. Then: output shapes, dtype, device and ``forward_shape``; round trips
     both ways; inverse log-det equals minus the forward one; the log-det equals
     ``log|det|`` of the autograd Jacobian; changing one sample changes no other
-    sample's output; a declared ``reads_context`` matches what a changed context does; gradients reach every parameter; training and evaluation mode
-    agree; a state_dict round trip (into ``factory()`` when given) reproduces the
+    sample's output; a declared ``reads_context`` matches what a changed context
+    does; gradients reach every parameter; training and evaluation mode agree; a state_dict round trip (into ``factory()`` when given) reproduces the
     outputs; no tensor state lives outside the state_dict; and ``example``'s own
     dtype round trips to ``sqrt(atol)``; ``recompute`` (reversible backprop) rebuilds
     the input and the outputs, and ``reversible_backward`` gives autograd's gradients

@@ -42,8 +42,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..errors import CheckpointError, FlowkitError, NonFiniteError
 from ..bijector import MEMORY_MODES
+from ..errors import CheckpointError, FlowkitError, NonFiniteError
 from ..precision import PRECISIONS, set_conditioner_precision
 from ..reversible import set_memory_mode
 from . import distributed as dist
@@ -52,7 +52,7 @@ from .checkpoint import (load_checkpoint, load_weights, newest_checkpoint, recov
 from .in_backward import InBackwardOptimizer
 from .interrupt import TrainingInterrupted, stop_on_signals
 from .metrics import MetricsLog
-from .optim import linear_warmup, make_ema, make_optimizer
+from .optim import OPTIMIZERS, linear_warmup, make_ema, make_optimizer
 
 Batch = tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
@@ -98,7 +98,7 @@ class TrainConfig:
         return [
             ("steps", "an integer >= 0", count(0)), ("batch_size", "an integer >= 1", count(1)),
             ("lr", "a finite number > 0", positive),
-            ("optimizer", "adamax, adam or sgd", lambda v: v in ("adamax", "adam", "sgd")),
+            ("optimizer", ", ".join(OPTIMIZERS), lambda v: v in OPTIMIZERS),
             ("betas", "two numbers in [0, 1)", lambda v: len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v)),
             ("weight_decay", "a finite number >= 0", lambda v: _number(v) and v >= 0),
             ("warmup_steps", "an integer >= 0", count(0)),
