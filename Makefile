@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+	FLOWKIT_BF16=0 $(PY) -m pytest -q -m bf16  # again as on a CPU without native bfloat16
 
 mutate: $(STAMP)  # planted bugs, one at a time, against the tests of their file (docs/testing.md); a few minutes
 	$(PY) tools/mutate.py

@@ -17,6 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "cifar10"
+NO_BF16 = "this CPU has no native bfloat16 (or FLOWKIT_BF16=0)"
 
 
 def _cifar_path(split: str) -> Path:

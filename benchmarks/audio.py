@@ -42,7 +42,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, interleaved_times, options, table, write  # noqa: E402
+from benchmarks._common import NO_BF16, RESULTS, interleaved_times, options, table, write  # noqa: E402
+import flowkit as fk  # noqa: E402
 from flowkit_audio.data import fsdd_clips  # noqa: E402
 from flowkit_audio.features import MelConfig, f0_hz, griffin_lim, log_mel, semitones  # noqa: E402
 from flowkit_audio.pitch import load_pitch_model, train_pitch  # noqa: E402
@@ -88,12 +89,15 @@ def speed(seconds: float, repeats: int, compile_too: bool, channels: int = 256) 
                 module.end.weight.normal_(0, 0.01)
     mel = torch.randn(1, 80, max(2, round(seconds * 22050 / 256)))
     models = {"flowkit as trained (weight norm, float32)": base,
-              "prepare_synthesis('float32')": copy.deepcopy(base).prepare_synthesis("float32"),
-              "prepare_synthesis('bf16', fold_upsampler=False)": copy.deepcopy(base).prepare_synthesis(
-                  "bf16", fold_upsampler=False),
-              "prepare_synthesis('bf16')": copy.deepcopy(base).prepare_synthesis("bf16")}
+              "prepare_synthesis('float32')": copy.deepcopy(base).prepare_synthesis("float32")}
+    if fk.bf16_supported("cpu"):
+        models["prepare_synthesis('bf16', fold_upsampler=False)"] = copy.deepcopy(base).prepare_synthesis(
+            "bf16", fold_upsampler=False)
+        models["prepare_synthesis('bf16')"] = copy.deepcopy(base).prepare_synthesis("bf16")
+    else:
+        print(f"note: {NO_BF16}: the bf16 synthesis rows are skipped", flush=True)
     cases = {name: (lambda m=model: m.infer(mel, sigma=0.6)) for name, model in models.items()}
-    if compile_too:
+    if compile_too and "prepare_synthesis('bf16')" in models:
         compiled = torch.compile(models["prepare_synthesis('bf16')"].infer)
         cases["prepare_synthesis('bf16') + torch.compile"] = lambda: compiled(mel, sigma=0.6)
     nvidia = _nvidia_waveglow(channels)

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, options, table, write  # noqa: E402
+from benchmarks._common import NO_BF16, RESULTS, cifar, cifar_source, dequantise, options, table, write  # noqa: E402
 import flowkit as fk  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
 from flowkit_image.presets import preset  # noqa: E402
@@ -114,17 +114,20 @@ def main() -> None:
         args.batch, args.steps = 4, 2
     rows = []
     modes = args.modes or (MODES if device.type == "cuda" else ("fp32", "bf16-conditioners", "bf16 autocast"))
-    for mode in modes:
+    skipped = [mode for mode in modes if "bf16" in mode and not fk.bf16_supported(device)]
+    for mode in (m for m in modes if m not in skipped):
         row = {"precision": mode}
         row.update(train_throughput(train_cfg, args.batch, args.steps, device, mode))
         row["sample_ms"] = round(sample_latency(sample_cfg, device, max(1, args.steps // 2), mode), 1)
         rows.append(row)
     print(table(rows, list(rows[0])))
+    if skipped:
+        print(f"note: {NO_BF16.replace('CPU', device.type)}: skipped {', '.join(skipped)}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     path = write("gpu_tiny" if args.tiny else "gpu",
                  {"device": name, "options": options(args), "data": cifar_source("train", args.batch),
                   "train_config": train_cfg.to_dict(), "sample_config": sample_cfg.to_dict(),
-                  "batch": args.batch, "results": rows}, args.results)
+                  "batch": args.batch, "results": rows, "skipped_no_bf16": skipped}, args.results)
     print(f"wrote {path}")
 
 

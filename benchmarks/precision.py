@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
-    RESULTS, cifar, dequantise, glow_size_options, options, spread, table, write,
+    NO_BF16, RESULTS, cifar, dequantise, glow_size_options, options, spread, table, write,
 )
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
 import flowkit as fk  # noqa: E402
@@ -138,12 +138,14 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
         f32.log_prob(dequantise(train[:256], g))  # ActNorm data-dependent init
     initial = copy.deepcopy(f32.model.state_dict())
     bf16 = copy.deepcopy(f32)
-    effective = fk.set_conditioner_precision(bf16.model, "bf16-conditioners")
+    has_bf16 = fk.set_conditioner_precision(bf16.model, "bf16-conditioners", warn=False) == "bf16-conditioners"
     torch.manual_seed(0)
     peer = Normflows(levels, depth, width)
     with torch.no_grad():
         peer.log_prob(dequantise(train[:256], torch.Generator().manual_seed(0)))
-    nets = {"flowkit float32": f32, f"flowkit {effective}": bf16, "normflows": peer}
+    f32_name, bf16_name = "flowkit float32", "flowkit bf16-conditioners"
+    # without native bfloat16 the bf16 model would only be a second float32 one: skipped, and said so
+    nets = {f32_name: f32, **({bf16_name: bf16} if has_bf16 else {}), "normflows": peer}
     optimisers = {name: torch.optim.Adamax(net.model.parameters(), lr=1e-3, foreach=True) for name, net in nets.items()}
     picks = [torch.randint(len(train), (batch,), generator=g) for _ in range(steps)]
     batches = [dequantise(train[i], g) for i in picks]
@@ -169,20 +171,12 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
         for net in nets.values():
             net.model.eval()
         bpd = {name: held_out_bpd(net, eval_x) for name, net in nets.items()}
-        f32_name, bf16_name = "flowkit float32", f"flowkit {effective}"
-        compiled = compile_inference(nets, compiled_names or [f32_name, bf16_name], eval_x)
+        flowkit_names = [name for name in (f32_name, bf16_name) if name in nets]
+        compiled = compile_inference(nets, [n for n in compiled_names or flowkit_names if n in nets], eval_x)
         cases = {name: (net.log_prob, net.sample) for name, net in nets.items()}
         cases.update({f"{name} compiled": (c["log_prob"], c["sample"]) for name, c in compiled.items()})
         inference = inference_times(cases, eval_x, inference_repeats)
-    step_compiled = compiled_steps(nets, [f32_name, bf16_name], batches[0], repeats) if compile_step else {}
-    with torch.no_grad():
-        fk.set_conditioner_precision(bf16.model, "float32")
-        bf16_weights_float32_eval = held_out_bpd(bf16, eval_x)
-        fk.set_conditioner_precision(bf16.model, effective)
-        images = held_out[:64]
-        x = bf16.model.preprocess(images, torch.Generator().manual_seed(3))
-        error = (bf16.model.decode(bf16.model.encode(x)) - x).abs()
-        changed = (bf16.model.postprocess(bf16.model.decode(bf16.model.encode(x))) != images).float().mean()
+    step_compiled = compiled_steps(nets, flowkit_names, batches[0], repeats) if compile_step else {}
     for name in nets:
         rows.append({"model": name, "K": depth, "train_step_ms": spread(step_ms[name]),
                      "eval_64_ms": spread(inference[name]["eval"]), "sample_16_ms": spread(inference[name]["sample"]),
@@ -196,33 +190,55 @@ def compare(levels: int, depth: int, width: int, batch: int, steps: int, repeats
         if name in step_compiled:
             rows[-1]["compiled_train_step_ms"] = spread(step_compiled[name])
 
+    by_name = {row["model"]: row for row in rows}
+    f32_row, bf16_row, peer_row = by_name[f32_name], by_name.get(bf16_name, {}), by_name["normflows"]
+
     def ratio(slow: dict, key_slow: str, fast: dict, key_fast: str) -> float | None:
         if key_slow not in slow or key_fast not in fast:
             return None
         return round(slow[key_slow]["median"] / fast[key_fast]["median"], 3)
 
     summary = {
-        "precision_in_effect": effective,
-        "bf16_step_speedup": ratio(rows[0], "train_step_ms", rows[1], "train_step_ms"),
-        "bf16_eval_speedup": ratio(rows[0], "eval_64_ms", rows[1], "eval_64_ms"),
-        "bf16_sample_speedup": ratio(rows[0], "sample_16_ms", rows[1], "sample_16_ms"),
-        "bf16_compiled_step_speedup": ratio(rows[0], "compiled_train_step_ms", rows[1], "compiled_train_step_ms"),
-        "bf16_compiled_step_vs_float32_eager": ratio(rows[0], "train_step_ms", rows[1], "compiled_train_step_ms"),
-        "bf16_step_vs_normflows": ratio(rows[2], "train_step_ms", rows[1], "train_step_ms"),
-        "bf16_sample_vs_normflows": ratio(rows[2], "sample_16_ms", rows[1], "sample_16_ms"),
-        "bf16_compiled_sample_vs_normflows": ratio(rows[2], "sample_16_ms", rows[1], "compiled_sample_16_ms"),
-        "bf16_compiled_eval_vs_normflows": ratio(rows[2], "eval_64_ms", rows[1], "compiled_eval_64_ms"),
-        "float32_compiled_sample_vs_normflows": ratio(rows[2], "sample_16_ms", rows[0], "compiled_sample_16_ms"),
-        "bf16_compiled_sample_speedup": ratio(rows[0], "compiled_sample_16_ms", rows[1], "compiled_sample_16_ms"),
-        "bf16_bits_per_dim_delta": round(bpd[bf16_name] - bpd[f32_name], 4),
-        "bf16_weights_float32_eval_bpd": round(bf16_weights_float32_eval, 4),
+        "precision_in_effect": bf16_name.removeprefix("flowkit ") if has_bf16 else "float32",
+        "bf16_skipped": None if has_bf16 else BF16_SKIPPED,
+        "bf16_step_speedup": ratio(f32_row, "train_step_ms", bf16_row, "train_step_ms"),
+        "bf16_eval_speedup": ratio(f32_row, "eval_64_ms", bf16_row, "eval_64_ms"),
+        "bf16_sample_speedup": ratio(f32_row, "sample_16_ms", bf16_row, "sample_16_ms"),
+        "bf16_compiled_step_speedup": ratio(f32_row, "compiled_train_step_ms", bf16_row, "compiled_train_step_ms"),
+        "bf16_compiled_step_vs_float32_eager": ratio(f32_row, "train_step_ms", bf16_row, "compiled_train_step_ms"),
+        "bf16_step_vs_normflows": ratio(peer_row, "train_step_ms", bf16_row, "train_step_ms"),
+        "bf16_sample_vs_normflows": ratio(peer_row, "sample_16_ms", bf16_row, "sample_16_ms"),
+        "bf16_compiled_sample_vs_normflows": ratio(peer_row, "sample_16_ms", bf16_row, "compiled_sample_16_ms"),
+        "bf16_compiled_eval_vs_normflows": ratio(peer_row, "eval_64_ms", bf16_row, "compiled_eval_64_ms"),
+        "float32_compiled_sample_vs_normflows": ratio(peer_row, "sample_16_ms", f32_row, "compiled_sample_16_ms"),
+        "bf16_compiled_sample_speedup": ratio(f32_row, "compiled_sample_16_ms", bf16_row, "compiled_sample_16_ms"),
         "float32_other_noise_bpd": round(reference, 4),
         "float32_noise_seed_delta": round(reference - bpd[f32_name], 4),
-        "round_trip_max_abs_error": float(error.max()), "round_trip_mean_abs_error": float(error.mean()),
-        "round_trip_fraction_above_1e-4": round(float((error > 1e-4).float().mean()), 5),
-        "round_trip_8bit_pixels_changed": round(float(changed), 6),
+        **(bf16_quality(bf16, bpd[bf16_name] - bpd[f32_name], eval_x, held_out) if has_bf16 else
+           dict.fromkeys(BF16_QUALITY_KEYS)),
     }
     return {"rows": rows, "summary": summary, "steps": steps, "batch": batch, "width": width}
+
+
+BF16_SKIPPED = f"{NO_BF16}: the bf16 model is skipped"
+BF16_QUALITY_KEYS = ("bf16_bits_per_dim_delta", "bf16_weights_float32_eval_bpd", "round_trip_max_abs_error",
+                     "round_trip_mean_abs_error", "round_trip_fraction_above_1e-4", "round_trip_8bit_pixels_changed")
+
+
+@torch.no_grad()
+def bf16_quality(bf16, bpd_delta: float, eval_x: torch.Tensor, held_out: torch.Tensor) -> dict:
+    """What bf16 conditioners cost in quality: the bits/dim delta, the same weights
+    evaluated in float32, and the round trip on 64 held-out images."""
+    fk.set_conditioner_precision(bf16.model, "float32")
+    float32_eval = held_out_bpd(bf16, eval_x)
+    fk.set_conditioner_precision(bf16.model, "bf16-conditioners")
+    images = held_out[:64]
+    x = bf16.model.preprocess(images, torch.Generator().manual_seed(3))
+    error = (bf16.model.decode(bf16.model.encode(x)) - x).abs()
+    changed = (bf16.model.postprocess(bf16.model.decode(bf16.model.encode(x))) != images).float().mean()
+    values = (round(bpd_delta, 4), round(float32_eval, 4), float(error.max()), float(error.mean()),
+              round(float((error > 1e-4).float().mean()), 5), round(float(changed), 6))
+    return dict(zip(BF16_QUALITY_KEYS, values))
 
 
 def main() -> None:
@@ -257,6 +273,8 @@ def main() -> None:
              "compiled sample 16 ms": r.get("compiled_sample_16_ms", {}).get("median", "-"),
              "held-out bpd": r["held_out_bpd"]} for res in results for r in res["rows"]]
     print(table(flat, list(flat[0])))
+    if not fk.bf16_supported("cpu"):
+        print(f"note: {BF16_SKIPPED}")
     for res in results:
         print(res["rows"][0]["K"], res["summary"])
     print(f"wrote {path}")

@@ -29,7 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, cifar, cifar_source, dequantise, glow_size_options, options, table, write  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    NO_BF16, RESULTS, cifar, cifar_source, dequantise, glow_size_options, options, table, write,
+)
 from benchmarks.glow_vs_normflows import Ours  # noqa: E402
 from benchmarks.precision import held_out_bpd, train_on  # noqa: E402
 import flowkit as fk  # noqa: E402
@@ -75,6 +77,12 @@ def main() -> None:
     torch.set_num_threads(2)
     if args.quick:
         args.depths, args.width, args.steps, args.seeds = [1], 16, 3, 2
+    if not fk.bf16_supported("cpu"):  # float32 against float32 would say nothing about bf16
+        print(f"note: {NO_BF16}: nothing to compare, no runs")
+        path = write("precision_seeds_quick" if args.quick else "precision_seeds",
+                     {"config": options(args), "skipped": NO_BF16, "by_depth": []}, args.results)
+        print(f"wrote {path}")
+        return
     data = cifar("train", 2000 if args.quick else None)
     eval_x = dequantise(cifar("val", 100 if args.quick else 400), torch.Generator().manual_seed(1))
     by_depth = []

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (  # noqa: E402
     RESULTS, cifar, cifar_source, dequantise, glow_size_options, options, table, write,
 )
-from benchmarks.time_to_quality import FLOWKIT_MODES, BatchStream, FlowkitGlow  # noqa: E402
+from benchmarks.time_to_quality import FLOWKIT_MODES, BatchStream, FlowkitGlow, mode_in_effect  # noqa: E402
 
 
 def recipe_list(text: str) -> list[tuple[float, int]]:
@@ -86,7 +86,7 @@ def main() -> None:
              **{f"bpd @{point['steps']}": point["bits_per_dim"] for point in r["curve"]}} for r in runs]
     print(table(rows, ["K", "lr", "warmup", *(f"bpd @{s}" for s in checkpoints)]))
     name = "recipe_quick" if args.quick else "recipe"
-    path = write(name, {"config": options(args),
+    path = write(name, {"config": options(args), "mode_in_effect": mode_in_effect(args.mode),
                         "data": {"train": cifar_source("train"), "held_out": cifar_source("val", args.eval_images)},
                         "runs": runs}, args.results)
     print(f"\nwrote {path}")

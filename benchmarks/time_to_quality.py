@@ -53,16 +53,26 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
+    NO_BF16,
     RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, interleaved_times, options,
     spread, table, write,
 )
 from benchmarks.glow_vs_normflows import bits_per_dim  # noqa: E402
 from benchmarks.peers import normflows_glow  # noqa: E402
+import flowkit as fk  # noqa: E402
 from flowkit.train.engine import Trainer, TrainConfig  # noqa: E402
 from flowkit_image import Glow, GlowConfig  # noqa: E402
 
 FLOWKIT_MODES = {"eager": {}, "compiled": {"compile": True}, "bf16": {"precision": "bf16-conditioners"},
                  "compiled+bf16": {"compile": True, "precision": "bf16-conditioners"}}
+def mode_in_effect(mode: str) -> str:
+    """``mode``, or its float32 form where the CPU lacks native bfloat16 (said in one line)."""
+    if "bf16" not in mode or fk.bf16_supported("cpu"):
+        return mode
+    print(f"note: {NO_BF16}: the {mode} mode runs as its float32 form", flush=True)
+    return {"bf16": "eager", "compiled+bf16": "compiled"}[mode]
+
+
 FLOWKIT_LR, FLOWKIT_WARMUP = 4e-3, 200  # the short-budget recipe of docs/glow.md
 FLOWKIT_EMA = TrainConfig.ema_decay  # the engine's default
 NORMFLOWS_LR = 1e-3  # normflows' notebook
@@ -166,10 +176,10 @@ class FlowkitGlow(Contender):
         super().__init__(stream, held_out)
         torch.manual_seed(0)
         self.model = Glow(GlowConfig(levels=levels, depth=depth, width=width))
+        self.mode, self.mode_in_effect = mode, mode_in_effect(mode)
         config = TrainConfig(steps=10**9, batch_size=stream.batch, lr=lr, warmup_steps=warmup_steps,
-                             ema_decay=ema_decay or None, log_every=10**9, **FLOWKIT_MODES[mode])
+                             ema_decay=ema_decay or None, log_every=10**9, **FLOWKIT_MODES[self.mode_in_effect])
         self.trainer = Trainer(self.model, self._loss, lambda step: (stream(step),), config, out_dir, progress=False)
-        self.mode = mode
 
     @property
     def module(self) -> torch.nn.Module:
@@ -263,7 +273,7 @@ def race(levels: int, depth: int, width: int, stream: BatchStream, held_out: tor
     return {
         "K": depth,
         "parameters": {c.name: sum(p.numel() for p in c.module.parameters()) for c in contenders},
-        "flowkit_mode": args.flowkit_mode,
+        "flowkit_mode": args.flowkit_mode, "flowkit_mode_in_effect": flowkit.mode_in_effect,
         "curves": {c.name: c.curve for c in contenders},
         "normflows_final_bits_per_dim": target,
         "time_to_normflows_final_s": {"flowkit": None if t_flowkit is None else round(t_flowkit, 1),

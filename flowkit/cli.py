@@ -7,6 +7,10 @@ never breaks the others or ``flowkit --help``. Errors a user can fix (bad data,
 shapes, checkpoints, files) print one line and exit 2; training stopped by SIGINT or
 SIGTERM saves a checkpoint and exits ``128 + signal``; an unexpected internal error
 prints one line and exits 1 (``FLOWKIT_TRACEBACK=1`` shows the traceback).
+
+Warnings raised by a command (flowkit's own, such as "no native bfloat16 here, running
+float32", or a library's) are held back: a command that succeeds prints each one after it
+ends as one line, ``flowkit: note: ...``; a command that fails prints only its error line.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from importlib.metadata import entry_points
 
 from . import __version__
@@ -122,6 +127,13 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
+    """One line per distinct warning message, in the order first seen: its text with the
+    whitespace collapsed (a multi-line library warning stays one line)."""
+    lines = [" ".join(str(w.message).split()) for w in caught]
+    return [line for i, line in enumerate(lines) if line and line not in lines[:i]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     for line in parser.broken_plugins:
@@ -133,6 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 0 if args.plugin is None else 2
+    with warnings.catch_warnings(record=True) as caught:
+        code = _run(args)
+    if code == 0:
+        for line in warning_notes(caught):
+            print(f"flowkit: note: {line}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command; map what it raises to one line and an exit code."""
     try:
         args.run(args)
     except TrainingInterrupted as stop:

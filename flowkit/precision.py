@@ -18,7 +18,9 @@ evaluation and sampling; keep float32 for encoding, reconstruction and edits.
 
 On a CPU with AVX-512 BF16 (or a GPU with bfloat16) a 3x3 convolution runs about twice as
 fast in bfloat16. Where the device lacks bfloat16 support the option says so and runs
-float32.
+float32. ``FLOWKIT_BF16=0`` in the environment makes :func:`bf16_supported` answer ``False``
+on every device, so a machine with bfloat16 behaves (and tests) like one without; child
+processes inherit it. ``make test`` reruns the tests marked ``bf16`` that way.
 
 Example:
     >>> flow = flowkit.Sequential(flowkit.AffineCoupling(4, hidden=8, spatial_dims=1))
@@ -32,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import warnings
 from contextlib import nullcontext
 
@@ -40,13 +43,18 @@ from torch import Tensor, nn
 
 from .errors import FlowkitError
 
-__all__ = ["PRECISIONS", "bf16_supported", "conditioner_autocast", "set_conditioner_precision"]
+__all__ = ["BF16_VARIABLE", "PRECISIONS", "bf16_supported", "conditioner_autocast", "set_conditioner_precision"]
 
 PRECISIONS = ("float32", "bf16-conditioners")
+BF16_VARIABLE = "FLOWKIT_BF16"
+_OFF = ("0", "off", "false", "no")
 
 
 def bf16_supported(device: torch.device | str = "cpu") -> bool:
-    """Whether bfloat16 convolutions and matrix products run natively on ``device``."""
+    """Whether bfloat16 convolutions and matrix products run natively on ``device``
+    (always ``False`` while the environment sets ``FLOWKIT_BF16=0``)."""
+    if os.environ.get(BF16_VARIABLE, "").strip().lower() in _OFF:
+        return False
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

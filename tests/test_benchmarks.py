@@ -43,6 +43,7 @@ def test_glow_vs_normflows_quick_run_with_compiled_paths(tmp_path):
     assert "--compile" in result["command"]
 
 
+@pytest.mark.bf16
 def test_profile_script_quick_run(tmp_path):
     result = run_script("profile_step", "--quick", tmp_path=tmp_path)
     rows = result["results"]
@@ -63,17 +64,21 @@ def test_memory_benchmark_quick_run(tmp_path):
         assert 0 < row["flowkit reversible in-backward allocator peak MiB"] < row["flowkit reversible allocator peak MiB"]
 
 
+@pytest.mark.bf16
 def test_gpu_script_runs_tiny_on_cpu(tmp_path):
-    rows = run_script("gpu", "--tiny", "--device", "cpu", tmp_path=tmp_path)["results"]
-    assert [r["precision"] for r in rows] == ["fp32", "bf16-conditioners", "bf16 autocast"]
-    assert all(r["images_per_s"] > 0 and r["sample_ms"] > 0 for r in rows)
+    result = run_script("gpu", "--tiny", "--device", "cpu", tmp_path=tmp_path)
+    bf16_modes = ["bf16-conditioners", "bf16 autocast"]
+    assert [r["precision"] for r in result["results"]] == ["fp32"] + (bf16_modes if bf16_supported() else [])
+    assert result["skipped_no_bf16"] == ([] if bf16_supported() else bf16_modes)
+    assert all(r["images_per_s"] > 0 and r["sample_ms"] > 0 for r in result["results"])
 
 
 def test_audio_benchmark_quick_run(tmp_path, fsdd_folder):
     result = run_script("audio", "--quick", tmp_path=tmp_path)
+    bf16_rows = ["prepare_synthesis('bf16', fold_upsampler=False)", "prepare_synthesis('bf16')"]
     assert [r["synthesis"] for r in result["speed"]] == [
         "NVIDIA glow.py (weight norm removed, float32)", "flowkit as trained (weight norm, float32)",
-        "prepare_synthesis('float32')", "prepare_synthesis('bf16', fold_upsampler=False)", "prepare_synthesis('bf16')"]
+        "prepare_synthesis('float32')"] + (bf16_rows if bf16_supported() else [])
     assert all(r["kHz"] > 0 for r in result["speed"])
     assert all(r["max_error_vs_float32"] < 0.05 for r in result["speed"][1:])
     assert set(result["parts"]) == {"speed", "quality", "pitch"}
@@ -104,13 +109,17 @@ def test_notes_benchmark_quick_run(tmp_path):
     assert result["mel_baseline"]["steps"] > 0 and result["config"]["quick"] is True
 
 
+@pytest.mark.bf16
 def test_precision_benchmark_quick_run(tmp_path):
     result = run_script("precision", "--quick", tmp_path=tmp_path)
     rows = result["by_depth"][0]["rows"]
-    assert [r["model"] for r in rows][::2] == ["flowkit float32", "normflows"]
+    bf16 = ["flowkit bf16-conditioners"] if bf16_supported() else []  # never a second float32 model under its name
+    assert [r["model"] for r in rows] == ["flowkit float32", *bf16, "normflows"]
     assert all(r["train_step_ms"]["min"] <= r["train_step_ms"]["median"] <= r["train_step_ms"]["max"] for r in rows)
     summary = result["by_depth"][0]["summary"]
     assert {"bf16_step_speedup", "bf16_bits_per_dim_delta", "round_trip_max_abs_error"} <= set(summary)
+    assert (summary["bf16_skipped"] is None) == bool(bf16) and (summary["bf16_step_speedup"] is None) != bool(bf16)
+    assert summary["precision_in_effect"] == ("bf16-conditioners" if bf16 else "float32")
 
 
 def test_time_to_quality_quick_run(tmp_path):
@@ -148,16 +157,22 @@ def test_glow_size_options_parse_depth_lists_and_name_a_bad_one():
             parser.parse_args(["--depths", bad])
 
 
+@pytest.mark.bf16
 def test_recipe_benchmark_quick_run(tmp_path):
     result = run_script("recipe", "--quick", tmp_path=tmp_path)
     runs = result["runs"]
     assert [(r["lr"], r["warmup_steps"]) for r in runs] == [(1e-3, 50), (2e-3, 100)]
     assert all([p["steps"] for p in r["curve"]] == [2, 4] and r["curve"][-1]["bits_per_dim"] > 0 for r in runs)
     assert result["config"]["mode"] == "bf16" and "CIFAR-10" in result["data"]["train"]
+    assert result["mode_in_effect"] == ("bf16" if bf16_supported() else "eager")
 
 
+@pytest.mark.bf16
 def test_precision_seeds_quick_run(tmp_path):
     result = run_script("precision_seeds", "--quick", tmp_path=tmp_path)
+    if not bf16_supported():  # float32 against float32 would be a delta of nothing: skipped, said so
+        assert result["by_depth"] == [] and "no native bfloat16" in result["skipped"]
+        return
     (depth,) = result["by_depth"]
     runs = depth["runs"]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["float32_bpd"] > 0 and r["bf16_bpd"] > 0 for r in runs)

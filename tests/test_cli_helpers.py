@@ -26,3 +26,34 @@ def test_flag_validators_refuse_bad_values(parse, text, message):
 def test_flag_validators_accept_good_values():
     assert positive_int("3") == 3 and finite_float("-2.5") == -2.5 and positive_float("1e-4") == 1e-4
     assert non_negative_float("0") == 0.0
+
+
+def _warning_command(subparsers):
+    """A plug-in whose command warns twice (once with a two-line message), then fails
+    with a user error when asked to."""
+    import warnings
+
+    from flowkit.errors import DataError
+
+    def run(args):
+        warnings.warn("cpu here has no native bfloat16;\n  running float32", UserWarning)
+        warnings.warn("cpu here has no native bfloat16;\n  running float32", UserWarning)
+        if args.fail:
+            raise DataError("the input is bad")
+
+    parser = subparsers.add_parser("warner")
+    parser.add_argument("--fail", action="store_true")
+    parser.set_defaults(run=run)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_warnings_are_one_note_line_after_success_and_absent_from_an_error(monkeypatch, capsys, fail):
+    import flowkit.cli as cli
+
+    monkeypatch.setattr(cli, "_register_plugins", lambda subparsers: (_warning_command(subparsers), [])[1])
+    code = cli.main(["warner", *(["--fail"] if fail else [])])
+    lines = capsys.readouterr().err.strip().splitlines()
+    if fail:  # the one-line error contract holds whatever a library warned about
+        assert code == 2 and lines == ["flowkit: error: the input is bad"]
+    else:  # each distinct warning once, on one line
+        assert code == 0 and lines == ["flowkit: note: cpu here has no native bfloat16; running float32"]

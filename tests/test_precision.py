@@ -11,6 +11,7 @@ from flowkit.errors import FlowkitError
 from flowkit.nn import GlowConditioner, ZeroConv
 from flowkit_image import Glow, GlowConfig
 
+pytestmark = pytest.mark.bf16
 NETWORKS = ("GlowConditioner", "ZeroConv")
 needs_bf16 = pytest.mark.skipif(not fk.bf16_supported("cpu"), reason="this CPU has no native bfloat16")
 
@@ -112,3 +113,15 @@ def test_training_with_bf16_conditioners_through_the_engine_and_the_cli(tmp_path
     assert result["precision"] == "bf16-conditioners" and result["bits_per_dim"] > 0
     assert main(["image", "train", "--preset", "tiny", "--out", str(tmp_path / "bad"), "--steps", "1",
                  "--precision", "fp8"]) == 2
+
+
+@pytest.mark.parametrize("value, forced_off", [("0", True), ("off", True), ("1", False), ("", False)])
+def test_the_environment_can_force_bfloat16_off(monkeypatch, value, forced_off):
+    """FLOWKIT_BF16=0 makes a machine with bfloat16 behave as one without (make test reruns
+    the tests marked bf16 so); any other value leaves the hardware's answer."""
+    monkeypatch.setenv(precision.BF16_VARIABLE, value)
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert fk.bf16_supported("cpu") is (False if forced_off else native)
+    if forced_off:
+        flow = fk.Sequential(fk.AffineCoupling(4, hidden=8, spatial_dims=1))
+        assert fk.set_conditioner_precision(flow, "bf16-conditioners", warn=False) == "float32"

@@ -95,6 +95,28 @@ def test_errors_are_one_line_and_exit_2(runs, fsdd_folder, tmp_path, args, messa
     assert len(lines) == 1 and lines[0].startswith("flowkit: error:") and message in lines[0], done.stderr
 
 
+@pytest.mark.bf16
+def test_without_bfloat16_vocode_notes_the_fallback_in_one_line_and_errors_stay_one_line(runs, fsdd_folder, tmp_path):
+    """As on an AVX2-only CPU (FLOWKIT_BF16=0): the float32 fallback of fast synthesis is one
+    note after a good run, and never a second line beside an error."""
+    wav = tmp_path / "in" / "1_theo_11.wav"
+    wav.parent.mkdir()
+    wav.write_bytes((fsdd_folder / "1_theo_11.wav").read_bytes())
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
+    env = {**ENV, "FLOWKIT_BF16": "0"}
+    vocode = [sys.executable, "-m", "flowkit.cli", "audio", "vocode", "--checkpoint", str(runs / "vocoder")]
+    good = subprocess.run([*vocode, "--input", str(wav.parent), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert good.returncode == 0, good.stderr
+    notes = [line for line in good.stderr.splitlines() if line.startswith("flowkit:")]
+    assert notes == ["flowkit: note: cpu lacks native bfloat16; synthesis runs in float32"]
+    for args, message in ([["--input", str(tmp_path / "bad.wav"), "--out", str(tmp_path / "o2")], "not a readable"],
+                          [["--input", str(wav), "--out", str(wav)], "--out must be a folder"]):
+        bad = subprocess.run([*vocode, *args], capture_output=True, text=True, env=env, timeout=300)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 2 and len(lines) == 1 and message in lines[0], bad.stderr
+
+
 def test_a_missing_audio_extra_is_named_and_other_plugins_still_work():
     probe = "import sys; sys.modules['torchaudio'] = None; from flowkit.cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run([sys.executable, "-c", probe, "audio", "vocode", "--checkpoint", "x", "--input", "y",

@@ -67,6 +67,7 @@ def test_synthesis_from_mel_matches_with_the_same_noise(fsdd_held_out):
     assert (synthesised - reference).abs().max() < 1e-5 * reference.abs().max()
 
 
+@pytest.mark.bf16
 @pytest.mark.skipif(not flowkit.precision.bf16_supported(), reason="this CPU lacks native bfloat16")
 def test_bf16_synthesis_is_close_to_float32_and_stays_invertible(fsdd_held_out):
     model = perturbed(TINY)
@@ -86,6 +87,7 @@ def test_a_prepared_model_refuses_gradients(fsdd_held_out):
         fast.log_prob(audio, mel)
 
 
+@pytest.mark.bf16
 def test_bf16_falls_back_to_float32_with_a_warning(monkeypatch):
     monkeypatch.setattr(flowkit.precision, "bf16_supported", lambda device="cpu": False)
     with pytest.warns(UserWarning, match="float32"):
