@@ -23,6 +23,7 @@ from .layers import (
 )
 from .manipulate import apply_direction, attribute_direction, evaluation_mode, interpolate, regression_direction
 from .precision import PRECISIONS, bf16_supported, set_conditioner_precision
+from .transfer import transfer
 
 __version__ = "0.1.0"
 
@@ -31,5 +32,5 @@ __all__ = [
     "DiagNormal", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1", "Invertible1x1LU",
     "LearnedPrior", "NonFiniteError", "PRECISIONS", "Permute", "RQSplineCoupling", "Sequential", "ShapeError",
     "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "bf16_supported", "compile_frozen",
-    "evaluation_mode", "interpolate", "regression_direction", "set_conditioner_precision",
+    "evaluation_mode", "interpolate", "regression_direction", "set_conditioner_precision", "transfer",
 ]
