@@ -112,6 +112,41 @@ def allocator_peak_bytes(step: Callable[[], object]) -> int:
     return peak
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def provenance() -> dict[str, object]:
+    """What a result depends on: the git commit (and whether the tree had uncommitted
+    changes), the UTC date, the CPU model, the instruction-set flags that change speed, and
+    whether bfloat16 runs natively (FLOWKIT_BF16=0 says no)."""
+    import datetime
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        except OSError:
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    from flowkit.precision import bf16_supported
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
+            "cpu_flags": [f for f in CPU_FLAGS if f in flags], "bf16_native": bf16_supported("cpu")}
+
+
 def machine() -> dict[str, object]:
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "processor": platform.processor() or platform.machine()}
@@ -144,12 +179,13 @@ def options(args) -> dict:
 
 
 def write(name: str, payload: dict, folder: Path = RESULTS) -> Path:
-    """``folder/name.json`` with the machine and the exact command line beside ``payload``."""
+    """``folder/name.json`` with the machine, the provenance and the exact command line beside ``payload``."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     command = " ".join([Path(sys.argv[0]).relative_to(ROOT).as_posix() if Path(sys.argv[0]).is_relative_to(ROOT)
                         else sys.argv[0], *sys.argv[1:]])
-    path.write_text(json.dumps({"machine": machine(), "command": command, **payload}, indent=2, allow_nan=False))
+    path.write_text(json.dumps({"machine": machine(), "provenance": provenance(), "command": command, **payload},
+                               indent=2, allow_nan=False))
     return path
 
 

@@ -1,10 +1,13 @@
 """``flowkit text ...``: flows over sentence embeddings on the command line.
 
-    flowkit text fit --data FILE [FILE ...] --out DIR [--preset P] [--steps N] [--minutes M] [--seed S] [--resume]
+    flowkit text fit [--data FILE ...] [--label NAME=FILE ...] --out DIR [--preset P] [--steps N] [--minutes M]
+                     [--seed S] [--resume]
     flowkit text embed --checkpoint DIR --input FILE --space raw|whitened|latent --out FILE.npy
     flowkit text eval-sts --checkpoint DIR --data FILE --json
+    flowkit text steer --checkpoint DIR --input FILE --to NAME [--from NAME] [--strength S] --out FILE.npy
+                       [--neighbours CORPUS_FILE] [--json]            (a flow fitted with --label)
     flowkit text steer --checkpoint DIR --positive FILE --negative FILE --input FILE --alpha A --out FILE.npy
-                       [--neighbours CORPUS_FILE] [--json]
+                       [--neighbours CORPUS_FILE] [--json]            (a latent direction, any flow)
     flowkit text demo
 
 Registering the commands imports nothing heavy: sentence-transformers, scipy and
@@ -56,11 +59,19 @@ def _save(out: Path, array: Any) -> None:
 
 def _fit(args: argparse.Namespace) -> None:
     require_text_extra()
+    from .labels import parse_label_spec
     from .recipe import fit_text
 
-    report = fit_text(args.data, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
-                      args.checkpoint_every, encoder=args.encoder)
-    print(json_line({k: report[k] for k in ("steps", "held_out_nll", "gaussian_nll", "train_sentences")}))
+    if not args.data and not args.label:
+        raise FlowkitError("fit needs sentences: --data FILE ... and/or --label NAME=FILE ...")
+    labels = [parse_label_spec(spec) for spec in args.label] or None
+    report = fit_text(args.data or None, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
+                      args.checkpoint_every, encoder=args.encoder, labels=labels)
+    keys = ("steps", "best_step", "held_out_nll", "gaussian_nll", "train_sentences", "labels", "transfer_strength")
+    shown = {k: report[k] for k in keys if k in report}
+    if "transfer_strength" in shown:
+        shown["transfer_strength"] = shown["transfer_strength"]["flow"]
+    print(json_line(shown))
 
 
 def _embed(args: argparse.Namespace) -> None:
@@ -88,15 +99,39 @@ def _eval_sts(args: argparse.Namespace) -> None:
           f"flow {result['flow']:.2f}")
 
 
+def _steer_form(args: argparse.Namespace) -> str:
+    """``"label"`` (--to) or ``"direction"`` (--positive/--negative/--alpha); mixing them is an error."""
+    direction = [f for f, v in (("--positive", args.positive), ("--negative", args.negative),
+                                ("--alpha", args.alpha)) if v is not None]
+    label = [f for f, v in (("--to", args.to), ("--from", args.source), ("--strength", args.strength)) if v is not None]
+    if args.to is not None and not direction:
+        return "label"
+    if label and direction:
+        raise FlowkitError(f"steer takes --to [--from] [--strength] or --positive --negative --alpha, "
+                           f"not both ({', '.join(label + direction)})")
+    if label:
+        raise FlowkitError("--from and --strength need --to NAME")
+    missing = [f for f in ("--positive", "--negative", "--alpha") if f not in direction]
+    if missing:
+        raise FlowkitError(f"steer needs --to NAME, or all of --positive --negative --alpha (missing {' '.join(missing)})")
+    return "direction"
+
+
 def _steer(args: argparse.Namespace) -> None:
     require_text_extra()
     from .data import read_sentences
-    from .recipe import load_text_model, steer
+    from .recipe import load_text_model, steer, steer_to
 
     out = _npy_path(args.out)
-    positive, negative, inputs = (read_sentences(p) for p in (args.positive, args.negative, args.input))
+    form = _steer_form(args)
+    inputs = read_sentences(args.input)
     corpus = read_sentences(args.neighbours) if args.neighbours else None
-    edited, summary = steer(load_text_model(args.checkpoint), positive, negative, inputs, args.alpha, corpus)
+    model = load_text_model(args.checkpoint)
+    if form == "label":
+        edited, summary = steer_to(model, inputs, args.to, args.source, args.strength, corpus)
+    else:
+        positive, negative = read_sentences(args.positive), read_sentences(args.negative)
+        edited, summary = steer(model, positive, negative, inputs, args.alpha, corpus)
     _save(out, edited.numpy())
     summary["out"] = str(out)
     print(json_line(summary) if args.json else
@@ -118,10 +153,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = text.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser("fit", help="fit whitening and a flow on the sentences of text / STS / SICK files")
-    p.add_argument("--data", nargs="+", required=True, help="sentence files (one per line), STS-B or SICK files")
-    p.add_argument("--out", required=True)
+    p.add_argument("--data", nargs="+", default=[], help="unlabelled sentence files (one per line), STS-B or SICK files")
+    p.add_argument("--label", action="append", default=[], metavar="NAME=FILE",
+                   help="the sentences of FILE carry label NAME (repeat: at least two names); the flow is then "
+                        "conditioned on the label and `steer --to NAME` moves sentences between labels")
+    p.add_argument("--out", required=True, help="the run folder (checkpoint, fit.json, metrics)")
     p.add_argument("--preset", default="affine", choices=PRESETS)
-    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default 1000)")
     p.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
@@ -142,12 +180,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_eval_sts)
 
-    p = commands.add_parser("steer", help="move sentences along a flow-latent attribute direction")
+    p = commands.add_parser("steer", help="move sentences to another label, or along a latent direction")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--positive", required=True, help="sentences with the attribute, one per line")
-    p.add_argument("--negative", required=True, help="sentences without it")
     p.add_argument("--input", required=True, help="sentences to edit")
-    p.add_argument("--alpha", type=finite_float, required=True, help="strength along the direction")
+    p.add_argument("--to", default=None, metavar="NAME", help="the label to move the sentences to (a labelled fit)")
+    p.add_argument("--from", dest="source", default=None, metavar="NAME",
+                   help="the label the sentences have (default: the flow's own classification of each)")
+    p.add_argument("--strength", type=finite_float, default=None,
+                   help="the transfer strength (default: the one calibrated at fit time; 1 is the plain transfer)")
+    p.add_argument("--positive", default=None, help="direction form: sentences with the attribute, one per line")
+    p.add_argument("--negative", default=None, help="direction form: sentences without it")
+    p.add_argument("--alpha", type=finite_float, default=None, help="direction form: strength along the direction")
     p.add_argument("--out", required=True, help="a .npy file of edited embeddings (encoder's space)")
     p.add_argument("--neighbours", default=None, metavar="CORPUS_FILE",
                    help="show the nearest corpus sentences before and after")

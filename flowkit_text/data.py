@@ -9,6 +9,10 @@ their layout:
 - SICK: tab separated with a header naming ``sentence_A``, ``sentence_B`` and
   ``relatedness_score`` (1-5).
 
+Rewrite files (Li et al. 2018, ``reference.0`` / ``.1``) hold ``source<TAB>rewrite`` per line
+(:func:`read_rewrites`); GoEmotions files hold ``text<TAB>label indices<TAB>id``
+(:func:`read_emotions`, single-label comments only).
+
 Unreadable files, undecodable bytes, rows with a missing sentence or a score that is not
 a number in range get a :class:`~flowkit.errors.DataError` naming the file and line.
 """
@@ -25,7 +29,8 @@ import numpy as np
 
 from flowkit.errors import DataError
 
-__all__ = ["Pairs", "demo_corpus", "read_pairs", "read_sentences", "read_training_sentences", "is_pair_file"]
+__all__ = ["Pairs", "demo_corpus", "is_pair_file", "read_emotions", "read_pairs", "read_rewrites", "read_sentences",
+           "read_training_sentences"]
 
 SICK_COLUMNS = ("sentence_A", "sentence_B", "relatedness_score")
 
@@ -134,6 +139,43 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
     return Pairs(first, second, np.asarray(scores, dtype=np.float64), Path(path).name)
 
 
+def read_rewrites(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """``(sources, rewrites)`` of a ``source<TAB>rewrite`` file, in order."""
+    sources, rewrites = [], []
+    for number, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) != 2 or not all(fields):
+            raise DataError(f"{path}, line {number}: expected a source and its rewrite, tab separated")
+        sources.append(fields[0])
+        rewrites.append(fields[1])
+    if not sources:
+        raise DataError(f"{path} holds no rewrite pairs")
+    return sources, rewrites
+
+
+def read_emotions(path: str | os.PathLike, names: list[str]) -> dict[str, list[str]]:
+    """The comments of a GoEmotions file (``text<TAB>labels<TAB>id``, labels as comma-separated
+    indices into ``names``) that carry exactly one label, grouped by label name."""
+    groups: dict[str, list[str]] = {name: [] for name in names}
+    for number, line in enumerate(_lines(path), start=1):
+        fields = line.split("\t")
+        if not line.strip():
+            continue
+        if len(fields) < 2 or not fields[0].strip():
+            raise DataError(f"{path}, line {number}: expected text<TAB>labels<TAB>id")
+        try:
+            labels = [int(v) for v in fields[1].split(",")]
+        except ValueError:
+            raise DataError(f"{path}, line {number}: labels must be comma-separated indices, not {fields[1]!r}") from None
+        if any(not 0 <= v < len(names) for v in labels):
+            raise DataError(f"{path}, line {number}: a label index is outside 0..{len(names) - 1}")
+        if len(labels) == 1:
+            groups[names[labels[0]]].append(fields[0].strip())
+    return groups
+
+
 def read_training_sentences(paths: list[str | os.PathLike]) -> list[str]:
     """Sentences to fit on: the lines of sentence files and both sentences of every pair
     of STS / SICK files, without duplicates, in first-seen order."""
@@ -143,12 +185,18 @@ def read_training_sentences(paths: list[str | os.PathLike]) -> list[str]:
     return list(dict.fromkeys(sentences))
 
 
+DEMO_EMOTIONS = ("neutral", "joy", "anger", "sadness")
+
+
 def demo_corpus() -> dict[str, object]:
     """The embedded sample (see ``assets/README.md``): ``positive`` and ``negative``
-    sentences (rt-polarity) and ``sts`` (STS Benchmark dev pairs)."""
+    sentences (rt-polarity), ``sts`` (STS Benchmark dev pairs) and ``emotions`` (GoEmotions
+    comments of neutral, joy, anger and sadness, by emotion)."""
     folder = resources.files("flowkit_text") / "assets"
     positive = [s for s in (folder / "rt-polarity-pos.txt").read_text("utf-8").splitlines() if s.strip()]
     negative = [s for s in (folder / "rt-polarity-neg.txt").read_text("utf-8").splitlines() if s.strip()]
     with resources.as_file(folder / "sts-dev-sample.csv") as sts:
         pairs = read_pairs(sts)
-    return {"positive": positive, "negative": negative, "sts": pairs}
+    emotions = {e: [c for c in (folder / f"goemotions-{e}.txt").read_text("utf-8").splitlines() if c.strip()]
+                for e in DEMO_EMOTIONS}
+    return {"positive": positive, "negative": negative, "sts": pairs, "emotions": emotions}

@@ -1,10 +1,20 @@
 """``flowkit text demo``: the whole text workflow on the embedded sample, on a fresh machine.
 
-Fits whitening and the default flow on the sample's sentences (embedded with the offline
-all-MiniLM-L6-v2), evaluates STS on its STS-B dev pairs, measures steering of held-out
-negative reviews (probe flip rate of the flow-latent edit against the raw-space edit at
-equal cosine) and prints the nearest labelled sample sentences (the held-out ones
-excluded) of a few negatives before and after the edit. Writes ``summary.json`` and the run (checkpoint, ``fit.json``, metrics) to ``out``.
+1. Fits whitening and the default flow on the sample's review sentences (embedded with the
+   offline all-MiniLM-L6-v2) and evaluates STS on the sample's STS-B dev pairs, which the
+   flow was not fitted on. The summary names the step early stopping kept, and says when it
+   is the whitening start (the "flow" is then the Gaussian, a linear map).
+2. Steers held-out negative reviews along the latent sentiment direction: the share a probe
+   (fitted on other sentences) calls positive, beside the unedited share and the raw-space
+   edit at equal cosine; the nearest sample sentences before and after, from a corpus that
+   excludes the sentences the direction was made from.
+3. Fits a flow conditioned on the emotion of the sample's GoEmotions comments (neutral, joy,
+   anger, sadness) and moves held-out neutral comments to each emotion (encode under
+   ``neutral``, decode under the emotion, at the calibrated strength); the nearest held-out
+   real comments before and after each edit, and the share whose nearest comment carries
+   the target emotion, beside the unedited share.
+
+Writes ``summary.json``, the two runs (checkpoint, ``fit.json``, metrics) to ``out``.
 """
 
 from __future__ import annotations
@@ -13,41 +23,103 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from flowkit.train import prepare_run_folder
 
-from .data import demo_corpus
+from .data import DEMO_EMOTIONS, demo_corpus
 from .recipe import SteeringSplit, evaluate_steering, evaluate_sts, fit_text, load_text_model, steer
+from .steer import mean_cosine, nearest
 
 __all__ = ["run"]
 
 ALPHAS = [0.5, 1.0, 2.0]
 SHOW_ALPHA = 1.0
 NEIGHBOUR_ALPHA = 2.0
+HELD_OUT_COMMENTS = 100  # per emotion: the last ones of the sample, never fitted on
+SHOWN = 3
 
 
 def run(out: str | Path = "out/text-demo", minutes: float = 1.0, overwrite: bool = False,
         progress: bool = True) -> dict[str, Any]:
-    """Run the demo; returns ``{"summary": ..., "steering": ..., "neighbours": ...}``."""
+    """Run the demo; returns ``{"summary": ..., "steering": ..., "neighbours": ..., "emotions": ...}``."""
     out = Path(out)
-    prepare_run_folder(out / "run", resume=False, overwrite=overwrite)
+    for run_folder in ("run", "emotions"):
+        prepare_run_folder(out / run_folder, resume=False, overwrite=overwrite)
     corpus = demo_corpus()
-    fit = fit_text("demo", out / "run", minutes=minutes, progress=progress)
+    reviews = out / "reviews.txt"
+    out.mkdir(parents=True, exist_ok=True)
+    reviews.write_text("\n".join(corpus["positive"] + corpus["negative"]) + "\n")
+    fit = fit_text([str(reviews)], out / "run", minutes=minutes / 2, progress=progress)
     model = load_text_model(out / "run")
     sts = evaluate_sts(model, corpus["sts"])
     split = SteeringSplit.of(corpus["positive"], corpus["negative"])
     steering = evaluate_steering(model, split, ALPHAS)
-    labelled = split.direction_positive + split.direction_negative + split.probe_positive + split.probe_negative
     _, shown = steer(model, split.direction_positive, split.direction_negative, split.test_negative[:4], NEIGHBOUR_ALPHA,
-                     corpus=labelled, show=4, k=2)
+                     corpus=split.probe_positive + split.probe_negative, show=4, k=2)
     at = next(r for r in steering if r["alpha"] == SHOW_ALPHA)
-    summary = {"out": str(out), "steps": fit["steps"], "held_out_nll": fit["held_out_nll"],
+    emotions = emotion_transfer(out, corpus["emotions"], minutes / 2, progress)
+    summary = {"out": str(out), "steps": fit["steps"], "kept_step": fit["best_step"],
+               "kept_whitening_start": fit["kept_whitening_start"], "held_out_nll": fit["held_out_nll"],
                "gaussian_nll": fit["gaussian_nll"], "sts_raw": sts["raw"], "sts_whitened": sts["whitened"],
-               "sts_flow": sts["flow"], "sts_pairs": sts["pairs"], "steer_alpha": SHOW_ALPHA,
-               "steer_mean_cosine": at["mean_cosine"], "flow_flip_rate": at["flow_flip_rate"],
-               "raw_flip_rate_at_equal_cosine": at["raw_flip_rate"]}
-    result = {"summary": summary, "fit": fit, "sts": sts, "steering": steering, "neighbours": shown["neighbours"]}
+               "sts_flow": sts["flow"], "sts_pairs": sts["pairs"], "sts_pairs_fitted_on": 0,
+               "steer_alpha": SHOW_ALPHA, "steer_mean_cosine": at["mean_cosine"],
+               "flow_flip_rate": at["flow_flip_rate"], "unedited_flip_rate": at["unedited_flip_rate"],
+               "raw_flip_rate_at_equal_cosine": at["raw_flip_rate"],
+               "emotion_kept_step": emotions["fit"]["best_step"],
+               **{f"neutral_to_{e}_nearest_rate": emotions["edits"][e]["nearest_target_rate"] for e in DEMO_EMOTIONS[1:]},
+               **{f"neutral_unedited_{e}_nearest_rate": emotions["edits"][e]["unedited_nearest_target_rate"]
+                  for e in DEMO_EMOTIONS[1:]}}
+    result = {"summary": summary, "fit": fit, "sts": sts, "steering": steering, "neighbours": shown["neighbours"],
+              "emotions": emotions}
     (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False))
-    print(f"nearest labelled sentences of held-out negative reviews, before and after alpha = {NEIGHBOUR_ALPHA}:")
+    _print(fit, shown, emotions)
+    return result
+
+
+def emotion_transfer(out: Path, comments: dict[str, list[str]], minutes: float, progress: bool) -> dict[str, Any]:
+    """Fit a flow conditioned on the emotions, move held-out neutral comments to each one."""
+    specs = []
+    for emotion, lines in comments.items():
+        path = out / f"emotion-{emotion}.txt"
+        path.write_text("\n".join(lines[:-HELD_OUT_COMMENTS]) + "\n")
+        specs.append((emotion, str(path)))
+    fit = fit_text(None, out / "emotions", minutes=minutes, progress=progress, labels=specs)
+    model = load_text_model(out / "emotions")
+    held_out = {e: lines[-HELD_OUT_COMMENTS:] for e, lines in comments.items()}
+    neutral = held_out["neutral"]
+    corpus = [c for e in DEMO_EMOTIONS[1:] for c in held_out[e]]  # real comments of the emotions, none edited
+    owner = [e for e in DEMO_EMOTIONS[1:] for _ in held_out[e]]
+    x, c = model.encode_sentences(neutral), model.encode_sentences(corpus)
+    before = _nearest_owner(x, c, owner)
+    edits = {}
+    for target in DEMO_EMOTIONS[1:]:
+        edited = model.transfer(x, target, "neutral")
+        after = _nearest_owner(edited, c, owner)
+        neighbours = nearest(x[:SHOWN], c, corpus, 1), nearest(edited[:SHOWN], c, corpus, 1)
+        edits[target] = {"strength": model.strength("neutral", target), "mean_cosine": mean_cosine(x, edited),
+                         "nearest_target_rate": sum(o == target for o in after) / len(after),
+                         "unedited_nearest_target_rate": sum(o == target for o in before) / len(before),
+                         "neighbours": [{"comment": s, "before": b[0], "after": a[0]}
+                                        for s, b, a in zip(neutral, neighbours[0].sentences, neighbours[1].sentences)]}
+    return {"fit": {k: fit[k] for k in ("steps", "best_step", "kept_whitening_start", "transfer_strength")},
+            "edits": edits}
+
+
+def _nearest_owner(x: torch.Tensor, corpus: torch.Tensor, owner: list[str]) -> list[str]:
+    similarity = torch.nn.functional.normalize(x.double(), dim=1) @ torch.nn.functional.normalize(corpus.double(), dim=1).T
+    return [owner[i] for i in similarity.argmax(1).tolist()]
+
+
+def _print(fit: dict[str, Any], shown: dict[str, Any], emotions: dict[str, Any]) -> None:
+    kept = "the whitening start (the Gaussian: no step improved on it)" if fit["kept_whitening_start"] else \
+        f"step {fit['best_step']} of {fit['steps']}"
+    print(f"early stopping kept {kept}")
+    print(f"nearest sentences of held-out negative reviews, before and after alpha = {NEIGHBOUR_ALPHA}:")
     for item in shown["neighbours"]:
         print(f"\n  {item['sentence']}\n    before: {item['before'][0]}\n    after:  {item['after'][0]}")
-    return result
+    for target, edit in emotions["edits"].items():
+        print(f"\nneutral -> {target} (strength {edit['strength']:g}): nearest real comment is {target} for "
+              f"{edit['nearest_target_rate']:.0%} of edits ({edit['unedited_nearest_target_rate']:.0%} unedited)")
+        for item in edit["neighbours"]:
+            print(f"  {item['comment']}\n    before: {item['before']}\n    after:  {item['after']}")

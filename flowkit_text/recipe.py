@@ -32,13 +32,15 @@ from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint,
 
 from .data import Pairs, demo_corpus, read_training_sentences
 from .encoder import DEFAULT_MODEL, SentenceEncoder
+from .labels import LabelledSentences, read_labelled
 from .model import EmbeddingFlow, EmbeddingFlowConfig, preset
 from .steer import flow_edit, matching_raw_strength, mean_cosine, nearest, raw_direction, raw_edit, train_probe
 from .sts import spearman_x100
+from .transfer import Edit, calibrate_strength, conditional_gaussian, raw_label_edit, scaled_transfer
 from .whitening import Whitening
 
-__all__ = ["SPACES", "SteeringSplit", "TextModel", "TextModelConfig", "evaluate_steering", "evaluate_sts", "fit_text", "load_text_model", "split_held_out",
-           "steer"]
+__all__ = ["SPACES", "SteeringSplit", "TextModel", "TextModelConfig", "evaluate_steering", "evaluate_sts", "fit_text",
+           "label_editors", "load_text_model", "split_held_out", "steer", "steer_to"]
 
 SPACES = ("raw", "whitened", "latent")
 TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "batch_size": 256, "warmup_steps": 50, "ema_decay": None,
@@ -58,7 +60,10 @@ class TextModelConfig(SavedConfig):
 class TextModel(nn.Module):
     """The flow and the whitening fitted on the same sentences, with the encoder's name.
 
-    Calling it is ``flow.log_prob`` (so the engine and DDP can train it)."""
+    Calling it is ``flow.log_prob`` (so the engine and DDP can train it). A flow fitted with
+    labels also holds ``transfer_strength`` (``(K, K)``, a buffer saved with the weights):
+    the strength of each label-to-label transfer, calibrated at the end of :func:`fit_text`
+    on held-out labelled sentences (:func:`flowkit_text.transfer.calibrate_strength`)."""
 
     def __init__(self, config: TextModelConfig):
         super().__init__()
@@ -66,13 +71,16 @@ class TextModel(nn.Module):
         self.flow = EmbeddingFlow(EmbeddingFlowConfig.from_dict(config.flow))
         self.whitening = Whitening(self.flow.config.dim)
         self._encoder: SentenceEncoder | None = None
+        if self.flow.labels:
+            k = len(self.flow.labels)
+            self.register_buffer("transfer_strength", torch.ones(k, k, dtype=torch.float64))
 
     @property
     def dim(self) -> int:
         return self.flow.config.dim
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.flow.log_prob(x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.flow.log_prob(x, context)
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -101,11 +109,50 @@ class TextModel(nn.Module):
             return torch.cat([self.flow.encode(chunk) for chunk in x.split(batch_size)])
 
     @torch.no_grad()
-    def held_out_nll(self, x: Tensor, seed: int = 0) -> float:
-        """Mean NLL (nats per dimension) of ``x`` plus the training noise (a fixed draw)."""
+    def held_out_nll(self, x: Tensor, context: Tensor | None = None, seed: int = 0) -> float:
+        """Mean NLL (nats per dimension) of ``x`` plus the training noise (a fixed draw),
+        given the labels' ``context`` for a labelled flow."""
         noisy = self.flow.dequantise(x, torch.Generator().manual_seed(seed))
+        contexts = [None] * len(noisy) if context is None else context
         with fk.evaluation_mode(self.flow):
-            return float(torch.cat([self.flow.nll_per_dim(c) for c in noisy.split(1024)]).mean())
+            return float(torch.cat([self.flow.nll_per_dim(x_part, None if context is None else c_part)
+                                    for x_part, c_part in zip(noisy.split(1024), _split(contexts, 1024))]).mean())
+
+    def strength(self, source: str, target: str) -> float:
+        """The calibrated strength of a ``source`` to ``target`` transfer."""
+        labels = self.flow.labels
+        return float(self.transfer_strength[labels.index(source), labels.index(target)])
+
+    @torch.no_grad()
+    def classify(self, x: Tensor) -> list[str]:
+        """The flow's most likely label of each embedding (equal priors)."""
+        with fk.evaluation_mode(self.flow):
+            best = self.flow.label_log_likelihoods(x).argmax(1)
+        return [self.flow.labels[i] for i in best.tolist()]
+
+    @torch.no_grad()
+    def transfer(self, x: Tensor, target: str, source: str | list[str] | None = None,
+                 strength: float | None = None) -> Tensor:
+        """Encoder-space embeddings ``x`` moved to label ``target``: encoded under ``source``
+        (one label for all, one per row, or ``None``: the flow's own classification of each),
+        decoded under ``target`` (:func:`flowkit.transfer`), the move scaled by ``strength``
+        (``None``: the calibrated one of each source-target pair; see
+        :func:`~flowkit_text.transfer.scaled_transfer`), projected back onto the unit sphere for
+        a unit-norm encoder. Rows already at ``target`` are left as they are."""
+        self.flow.label_context([target])  # names an unknown label or an unlabelled flow
+        sources = self.classify(x) if source is None else [source] * len(x) if isinstance(source, str) else source
+        if len(sources) != len(x):
+            raise FlowkitError(f"{len(sources)} source labels for {len(x)} sentences")
+        out = x.clone()
+        for name in dict.fromkeys(sources):
+            rows = torch.tensor([i for i, s in enumerate(sources) if s == name])
+            if name == target:
+                continue
+            amount = self.strength(name, target) if strength is None else strength
+            with fk.evaluation_mode(self.flow):
+                out[rows] = scaled_transfer(self.flow, x[rows], self.flow.label_context([name]),
+                                            self.flow.label_context([target]), amount, self.config.normalised)
+        return out
 
     @torch.no_grad()
     def gaussian_nll(self, train: Tensor, held_out: Tensor, seed: int = 0) -> float:
@@ -114,6 +161,10 @@ class TextModel(nn.Module):
         gaussian = fk.Flow(Whitening.fitted(train, noise_var=noise_var), event_shape=(self.dim,))
         noisy = self.flow.dequantise(held_out, torch.Generator().manual_seed(seed)).double()
         return float((-gaussian.log_prob(noisy) / self.dim).mean())
+
+
+def _split(rows: Tensor | list, size: int) -> list:
+    return list(rows.split(size)) if torch.is_tensor(rows) else [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
 def split_held_out(sentences: list[str], every: int = 10) -> tuple[list[str], list[str], list[str]]:
@@ -130,12 +181,12 @@ def split_held_out(sentences: list[str], every: int = 10) -> tuple[list[str], li
 class _BestWeights:
     """The evaluation hook of :func:`fit_text`: validation NLL, remembering the best weights."""
 
-    def __init__(self, x_validation: Tensor):
-        self.x = x_validation
+    def __init__(self, x_validation: Tensor, context: Tensor | None = None):
+        self.x, self.context = x_validation, context
         self.nll, self.state, self.step, self.trainer = math.inf, None, None, None
 
     def __call__(self, model: TextModel) -> dict[str, float]:
-        nll = model.held_out_nll(self.x)
+        nll = model.held_out_nll(self.x, self.context)
         if nll < self.nll:
             self.nll, self.step = nll, self.trainer.step
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -151,21 +202,32 @@ def _sentences(data: list[str] | str) -> list[str]:
 
 def _loss(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
     x = batch[0]
-    nll = (-model(x) / x.shape[1]).mean()
+    nll = (-model(*batch) / x.shape[1]).mean()
     return nll, {"nll": float(nll.detach())}
 
 
-def fit_text(data: list[str] | str = "demo", out: str | Path = "out/text", preset_name: str = "affine",
+def fit_text(data: list[str] | str | None = "demo", out: str | Path = "out/text", preset_name: str = "affine",
              steps: int | None = None, minutes: float | None = None, seed: int = 0, resume: bool = False,
-             checkpoint_every: int | None = None, encoder: str = DEFAULT_MODEL, progress: bool = True) -> dict[str, Any]:
-    """Fit whitening and an embedding flow on the sentences of ``data``; writes ``fit.json``."""
+             checkpoint_every: int | None = None, encoder: str = DEFAULT_MODEL, progress: bool = True,
+             labels: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Fit whitening and an embedding flow on the sentences of ``data``; writes ``fit.json``.
+
+    With ``labels`` (``(name, file)`` pairs, see :mod:`flowkit_text.labels`) the flow is
+    conditioned on each sentence's label (unlabelled sentences of ``data`` get none), and
+    the strength of each label-to-label transfer is calibrated on the held-out labelled
+    sentences after training."""
     out = Path(out)
     resuming = prepare_run_folder(out, resume)
     train_defaults = TRAIN_DEFAULTS
+    labelled = read_labelled(labels) if labels else None
     if resuming:
         saved = saved_run_config(out, "text")
         encoder, flow_config, train_defaults = saved["model"]["encoder"], saved["model"]["flow"], saved["train"]
-    sentences = _sentences(data)
+        _check_resumed_labels(flow_config.get("labels", []), labelled)
+    label_of: dict[str, str | None] = dict.fromkeys(_sentences(data) if data else [])
+    if labelled is not None:
+        label_of.update(zip(labelled.sentences, labelled.labels))
+    sentences = list(label_of)
     train, validation, test = split_held_out(sentences)
     if len(train) < MIN_SENTENCES or not validation or not test:
         raise DataError(f"fitting needs at least {MIN_SENTENCES} distinct sentences (a tenth is held out); "
@@ -173,7 +235,7 @@ def fit_text(data: list[str] | str = "demo", out: str | Path = "out/text", prese
     embedder = SentenceEncoder(encoder, progress=progress)
     x, x_validation, x_test = (torch.from_numpy(embedder.encode(part)) for part in (train, validation, test))
     if not resuming:
-        flow_config = preset(preset_name, x.shape[1]).to_dict()
+        flow_config = {**preset(preset_name, x.shape[1]).to_dict(), "labels": labelled.names if labelled else []}
     norms = x.double().norm(dim=1)
     config = TextModelConfig(encoder, bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-3)), flow_config)
     explicit = {"steps": steps, "max_minutes": minutes, "seed": seed, "checkpoint_every": checkpoint_every}
@@ -181,12 +243,19 @@ def fit_text(data: list[str] | str = "demo", out: str | Path = "out/text", prese
     torch.manual_seed(seed)
     model = TextModel(config)
     model._encoder = embedder
-    model.flow.initialise(x)
+    contexts = [model.flow.label_context([label_of[s] for s in part]) if labelled else None
+                for part in (train, validation, test)]
+    model.flow.initialise(x, contexts[0])
     model.whitening.fit(x)
     schedule = IndexSchedule(len(x), min(train_config.batch_size, len(x)), seed)
-    batches = lambda step: (model.flow.dequantise(x[schedule.indices(step)], schedule.generator(step)),)  # noqa: E731
+
+    def batches(step: int) -> tuple[Tensor, ...]:
+        rows = schedule.indices(step)
+        noisy = model.flow.dequantise(x[rows], schedule.generator(step))
+        return (noisy,) if contexts[0] is None else (noisy, contexts[0][rows])
+
     started = time.monotonic()
-    best = _BestWeights(x_validation)
+    best = _BestWeights(x_validation, contexts[1])
     trainer = Trainer(model, _loss, batches, train_config, out, evaluate=best,
                       model_config={"kind": "text", **config.to_dict()}, resume=resume, progress=progress)
     best.trainer = trainer
@@ -195,16 +264,82 @@ def fit_text(data: list[str] | str = "demo", out: str | Path = "out/text", prese
     metrics = trainer.fit()
     if best.step is not None and best.step < trainer.step:
         model.load_state_dict(best.state)  # early stopping: keep the weights that generalise best
-        trainer.save()
-    report = {"steps": trainer.step, "best_step": best.step,
-              "held_out_nll": model.held_out_nll(x_test), "validation_nll": best.nll,
+    report = {"steps": trainer.step, "best_step": best.step, "kept_whitening_start": best.step == 0 and model.flow.config.init == "whitening",
+              "held_out_nll": model.held_out_nll(x_test, contexts[2]), "validation_nll": best.nll,
               "gaussian_nll": model.gaussian_nll(x, x_test), "train_nll": metrics.get("nll"),
               "fit_seconds": round(time.monotonic() - started, 1),
               "train_sentences": len(train), "held_out_sentences": len(test), "encoder": encoder,
               "dim": model.dim, "preset": preset_name if not resuming else None,
               "noise_std": float(model.flow.noise_std[0])}
+    if labelled is not None:
+        report.update(_calibrate(model, x, train, x_validation, validation, x_test, contexts, label_of))
+        report["ambiguous_sentences_left_out"] = labelled.ambiguous
+    trainer.save()
     (out / "fit.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     return report
+
+
+def _check_resumed_labels(saved: list[str], labelled: LabelledSentences | None) -> None:
+    given = labelled.names if labelled else []
+    if given != saved:
+        raise DataError(f"this run was fitted with labels {saved or 'none'}; resume it with the same "
+                        f"--label options (got {given or 'none'})")
+
+
+def label_editors(model: TextModel, x_train: Tensor, labels_train: list[str]) -> dict[str, Edit]:
+    """The three ways of moving embeddings between labels, as ``edit(x, source, target, strength)``:
+    ``"flow"`` (:meth:`TextModel.transfer`), ``"conditional Gaussian"`` (the same transfer
+    through :func:`~flowkit_text.transfer.conditional_gaussian` fitted on the training
+    sentences) and ``"raw"`` (the mean-difference move in the encoder's space)."""
+    names = model.flow.labels
+    context = model.flow.label_context(labels_train)
+    noise_var = float(model.flow.noise_std.double().square().mean())
+    gaussian = conditional_gaussian(x_train, context, noise_var)
+    means = {n: x_train[[i for i, label in enumerate(labels_train) if label == n]].double().mean(0) for n in names}
+    sphere = model.config.normalised
+
+    def through_gaussian(x: Tensor, source: str, target: str, strength: float) -> Tensor:
+        return scaled_transfer(gaussian, x, model.flow.label_context([source]), model.flow.label_context([target]),
+                               strength, sphere)
+
+    return {"flow": lambda x, s, t, a: model.transfer(x, t, s, a),
+            "conditional Gaussian": through_gaussian,
+            "raw": lambda x, s, t, a: raw_label_edit(x, means[s], means[t], a, sphere)}
+
+
+def _calibrate(model: TextModel, x: Tensor, train: list[str], x_validation: Tensor, validation: list[str],
+               x_test: Tensor, contexts: list, label_of: dict) -> dict[str, Any]:
+    """Set the flow's transfer strengths on the validation sentences
+    (:func:`~flowkit_text.transfer.calibrate_strength`), calibrate the two baselines the same way for the reports,
+    and give the conditional Gaussian's test NLL beside the flow's."""
+    names = model.flow.labels
+    x_labelled, labels_train = _labelled_rows(x, train, label_of)
+    by_label = {name: x_validation[[i for i, s in enumerate(validation) if label_of[s] == name]] for name in names}
+    if any(len(rows) == 0 for rows in by_label.values()):
+        counts = {n: len(r) for n, r in by_label.items()}
+        raise DataError(f"every label needs held-out sentences to calibrate its transfers; got {counts} "
+                        f"(give more sentences)")
+    editors = label_editors(model, x_labelled, labels_train)
+    strengths = {way: calibrate_strength(edit, by_label) for way, edit in editors.items()}
+    for (source, target), strength in strengths["flow"].items():
+        model.transfer_strength[names.index(source), names.index(target)] = strength
+    noise_var = float(model.flow.noise_std.double().square().mean())
+    gaussian = conditional_gaussian(x, contexts[0], noise_var)
+    labelled_test = contexts[2].sum(1) > 0
+    x_test_labelled, c_test = x_test[labelled_test], contexts[2][labelled_test]
+    noisy = model.flow.dequantise(x_test_labelled, torch.Generator().manual_seed(0)).double()  # held_out_nll's draw
+    with torch.no_grad():
+        gaussian_nll = -gaussian.double().log_prob(noisy, c_test.double()) / model.dim
+    return {"labels": names, "labelled_train_sentences": {n: labels_train.count(n) for n in names},
+            "transfer_strength": {way: {f"{s}->{t}": v for (s, t), v in chosen.items()}
+                                  for way, chosen in strengths.items()},
+            "conditional_gaussian_nll": float(gaussian_nll.mean()),
+            "labelled_held_out_nll": model.held_out_nll(x_test_labelled, c_test)}
+
+
+def _labelled_rows(x: Tensor, sentences: list[str], label_of: dict) -> tuple[Tensor, list[str]]:
+    rows = [i for i, s in enumerate(sentences) if label_of[s] is not None]
+    return x[rows], [label_of[sentences[i]] for i in rows]
 
 
 def load_text_model(checkpoint: str | Path) -> TextModel:
@@ -242,12 +377,39 @@ def steer(model: TextModel, positive: list[str], negative: list[str], inputs: li
     edited = torch.cat([flow_edit(model.flow, chunk, direction, alpha, model.config.normalised)
                         for chunk in x.split(1024)])
     summary: dict[str, Any] = {"alpha": alpha, "sentences": len(inputs), "mean_cosine": mean_cosine(x, edited)}
+    return edited, _with_neighbours(summary, model, inputs, x, edited, corpus, show, k)
+
+
+def steer_to(model: TextModel, inputs: list[str], target: str, source: str | None = None,
+             strength: float | None = None, corpus: list[str] | None = None, show: int = 5,
+             k: int = 3) -> tuple[Tensor, dict[str, Any]]:
+    """Move ``inputs`` to label ``target`` (:meth:`TextModel.transfer`): from ``source``, or
+    from the flow's own classification of each sentence; at ``strength``, or the calibrated
+    one. Returns the edited embeddings (encoder's space) and a summary like :func:`steer`'s."""
+    if not model.flow.labels:
+        raise FlowkitError("this checkpoint was fitted without labels: --to needs a fit with --label NAME=FILE "
+                           "(or steer along a direction with --positive --negative --alpha)")
+    model.flow.label_context([target] + ([source] if source else []))  # names an unknown label first
+    x = model.encode_sentences(inputs)
+    sources = [source] * len(x) if source else model.classify(x)
+    edited = model.transfer(x, target, sources, strength)
+    used = {s: strength if strength is not None else model.strength(s, target) for s in dict.fromkeys(sources)
+            if s != target}
+    summary: dict[str, Any] = {"to": target, "from": source or "the flow's classification",
+                               "sources": {s: sources.count(s) for s in dict.fromkeys(sources)},
+                               "strength": used, "sentences": len(inputs), "mean_cosine": mean_cosine(x, edited)}
+    return edited, _with_neighbours(summary, model, inputs, x, edited, corpus, show, k)
+
+
+def _with_neighbours(summary: dict[str, Any], model: TextModel, inputs: list[str], x: Tensor, edited: Tensor,
+                     corpus: list[str] | None, show: int, k: int) -> dict[str, Any]:
+    """``summary`` with the nearest ``corpus`` sentences of the first ``show`` inputs, before and after."""
     if corpus:
         c = model.encode_sentences(corpus)
         before, after = nearest(x[:show], c, corpus, k), nearest(edited[:show], c, corpus, k)
         summary["neighbours"] = [{"sentence": s, "before": b, "after": a}
                                  for s, b, a in zip(inputs[:show], before.sentences, after.sentences)]
-    return edited, summary
+    return summary
 
 
 @dataclass

@@ -120,6 +120,9 @@ def test_precision_benchmark_quick_run(tmp_path):
     assert {"bf16_step_speedup", "bf16_bits_per_dim_delta", "round_trip_max_abs_error"} <= set(summary)
     assert (summary["bf16_skipped"] is None) == bool(bf16) and (summary["bf16_step_speedup"] is None) != bool(bf16)
     assert summary["precision_in_effect"] == ("bf16-conditioners" if bf16 else "float32")
+    provenance = result["provenance"]  # every JSON says what it measured: commit, date, CPU and its flags
+    assert len(provenance["commit"]) == 40 and isinstance(provenance["dirty"], bool)
+    assert provenance["date"].startswith("20") and provenance["bf16_native"] == bool(bf16)
 
 
 def test_time_to_quality_quick_run(tmp_path):
