@@ -21,7 +21,8 @@ full-covariance Gaussian fitted on the same sentences. Reported:
    raw-space mean-difference edit, each at the strength calibrated on labelled sentences
    (never on rewrites), at strength 1, and at the best strength on these very pairs (an
    oracle, the most a strength can give); the raw edit also at the flow's mean cosine;
-   unedited;
+   unedited. The part ``sentiment-unlabelled`` fits the same flow with the 24 k unlabelled
+   sentences of STS-B train, SICK train and rt-polarity beside the labelled ones;
 6. emotion transfer (GoEmotions, Ekman labels): a flow conditioned on neutral, joy, anger and
    sadness (single-label training comments), neutral dev comments moved to each emotion;
    judged by a probe fitted on the other half of the dev comments and by the label of the
@@ -62,15 +63,17 @@ EMOTIONS = ["neutral", "joy", "anger", "sadness"]
 WAYS = ("flow", "conditional Gaussian", "raw")
 
 
-def fit_labelled(folder: Path, name: str, groups: dict[str, list[str]], steps: int) -> tuple:
-    """Fit a flow conditioned on ``groups`` (label -> sentences); returns the model, its fit
-    report and the three editors built from the training split fit_text used."""
+def fit_labelled(folder: Path, name: str, groups: dict[str, list[str]], steps: int,
+                 unlabelled: list[str] | None = None) -> tuple:
+    """Fit a flow conditioned on ``groups`` (label -> sentences), beside ``unlabelled``
+    sentence files if given; returns the model, its fit report and the three editors built
+    from the training split fit_text used."""
     specs = []
     for label, sentences in groups.items():
         path = folder / f"{name}-{label}.txt"
         path.write_text("\n".join(sentences) + "\n")
         specs.append((label, str(path)))
-    report = fit_text(None, folder / name, steps=steps, progress=False, labels=specs)
+    report = fit_text(unlabelled, folder / name, steps=steps, progress=False, labels=specs)
     model = load_text_model(folder / name)
     label_of = {s: label for label, sentences in groups.items() for s in sentences}
     train = [s for s in split_held_out(list(label_of))[0] if s in label_of]
@@ -105,12 +108,22 @@ def edit_rows(editors: dict, report: dict, x, source: str, target: str, score, o
     return rows
 
 
-def sentiment_transfer(folder: Path, steps: int, quick: bool) -> dict:
+def unlabelled_corpus(folder: Path, limit: int | None) -> list[str]:
+    """STS-B train, SICK train and rt-polarity sentences, unlabelled, as one file."""
+    sentences = read_training_sentences([DATA / "sts" / "sts-train.csv", DATA / "sts" / "SICK_train.txt",
+                                         DATA / "rt-polarity" / "pos.txt", DATA / "rt-polarity" / "neg.txt"])
+    path = folder / "unlabelled.txt"
+    path.write_text("\n".join(sentences[:limit]) + "\n")
+    return [str(path)]
+
+
+def sentiment_transfer(folder: Path, steps: int, quick: bool, with_unlabelled: bool) -> dict:
     yelp = DATA / "yelp"
     limit = 300 if quick else None
     groups = {"negative": read_sentences(yelp / "sentiment.dev.0")[:limit],
               "positive": read_sentences(yelp / "sentiment.dev.1")[:limit]}
-    model, report, editors = fit_labelled(folder, "yelp", groups, steps)
+    unlabelled = unlabelled_corpus(folder, limit) if with_unlabelled else None
+    model, report, editors = fit_labelled(folder, "yelp", groups, steps, unlabelled)
     judge_pos = read_sentences(DATA / "rt-polarity" / "pos.txt")[:limit]
     judge_neg = read_sentences(DATA / "rt-polarity" / "neg.txt")[:limit]
     judge = LabelProbe(model.encode_sentences(judge_pos + judge_neg), ["positive"] * len(judge_pos) + ["negative"] * len(judge_neg))
@@ -135,9 +148,10 @@ def sentiment_transfer(folder: Path, steps: int, quick: bool) -> dict:
         rows += [{"direction": f"{source} -> {target}", "pairs": len(a), **row}
                  for row in edit_rows(editors, report, x, source, target, score)]
     human = [round(mean_cosine(model.encode_sentences(a), model.encode_sentences(b)), 4) for _, _, (a, b) in directions]
-    return {"rows": rows, "fit": {k: report[k] for k in ("steps", "best_step", "kept_whitening_start",
-                                                         "labelled_held_out_nll", "conditional_gaussian_nll",
-                                                         "transfer_strength", "labelled_train_sentences")},
+    return {"rows": rows, "unlabelled_sentences_fitted": bool(unlabelled),
+            "fit": {k: report[k] for k in ("steps", "best_step", "kept_whitening_start", "train_sentences",
+                                           "labelled_held_out_nll", "conditional_gaussian_nll",
+                                           "transfer_strength", "labelled_train_sentences")},
             "human_rewrite_mean_cosine": dict(zip(["negative -> positive", "positive -> negative"], human)),
             "judge": "logistic regression on rt-polarity (movie reviews; not Yelp)"}
 
@@ -226,7 +240,7 @@ def density_sts_steering(folder: Path, args, steps: int, limit: int | None) -> d
             "fit": fits, "sts": sts_rows, "steering": steering_rows}
 
 
-PARTS = ("density", "sentiment", "emotions")
+PARTS = ("density", "sentiment", "sentiment-unlabelled", "emotions")
 
 
 def main() -> None:
@@ -249,11 +263,13 @@ def main() -> None:
         folder = Path(tmp)
         if "density" in parts:
             payload.update(density_sts_steering(folder, args, steps, limit))
-        if "sentiment" in parts:
-            payload["sentiment_transfer"] = sentiment_transfer(folder, transfer_steps, args.quick)
-            print()
-            print(table(payload["sentiment_transfer"]["rows"], ["direction", "method", "strength", "transfer@1",
-                                                                "judge_target_rate", "mean_cosine"]))
+        for part, key, unlabelled in (("sentiment", "sentiment_transfer", False),
+                                      ("sentiment-unlabelled", "sentiment_transfer_unlabelled", True)):
+            if part in parts:
+                payload[key] = sentiment_transfer(folder, transfer_steps, args.quick, unlabelled)
+                print(f"\n{part}:")
+                print(table(payload[key]["rows"], ["direction", "method", "strength", "transfer@1",
+                                                   "judge_target_rate", "mean_cosine"]))
         if "emotions" in parts:
             payload["emotion_transfer"] = emotion_transfer(folder, transfer_steps, args.quick)
             print()

@@ -96,6 +96,15 @@ def test_text_benchmark_quick_run(tmp_path, text_data):
     assert all(r["flow_nll"] == r["flow_nll"] and r["fit_s"] > 0 for r in result["fit"])
     assert {r["data"] for r in result["sts"]} == {"STS-B dev", "SICK-R trial"}
     assert [r["alpha"] for r in result["steering"][:4]] == [0.25, 0.5, 1.0, 2.0]
+    assert all(r["left_out_seen"] >= 0 for r in result["sts"])  # STS only on pairs the flow never saw
+    methods = [r["method"] for r in result["sentiment_transfer"]["rows"] if r["direction"] == "negative -> positive"]
+    ways = ("flow", "conditional Gaussian", "raw")  # every table with its ablations
+    assert methods == ["unedited", *(f"{w}{m}" for w in ways for m in (" (calibrated)", ", strength 1",
+                                                                         " (oracle: best on these pairs)")),
+                       "raw at the flow's mean cosine"]
+    assert {r["edit"] for r in result["emotion_transfer"]["rows"]} == {"neutral -> joy", "neutral -> anger",
+                                                                       "neutral -> sadness"}
+    assert all(0 <= r["judge_target_rate"] <= 1 for r in result["emotion_transfer"]["rows"])
 
 
 def test_notes_benchmark_quick_run(tmp_path):
