@@ -123,7 +123,8 @@ def sentiment_transfer(folder: Path, steps: int, quick: bool, with_unlabelled: b
     groups = {"negative": read_sentences(yelp / "sentiment.dev.0")[:limit],
               "positive": read_sentences(yelp / "sentiment.dev.1")[:limit]}
     unlabelled = unlabelled_corpus(folder, limit) if with_unlabelled else None
-    model, report, editors = fit_labelled(folder, "yelp", groups, steps, unlabelled)
+    name = "yelp-with-unlabelled" if with_unlabelled else "yelp"
+    model, report, editors = fit_labelled(folder, name, groups, steps, unlabelled)
     judge_pos = read_sentences(DATA / "rt-polarity" / "pos.txt")[:limit]
     judge_neg = read_sentences(DATA / "rt-polarity" / "neg.txt")[:limit]
     judge = LabelProbe(model.encode_sentences(judge_pos + judge_neg), ["positive"] * len(judge_pos) + ["negative"] * len(judge_neg))
