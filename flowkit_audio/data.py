@@ -22,7 +22,8 @@ from torch import Tensor
 
 from flowkit.errors import DataError
 
-__all__ = ["Clip", "demo_clips", "fsdd_clips", "load_clips", "read_wav", "split_clips", "write_wav"]
+__all__ = ["Clip", "audio_files", "check_output_folder", "demo_clips", "fsdd_clips", "load_clips", "read_wav",
+           "split_clips", "write_wav"]
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 FSDD_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)$")
@@ -97,17 +98,41 @@ def write_wav(path: str | os.PathLike, audio: Tensor, sample_rate: int) -> Path:
     return path
 
 
-def load_clips(source: str | os.PathLike, sample_rate: int) -> list[Clip]:
-    """A WAV file or every audio file in a folder (sorted by name), at ``sample_rate``."""
+def audio_files(source: str | os.PathLike) -> list[Path]:
+    """The files :func:`load_clips` reads: ``source`` itself, or the audio files of a folder (sorted)."""
     source = Path(source)
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
         if not files:
             raise DataError(f"{source}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this folder")
-        return [read_wav(p, sample_rate) for p in files]
+        return files
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
-    return [read_wav(source, sample_rate)]
+    return [source]
+
+
+def load_clips(source: str | os.PathLike, sample_rate: int) -> list[Clip]:
+    """A WAV file or every audio file in a folder (sorted by name), at ``sample_rate``."""
+    return [read_wav(p, sample_rate) for p in audio_files(source)]
+
+
+def check_output_folder(source: str | os.PathLike, out: str | os.PathLike, suffixes: tuple[str, ...] = (".wav", ".png")) -> None:
+    """Refuse, before any work, an output folder that is or contains an input file's folder
+    (each input ``NAME.*`` writes ``out/NAME`` + each suffix, which could replace an input
+    only there), and inputs whose outputs would share a name (``a.wav`` and ``a.flac``): a
+    user's recordings are never replaced, and no output is lost to another."""
+    out = Path(out).resolve()
+    files = audio_files(source)
+    for path in files:
+        path = path.resolve()
+        if out == path.parent or out in path.parents:  # the only way an output could replace an input
+            raise DataError(f"--out {out} holds the input {path}; write the outputs to another folder")
+    stems: dict[str, Path] = {}
+    for path in files:
+        if path.stem in stems:
+            raise DataError(f"{stems[path.stem].name} and {path.name} would both be written as "
+                               f"{path.stem}{suffixes[0]}; rename one")
+        stems[path.stem] = path
 
 
 def fsdd_clips(folder: str | os.PathLike, sample_rate: int = 8000, speakers: set[str] | None = None) -> list[Clip]:

@@ -43,7 +43,7 @@ from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint,
                            saved_run_config)
 
 from .calibration import CalibratedEditor, check_edit_request, hz_or_none, interval_or_none
-from .data import Clip, load_clips, split_clips, write_wav
+from .data import Clip, check_output_folder, load_clips, split_clips, write_wav
 from .features import f0_hz
 from .noteflow import NoteFlow, NoteFlowConfig
 from .notespec import NoteSpectrum, griffin_lim_notes, midi_to_hz, render_magnitude
@@ -366,6 +366,7 @@ def edit_note_files(checkpoint: str | Path, source: str | Path, out: str | Path,
 
     out = Path(out)
     check_edit_request(semitones_wanted, alpha, out)
+    check_output_folder(source, out)
     editor = load_notes_model(checkpoint, vocoder)
     strength = alpha if alpha is not None else editor.alpha_for(semitones_wanted)
     clips = load_clips(source, editor.spectrum.sample_rate)

@@ -37,7 +37,7 @@ from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint,
                            saved_run_config)
 
 from .calibration import CalibratedEditor, check_edit_request, hz_or_none, interval_or_none
-from .data import Clip, load_clips, split_clips, write_wav
+from .data import Clip, check_output_folder, load_clips, split_clips, write_wav
 from .features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
 from .melflow import MelFlow, MelFlowConfig
 from .plots import save_spectrograms
@@ -210,6 +210,7 @@ def edit_files(checkpoint: str | Path, source: str | Path, out: str | Path, semi
     """
     out = Path(out)
     check_edit_request(semitones_wanted, alpha, out)
+    check_output_folder(source, out)
     editor = load_pitch_model(checkpoint, vocoder)
     strength = alpha if alpha is not None else editor.alpha_for(semitones_wanted)
     clips = load_clips(source, editor.mel.sample_rate)

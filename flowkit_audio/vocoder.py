@@ -25,7 +25,7 @@ from flowkit.errors import CheckpointError, DataError, FlowkitError
 from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
                            saved_run_config)
 
-from .data import Clip, load_clips, split_clips, write_wav
+from .data import Clip, check_output_folder, load_clips, split_clips, write_wav
 from .features import griffin_lim, log_mel
 from .plots import save_spectrograms
 from .waveglow import WaveGlow, WaveGlowConfig, preset
@@ -153,10 +153,11 @@ def vocode_files(checkpoint: str | Path, source: str | Path, out: str | Path, si
     """Copy synthesis of a WAV file or folder: one WAV per input (same file name) and a
     spectrogram PNG (original over vocoded); returns log-spectral distance and real-time
     factor per file and their means."""
-    model = load_vocoder(checkpoint, synthesis="bf16")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FlowkitError(f"{out} is a file; --out must be a folder")
+    check_output_folder(source, out)
+    model = load_vocoder(checkpoint, synthesis="bf16")
     clips = load_clips(source, model.config.mel.sample_rate)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

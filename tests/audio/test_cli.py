@@ -117,6 +117,38 @@ def test_without_bfloat16_vocode_notes_the_fallback_in_one_line_and_errors_stay_
         assert bad.returncode == 2 and len(lines) == 1 and message in lines[0], bad.stderr
 
 
+@pytest.mark.parametrize("command", [["vocode"], ["edit-pitch", "--semitones", "2"]])
+def test_outputs_never_replace_the_inputs(runs, fsdd_folder, tmp_path, command):
+    """An output folder that is, contains or would overwrite the inputs is refused before any
+    work, and the user's recordings are left byte for byte (both once replaced them, exit 0)."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("3_theo_11.wav", "7_theo_12.wav"):
+        (clips / name).write_bytes((fsdd_folder / name).read_bytes())
+    before = {p.name: p.read_bytes() for p in clips.iterdir()}
+    checkpoint = runs / ("vocoder" if command[0] == "vocode" else "pitch")
+    for out, message in ((clips, "holds the input"), (tmp_path, "holds the input")):
+        done = subprocess.run([sys.executable, "-m", "flowkit.cli", "audio", command[0], "--checkpoint", str(checkpoint),
+                               "--input", str(clips), "--out", str(out), *command[1:]],
+                              capture_output=True, text=True, env=ENV, timeout=300)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
+    assert {p.name: p.read_bytes() for p in clips.iterdir()} == before
+
+
+def test_two_inputs_with_one_output_name_are_refused(tmp_path, fsdd_folder):
+    from flowkit_audio.data import check_output_folder
+    from flowkit.errors import FlowkitError
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.wav").write_bytes((fsdd_folder / "3_theo_11.wav").read_bytes())
+    (clips / "a.flac").write_bytes(b"")
+    with pytest.raises(FlowkitError, match="a.flac and a.wav would both be written as a.wav"):
+        check_output_folder(clips, tmp_path / "out")
+    check_output_folder(clips / "a.wav", tmp_path / "out")  # one input, another folder: fine
+
+
 def test_a_missing_audio_extra_is_named_and_other_plugins_still_work():
     probe = "import sys; sys.modules['torchaudio'] = None; from flowkit.cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run([sys.executable, "-c", probe, "audio", "vocode", "--checkpoint", "x", "--input", "y",
