@@ -51,6 +51,7 @@ def run(out: str | Path = "out/text-demo", minutes: float = 1.0, overwrite: bool
     out.mkdir(parents=True, exist_ok=True)
     reviews.write_text("\n".join(corpus["positive"] + corpus["negative"]) + "\n")
     fit = fit_text([str(reviews)], out / "run", minutes=minutes / 2, progress=progress)
+    reviews_fitted = set(corpus["positive"] + corpus["negative"])
     model = load_text_model(out / "run")
     sts = evaluate_sts(model, corpus["sts"])
     split = SteeringSplit.of(corpus["positive"], corpus["negative"])
@@ -62,7 +63,7 @@ def run(out: str | Path = "out/text-demo", minutes: float = 1.0, overwrite: bool
     summary = {"out": str(out), "steps": fit["steps"], "kept_step": fit["best_step"],
                "kept_whitening_start": fit["kept_whitening_start"], "held_out_nll": fit["held_out_nll"],
                "gaussian_nll": fit["gaussian_nll"], "sts_raw": sts["raw"], "sts_whitened": sts["whitened"],
-               "sts_flow": sts["flow"], "sts_pairs": sts["pairs"], "sts_pairs_fitted_on": 0,
+               "sts_flow": sts["flow"], "sts_pairs": sts["pairs"], "sts_pairs_fitted_on": _pairs_seen(corpus["sts"], reviews_fitted),
                "steer_alpha": SHOW_ALPHA, "steer_mean_cosine": at["mean_cosine"],
                "flow_flip_rate": at["flow_flip_rate"], "unedited_flip_rate": at["unedited_flip_rate"],
                "raw_flip_rate_at_equal_cosine": at["raw_flip_rate"],
@@ -104,6 +105,11 @@ def emotion_transfer(out: Path, comments: dict[str, list[str]], minutes: float, 
                                         for s, b, a in zip(neutral, neighbours[0].sentences, neighbours[1].sentences)]}
     return {"fit": {k: fit[k] for k in ("steps", "best_step", "kept_whitening_start", "transfer_strength")},
             "edits": edits}
+
+
+def _pairs_seen(pairs, fitted: set[str]) -> int:
+    """How many STS pairs have a sentence the flow was fitted on."""
+    return sum(a in fitted or b in fitted for a, b in zip(pairs.first, pairs.second))
 
 
 def _nearest_owner(x: torch.Tensor, corpus: torch.Tensor, owner: list[str]) -> list[str]:

@@ -112,11 +112,10 @@ class TextModel(nn.Module):
     def held_out_nll(self, x: Tensor, context: Tensor | None = None, seed: int = 0) -> float:
         """Mean NLL (nats per dimension) of ``x`` plus the training noise (a fixed draw),
         given the labels' ``context`` for a labelled flow."""
-        noisy = self.flow.dequantise(x, torch.Generator().manual_seed(seed))
-        contexts = [None] * len(noisy) if context is None else context
+        parts = self.flow.dequantise(x, torch.Generator().manual_seed(seed)).split(1024)
+        contexts = [None] * len(parts) if context is None else context.split(1024)
         with fk.evaluation_mode(self.flow):
-            return float(torch.cat([self.flow.nll_per_dim(x_part, None if context is None else c_part)
-                                    for x_part, c_part in zip(noisy.split(1024), _split(contexts, 1024))]).mean())
+            return float(torch.cat([self.flow.nll_per_dim(p, c) for p, c in zip(parts, contexts)]).mean())
 
     def strength(self, source: str, target: str) -> float:
         """The calibrated strength of a ``source`` to ``target`` transfer."""
@@ -145,9 +144,9 @@ class TextModel(nn.Module):
             raise FlowkitError(f"{len(sources)} source labels for {len(x)} sentences")
         out = x.clone()
         for name in dict.fromkeys(sources):
-            rows = torch.tensor([i for i, s in enumerate(sources) if s == name])
             if name == target:
                 continue
+            rows = torch.tensor([i for i, s in enumerate(sources) if s == name])
             amount = self.strength(name, target) if strength is None else strength
             with fk.evaluation_mode(self.flow):
                 out[rows] = scaled_transfer(self.flow, x[rows], self.flow.label_context([name]),
@@ -161,10 +160,6 @@ class TextModel(nn.Module):
         gaussian = fk.Flow(Whitening.fitted(train, noise_var=noise_var), event_shape=(self.dim,))
         noisy = self.flow.dequantise(held_out, torch.Generator().manual_seed(seed)).double()
         return float((-gaussian.log_prob(noisy) / self.dim).mean())
-
-
-def _split(rows: Tensor | list, size: int) -> list:
-    return list(rows.split(size)) if torch.is_tensor(rows) else [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
 def split_held_out(sentences: list[str], every: int = 10) -> tuple[list[str], list[str], list[str]]:

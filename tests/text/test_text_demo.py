@@ -10,7 +10,7 @@ def test_demo_fits_evaluates_and_steers_the_embedded_sample(tmp_path, capsys):
     assert main(["text", "demo", "--out", str(out), "--minutes", "0.15"]) == 0
     printed = capsys.readouterr().out
     summary = json.loads(printed.splitlines()[-1])
-    assert summary["sts_pairs"] == 500 and 80 < summary["sts_raw"] < 92
+    assert summary["sts_pairs"] == 500 and 80 < summary["sts_raw"] < 92 and summary["sts_pairs_fitted_on"] == 0
     # the edit against no edit at all (a bare threshold held with none: the unedited rate is 0.24)
     assert summary["flow_flip_rate"] > summary["unedited_flip_rate"] + 0.15 and 0.9 < summary["steer_mean_cosine"] < 1
     assert isinstance(summary["kept_step"], int) and "early stopping kept" in printed
