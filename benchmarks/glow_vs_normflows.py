@@ -118,7 +118,7 @@ def timed_cases(trained: dict, compile_too: bool) -> dict:
         def call():
             model.train(training)
             if memory is not None:
-                from flowkit.reversible import set_memory_mode
+                from flowkit.sequential import set_memory_mode
 
                 set_memory_mode(model, memory)
             with torch.set_grad_enabled(training):

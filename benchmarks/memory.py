@@ -45,8 +45,8 @@ from benchmarks._common import (  # noqa: E402
     table, write,
 )
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
-from flowkit.bijector import MEMORY_MODES  # noqa: E402
-from flowkit.reversible import set_memory_mode  # noqa: E402
+from flowkit.memory import MEMORY_MODES  # noqa: E402
+from flowkit.sequential import set_memory_mode  # noqa: E402
 from flowkit.testing import peak_saved_bytes  # noqa: E402
 from flowkit.train import InBackwardOptimizer  # noqa: E402
 

@@ -4,7 +4,7 @@ Exact likelihoods, exact encode/decode, fast sampling and latent editing, built 
 bijectors that work on any channel-first tensor.
 """
 
-from .bijector import Bijector, Inverse, Sequential
+from .bijector import Bijector, Inverse
 from .distributions import DiagNormal, StandardNormal
 from .errors import CheckpointError, DataError, FlowkitError, NonFiniteError, ShapeError
 from .flow import Flow
@@ -23,6 +23,7 @@ from .layers import (
 )
 from .manipulate import apply_direction, attribute_direction, evaluation_mode, interpolate, regression_direction
 from .precision import PRECISIONS, bf16_supported, set_conditioner_precision
+from .sequential import Sequential, set_memory_mode
 from .transfer import transfer
 
 __version__ = "0.1.0"
@@ -32,5 +33,5 @@ __all__ = [
     "DiagNormal", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1", "Invertible1x1LU",
     "LearnedPrior", "NonFiniteError", "PRECISIONS", "Permute", "RQSplineCoupling", "Sequential", "ShapeError",
     "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "bf16_supported", "compile_frozen",
-    "evaluation_mode", "interpolate", "regression_direction", "set_conditioner_precision", "transfer",
+    "evaluation_mode", "interpolate", "regression_direction", "set_conditioner_precision", "set_memory_mode", "transfer",
 ]

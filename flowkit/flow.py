@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .bijector import Bijector, Sequential
+from .bijector import Bijector
+from .sequential import Sequential
 from .distributions import StandardNormal
 from .errors import DataError, FlowkitError, NonFiniteError, ShapeError, check_count, check_finite
 

@@ -13,16 +13,18 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ShapeError
-from .layers.actnorm import ActNorm
+from .errors import ShapeError, check_finite
 
-__all__ = ["Conv", "GlowConditioner", "NormedConv", "ZeroConv", "join_context", "keep_border_patches"]
+__all__ = ["ChannelAffine", "Conv", "GlowConditioner", "NormedConv", "ZeroConv", "join_context", "keep_border_patches"]
+
+CONSTANT_STD = 1e-5  # below this a channel counts as constant in the init batch
 
 
 def join_context(x: Tensor, context: Tensor | None) -> Tensor:
@@ -177,6 +179,73 @@ class ZeroConv(nn.Module):
         return self.layer(join_context(x, context), weight, self.layer.bias * scale)
 
 
+class ChannelAffine(nn.Module):
+    r"""Per-channel shift and log-scale with openai's data-dependent initialisation: the
+    parameters of :class:`flowkit.ActNorm`, also the normalisation inside
+    :class:`NormedConv`.
+
+    :meth:`initialize` sets ``b = -mean`` and ``s = -log(std + eps)`` per channel from a
+    batch (unit scale for channels that are constant in it); the ``initialized`` buffer
+    travels with the weights, so a loaded model is never initialised again.
+
+    Args:
+        channels: number of channels (dim 1 of the input).
+        logscale_factor: openai's option; the stored parameter is ``s / logscale_factor``.
+        eps: added to the standard deviation at initialisation.
+
+    References:
+        | Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma et al., 2018)
+        | https://arxiv.org/abs/1807.03039
+    """
+
+    def __init__(self, channels: int, logscale_factor: float = 1.0, eps: float = 1e-6):
+        super().__init__()
+        self.channels = channels
+        self.logscale_factor = logscale_factor
+        self.eps = eps
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.logs = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._initialized = False  # mirror of the buffer that needs no device sync
+
+    @property
+    def is_initialized(self) -> bool:
+        """Whether the parameters are set (from data, a checkpoint or :meth:`mark_initialized`)."""
+        return self._initialized
+
+    def log_scale(self) -> Tensor:
+        return self.logs if self.logscale_factor == 1.0 else self.logs * self.logscale_factor
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Set bias and scale from the batch ``x`` so the output is standardised per channel.
+
+        An empty or non-finite batch is refused before any parameter is touched: it would
+        leave the layer initialised with NaN for good."""
+        if x.shape[0] == 0 or math.prod(x.shape[2:]) == 0:
+            raise ShapeError(f"ActNorm cannot initialise from an empty batch of shape {tuple(x.shape)}")
+        check_finite(x, "the batch ActNorm initialises from")
+        dims = [0, *range(2, x.dim())]
+        mean = x.mean(dims)
+        std = x.std(dims, unbiased=False)
+        logs = torch.where(std < CONSTANT_STD, torch.zeros_like(std), -torch.log(std + self.eps))
+        self.bias.copy_(-mean)
+        self.logs.copy_(logs / self.logscale_factor)
+        self.mark_initialized()
+
+    @torch.no_grad()
+    def mark_initialized(self) -> None:
+        """Keep the current parameters (the identity for a fresh layer) and skip the
+        data-dependent initialisation: for inputs that are standardised already, where a
+        first batch in which a rare channel happens to be constant would set a huge scale."""
+        self.initialized.fill_(True)
+        self._initialized = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._initialized = bool(self.initialized)
+
+
 class NormedConv(nn.Module):
     """A bias-free convolution followed by ActNorm, run as one convolution whose weight
     and bias carry the ActNorm scale and shift: ``(W * x + b) e^s = (e^s W) * x + b e^s``.
@@ -186,11 +255,11 @@ class NormedConv(nn.Module):
                  edge_bias: bool = False):
         super().__init__()
         self.conv = Conv(in_channels, out_channels, spatial_dims, kernel_size, bias=False, edge_bias=edge_bias)
-        self.norm = ActNorm(out_channels)
+        self.norm = ChannelAffine(out_channels)
         nn.init.normal_(self.conv.weight, 0.0, 0.05)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and not self.norm._initialized:
+        if self.training and not self.norm.is_initialized:
             self.norm.initialize(self.conv(x))
         scale = self.norm.log_scale().exp()
         weight = self.conv.weight * _per_channel(scale, self.conv.weight)

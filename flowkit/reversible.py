@@ -24,7 +24,7 @@ parameters' post-accumulate-grad hooks: with an optimiser that steps in those ho
 (:class:`flowkit.train.InBackwardOptimizer`) and frees the gradient, gradient memory is
 that of one layer too.
 
-Switch a model with :func:`set_memory_mode` after the data-dependent initialisation.
+Switch a model with :func:`flowkit.set_memory_mode` after the data-dependent initialisation.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .bijector import MemoryMode, Sequential, check_memory_mode
 
 Recompute = Callable[[Tensor, "Tensor | None"], "tuple[list[Tensor], Tensor, Tensor]"]
 
@@ -183,22 +182,3 @@ def checkpointed_forward(layers: nn.ModuleList, x: Tensor, context: Tensor | Non
         x, step = checkpoint(layer, x, context, use_reentrant=False)
         ladj = ladj + step
     return x, ladj
-
-
-def set_memory_mode(module: nn.Module, mode: MemoryMode, accumulate_grads: bool = False) -> nn.Module:
-    """Set the backpropagation mode of every :class:`flowkit.Sequential` inside ``module``.
-
-    Arguments:
-        module: a flow or any module holding :class:`flowkit.Sequential` chains.
-        mode: one of :data:`flowkit.bijector.MEMORY_MODES`.
-        accumulate_grads: reversible modes only: deliver each layer's parameter
-            gradients into ``.grad`` during backward, as soon as they are computed, instead
-            of all at once at the end of the chain. Needed by optimisers that step inside
-            backward; ``torch.autograd.grad`` with respect to parameters then finds none.
-    """
-    check_memory_mode(mode)
-    for sub in module.modules():
-        if isinstance(sub, Sequential):
-            sub.memory = mode
-            sub.accumulate_grads = accumulate_grads
-    return module

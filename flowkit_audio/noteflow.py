@@ -33,6 +33,7 @@ import flowkit as fk
 from flowkit.bijector import Shape
 from flowkit.config import SavedConfig
 from flowkit.errors import FlowkitError, ShapeError
+from flowkit.nn import ChannelAffine
 
 from .melflow import FrameFlow, MelFlowConfig, multiscale_1d
 
@@ -118,7 +119,7 @@ class NoteFlow(FrameFlow):
                          config.channels, config.levels)
         self.config = config
         for module in self.modules():
-            if isinstance(module, fk.ActNorm):
+            if isinstance(module, ChannelAffine):  # ActNorm layers and the conditioners' norms
                 # the features are standardised with the whole training set; a data-dependent
                 # init from one batch of 16 crops blew up training on the 48-note demo sample
                 module.mark_initialized()

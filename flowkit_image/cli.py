@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from flowkit.bijector import MEMORY_MODES
+from flowkit.memory import MEMORY_MODES
 from flowkit.precision import PRECISIONS
 from flowkit.cli import finite_float, json_line, non_negative_float, non_negative_int, positive_float, positive_int
 

@@ -91,7 +91,7 @@ def test_logdet_follows_input_dtype():
 
 
 def test_total_log_det_sums_every_step_and_broadcasts_odd_shapes():
-    from flowkit.bijector import total_log_det
+    from flowkit.sequential import total_log_det
 
     x = torch.zeros(3, 2)
     steps = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0]), torch.tensor([0.5, 0.5, 0.5])]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import flowkit as fk
-from flowkit.reversible import last_drift, set_memory_mode
+from flowkit.reversible import last_drift
+from flowkit.sequential import set_memory_mode
 from flowkit.testing.memory import peak_saved_bytes
 from flowkit_image import GlowConfig, build_glow_bijector
 

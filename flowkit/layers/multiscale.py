@@ -28,11 +28,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..bijector import Bijector, Sequential, Shape, check_channels, interleaved_pair, sum_except_batch
+from ..bijector import Bijector, Shape, check_channels, interleaved_pair, sum_except_batch
 from ..errors import ShapeError
 from ..nn import ZeroConv
 from ..precision import conditioner_autocast
 from ..reversible import GradSink, recompute_backward, record_boundary
+from ..sequential import Sequential
 
 
 def _standardise(z: Tensor, mean: Tensor, logs: Tensor) -> tuple[Tensor, Tensor]:

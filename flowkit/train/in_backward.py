@@ -6,7 +6,7 @@ backward and the optimiser step: memory that grows with the model's depth howeve
 activations are handled. Stepping from the parameters' post-accumulate-grad hooks
 (PyTorch's "optimizer in backward" pattern) holds one bucket of gradients at a time. With
 reversible backpropagation, whose activation memory does not grow with depth either
-(:func:`flowkit.reversible.set_memory_mode` with ``accumulate_grads=True``), a step's
+(:func:`flowkit.set_memory_mode` with ``accumulate_grads=True``), a step's
 memory is then nearly independent of depth.
 
 The update is the one the optimiser makes in ordinary training (it is the same
