@@ -73,10 +73,10 @@ def _train_pitch(args: argparse.Namespace) -> None:
 
 def _edit_pitch(args: argparse.Namespace) -> None:
     require_audio_extra()
-    from flowkit.train import load_checkpoint
+    from flowkit.train import run_kind
 
     vocoder = None if args.vocoder in (None, "griffinlim") else args.vocoder
-    if load_checkpoint(args.checkpoint).config.get("model", {}).get("kind") == "notes":
+    if run_kind(args.checkpoint) == "notes":
         from . import notes
 
         result = notes.edit_note_files(args.checkpoint, args.input, args.out, args.semitones, args.alpha, vocoder)

@@ -39,8 +39,7 @@ from torch import Tensor
 
 import flowkit as fk
 from flowkit.errors import CheckpointError, DataError, FlowkitError, NonFiniteError
-from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
-                           saved_run_config)
+from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
 
 from .calibration import CalibratedEditor, check_edit_request, hz_or_none, interval_or_none
 from .data import Clip, check_output_folder, load_clips, split_clips, write_wav
@@ -275,8 +274,8 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
     out = Path(out)
     if preset not in PRESETS:
         raise FlowkitError(f"unknown notes preset {preset!r}; choose from {', '.join(PRESETS)}")
-    if prepare_run_folder(out, resume):
-        saved = saved_run_config(out, "notes")
+    saved = start_run(out, resume, "notes")
+    if saved is not None:
         spectrum = NoteSpectrum.from_dict(saved["model"]["spectrum"])
         config, train_defaults = NoteFlowConfig.from_dict(saved["model"]["flow"]), saved["train"]
         preset = saved["model"].get("preset", "notes")
@@ -289,14 +288,13 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
     held_features, _ = analyse_clips(held_out, spectrum)
     pitch, instruments, label_source = _labels(train_clips, infos)
     names = sorted(set(instruments))[:MAX_INSTRUMENTS]
-    explicit = {"steps": steps, "max_minutes": minutes, "seed": seed, "checkpoint_every": checkpoint_every}
-    train_config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
+    loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, checkpoint_every=checkpoint_every)
     torch.manual_seed(seed)
     flow = _with_buffers(NoteFlow(config), len(names))
     flow.fit_standardisation(features)
     start_nll = None if resume else held_out_nll(flow, held_features)
-    schedule = IndexSchedule(len(features), min(train_config.batch_size, len(features)), seed)
-    trainer = Trainer(flow, nll_per_dim, random_crops(flow, features, schedule, CROP_FRAMES), train_config, out,
+    schedule = IndexSchedule(len(features), min(loop.batch_size, len(features)), seed)
+    trainer = Trainer(flow, nll_per_dim, random_crops(flow, features, schedule, CROP_FRAMES), loop, out,
                       model_config={"kind": "notes", "preset": preset, "spectrum": spectrum.to_dict(),
                                     "flow": config.to_dict(), "instruments": names},
                       evaluate=lambda m: {"nll": held_out_nll(m, held_features)}, resume=resume, progress=progress)
@@ -321,17 +319,12 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
 def load_notes_model(checkpoint: str | Path, vocoder: str | Path | None = None) -> NoteEditor:
     """A :class:`NoteEditor` from a notes run (folder or ``checkpoint/``); ``vocoder``: a
     vocoder run with the same STFT (``--preset notes``), or ``None`` / ``"griffinlim"``."""
-    saved = load_checkpoint(checkpoint)
-    model = saved.config.get("model", {})
-    if model.get("kind") != "notes":
-        raise CheckpointError(f"{checkpoint} is not a notes checkpoint")
-    try:
-        spectrum, config = NoteSpectrum.from_dict(model["spectrum"]), NoteFlowConfig.from_dict(model["flow"])
-        instruments = [str(n) for n in model["instruments"]]
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint}: invalid notes config ({error})") from None
-    flow = _with_buffers(NoteFlow(config), len(instruments))
-    load_weights(flow, saved.model, f"checkpoint {checkpoint}")
+    def build(saved: dict[str, Any]) -> tuple[NoteFlow, NoteSpectrum, list[str], str]:
+        instruments = [str(n) for n in saved["instruments"]]
+        flow = _with_buffers(NoteFlow(NoteFlowConfig.from_dict(saved["flow"])), len(instruments))
+        return flow, NoteSpectrum.from_dict(saved["spectrum"]), instruments, str(saved.get("preset", "notes"))
+
+    flow, spectrum, instruments, preset = load_run(checkpoint, "notes", build)
     synth = None
     if vocoder not in (None, "griffinlim"):
         from .vocoder import load_vocoder
@@ -344,7 +337,7 @@ def load_notes_model(checkpoint: str | Path, vocoder: str | Path | None = None) 
                                   f"{mel.hop_length}) than the notes model ({spectrum.sample_rate} Hz, "
                                   f"{spectrum.n_fft}/{spectrum.hop_length}); train one with the same STFT "
                                   f"(--preset notes for notes, --preset cpu for speech-relative)")
-    return NoteEditor(flow, spectrum, instruments, synth, model.get("preset", "notes"))
+    return NoteEditor(flow, spectrum, instruments, synth, preset)
 
 
 def measure_pitch(audio: Tensor, sample_rate: int, expected: float, margin: float = TRACKER_MARGIN) -> float:

@@ -33,8 +33,7 @@ from torch import Tensor
 
 import flowkit as fk
 from flowkit.errors import CheckpointError, DataError
-from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
-                           saved_run_config)
+from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
 
 from .calibration import CalibratedEditor, check_edit_request, hz_or_none, interval_or_none
 from .data import Clip, check_output_folder, load_clips, split_clips, write_wav
@@ -141,9 +140,8 @@ def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps:
     """Train the mel flow, then fit and calibrate the pitch direction on
     ``calibration_clips`` training clips spread over the F0 range; writes ``pitch.json``."""
     out = Path(out)
-    resuming = prepare_run_folder(out, resume)
-    if resuming:
-        saved = saved_run_config(out, "pitch")
+    saved = start_run(out, resume, "pitch")
+    if saved is not None:
         mel, config = MelConfig.from_dict(saved["model"]["mel"]), MelFlowConfig.from_dict(saved["model"]["flow"])
         train_defaults = saved["train"]
     else:
@@ -152,13 +150,12 @@ def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps:
     train_clips, held_out = split_clips(data, mel.sample_rate)
     logmels = [log_mel(c.audio[None], mel)[0] for c in train_clips]
     held_out_mels = [log_mel(c.audio[None], mel)[0] for c in held_out]
-    explicit = {"steps": steps, "max_minutes": minutes, "seed": seed, "checkpoint_every": checkpoint_every}
-    train_config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
+    loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, checkpoint_every=checkpoint_every)
     torch.manual_seed(seed)
     flow = _with_pitch_buffers(MelFlow(config))
     flow.fit_standardisation(logmels)
-    schedule = IndexSchedule(len(logmels), min(train_config.batch_size, len(logmels)), seed)
-    trainer = Trainer(flow, nll_per_dim, random_crops(flow, logmels, schedule, CROP_FRAMES), train_config, out,
+    schedule = IndexSchedule(len(logmels), min(loop.batch_size, len(logmels)), seed)
+    trainer = Trainer(flow, nll_per_dim, random_crops(flow, logmels, schedule, CROP_FRAMES), loop, out,
                       model_config={"kind": "pitch", "mel": mel.to_dict(), "flow": config.to_dict()},
                       evaluate=lambda m: {"nll": held_out_nll(m, held_out_mels)}, resume=resume, progress=progress)
     metrics = trainer.fit()
@@ -178,16 +175,9 @@ def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps:
 def load_pitch_model(checkpoint: str | Path, vocoder: str | Path | None = None) -> PitchEditor:
     """A :class:`PitchEditor` from a pitch run (folder or ``checkpoint/``); ``vocoder``: a
     vocoder run, or ``None`` / ``"griffinlim"`` for Griffin-Lim."""
-    saved = load_checkpoint(checkpoint)
-    model = saved.config.get("model", {})
-    if model.get("kind") != "pitch":
-        raise CheckpointError(f"{checkpoint} is not a pitch-flow checkpoint")
-    try:
-        mel, config = MelConfig.from_dict(model["mel"]), MelFlowConfig.from_dict(model["flow"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint}: invalid pitch-flow config ({error})") from None
-    flow = _with_pitch_buffers(MelFlow(config))
-    load_weights(flow, saved.model, f"checkpoint {checkpoint}")
+    flow, mel = load_run(checkpoint, "pitch", lambda saved: (
+        _with_pitch_buffers(MelFlow(MelFlowConfig.from_dict(saved["flow"]))), MelConfig.from_dict(saved["mel"])),
+        "pitch-flow")
     synth = None
     if vocoder not in (None, "griffinlim"):
         from .vocoder import load_vocoder

@@ -21,9 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowkit.errors import CheckpointError, DataError, FlowkitError
-from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
-                           saved_run_config)
+from flowkit.errors import DataError, FlowkitError
+from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
 
 from .data import Clip, check_output_folder, load_clips, split_clips, write_wav
 from .features import griffin_lim, log_mel
@@ -96,23 +95,21 @@ def train_vocoder(data: str | None = "demo", out: str | Path = "out/vocoder", pr
                   progress: bool = True) -> dict[str, float]:
     """Train a WaveGlow; returns the last metrics, with held-out NLL (nats per sample)."""
     out = Path(out)
-    resuming = prepare_run_folder(out, resume)
-    if resuming:
-        saved = saved_run_config(out, "waveglow")
+    saved = start_run(out, resume, "waveglow")
+    if saved is not None:
         config, train_defaults = WaveGlowConfig.from_dict(saved["model"]["waveglow"]), saved["train"]
         preset_name = saved["model"].get("preset", preset_name)
     else:
         config, train_defaults = preset(preset_name), TRAIN_DEFAULTS
     train_clips, held_out = split_clips(data, config.mel.sample_rate)
     _check_rate(train_clips + held_out, config.mel.sample_rate, "training")
-    explicit = {"steps": steps, "max_minutes": minutes, "seed": seed, "batch_size": batch_size, "lr": lr,
-                "checkpoint_every": checkpoint_every}
-    train_config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
+    loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, batch_size=batch_size, lr=lr,
+                        checkpoint_every=checkpoint_every)
     torch.manual_seed(seed)
     model = WaveGlow(config)
     length = _segment_length(config)
-    schedule = IndexSchedule(len(train_clips), min(train_config.batch_size, len(train_clips)), seed)
-    trainer = Trainer(model, _loss, _batches(model, train_clips, schedule, length), train_config, out,
+    schedule = IndexSchedule(len(train_clips), min(loop.batch_size, len(train_clips)), seed)
+    trainer = Trainer(model, _loss, _batches(model, train_clips, schedule, length), loop, out,
                       model_config={"kind": "waveglow", "preset": preset_name, "waveglow": config.to_dict()},
                       evaluate=lambda m: {"nll": evaluate_nll(m, held_out)}, resume=resume, progress=progress)
     return trainer.fit()
@@ -122,14 +119,8 @@ def load_vocoder(checkpoint: str | Path, device: str = "cpu", synthesis: str | N
     """A WaveGlow from a run folder or its ``checkpoint/`` (no code executed); with
     ``synthesis="bf16"`` (or ``"float32"``) prepared for fast synthesis only
     (:meth:`WaveGlow.prepare_synthesis`)."""
-    saved = load_checkpoint(checkpoint)
-    if saved.config.get("model", {}).get("kind") != "waveglow":
-        raise CheckpointError(f"{checkpoint} is not a vocoder checkpoint")
-    try:
-        model = WaveGlow(WaveGlowConfig.from_dict(saved.config["model"]["waveglow"]))
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint}: invalid vocoder config ({error})") from None
-    load_weights(model, saved.ema if saved.ema is not None else saved.model, f"checkpoint {checkpoint}")
+    model = load_run(checkpoint, "waveglow", lambda saved: WaveGlow(WaveGlowConfig.from_dict(saved["waveglow"])),
+                     "vocoder", ema=True)
     model = model.to(device).eval()
     return model.prepare_synthesis(synthesis) if synthesis is not None else model
 

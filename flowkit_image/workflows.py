@@ -21,7 +21,7 @@ from torch import Tensor
 import flowkit
 from flowkit.errors import DataError, FlowkitError
 from flowkit.precision import set_conditioner_precision
-from flowkit.train import IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder
+from flowkit.train import IndexSchedule, Trainer, load_run, prepare_run_folder, start_run, train_config
 
 from .data import ImageSet, load_images, random_hflip
 from .glow import Glow, GlowConfig
@@ -114,17 +114,16 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path = 
     before the first step.
     """
     out = Path(out)
-    resuming = prepare_run_folder(out, resume)
+    saved = start_run(out, resume, "glow")
     train_set, eval_set = _datasets(data, eval_data)
     if class_conditional and (train_set.labels is None or len(train_set.labels.unique()) < 2):
         raise DataError("class-conditional training needs labels of at least 2 classes; this dataset has "
                         f"{'none' if train_set.labels is None else 'one'}")
     n_classes = int(train_set.labels.max()) + 1 if class_conditional else 0
     torch.manual_seed(seed)
-    if resuming:
+    if saved is not None:
         if overrides:
             raise FlowkitError(f"a resumed run keeps its architecture; drop {', '.join(sorted(overrides))}")
-        saved = load_checkpoint(out / "checkpoint").config
         if preset is not None and preset != saved["model"].get("preset"):
             raise FlowkitError(f"{out} was trained with preset {saved['model'].get('preset')!r}; a resumed run keeps "
                                f"it: drop --preset {preset}")
@@ -138,12 +137,10 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path = 
         glow, train_defaults = build_model(preset, tuple(train_set.images.shape[1:]), n_classes, **overrides)
     for name, images in (("training", train_set), ("held-out", eval_set)):
         _check_shape(glow, images, name)
-    explicit = {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps,
-                "max_minutes": minutes, "seed": seed,
-                "optimizer": optimizer, "memory": memory, "compile": compile_step,
-                "checkpoint_every": checkpoint_every, "precision": precision,
-                "optimizer_in_backward": optimizer_in_backward}
-    config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
+    config = train_config(train_defaults, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                          max_minutes=minutes, seed=seed, optimizer=optimizer, memory=memory, compile=compile_step,
+                          checkpoint_every=checkpoint_every, precision=precision,
+                          optimizer_in_backward=optimizer_in_backward)
     glow.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     schedule = IndexSchedule(len(train_set), config.batch_size, seed)
     trainer = Trainer(glow, _loss_fn(glow), _batches(glow, train_set, schedule, hflip), config, out,
@@ -155,14 +152,7 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path = 
 
 def load_model(checkpoint: str | Path, ema: bool = True, device: str = "cpu") -> Glow:
     """Rebuild a Glow from a checkpoint folder (EMA weights by default); no code is executed."""
-    saved = load_checkpoint(checkpoint)
-    if saved.config.get("model", {}).get("kind") != "glow":
-        raise FlowkitError(f"{checkpoint} is not a Glow checkpoint")
-    try:
-        model = Glow(GlowConfig.from_dict(saved.config["model"]["glow"]))
-    except (TypeError, ValueError) as error:
-        raise flowkit.CheckpointError(f"{checkpoint}: invalid Glow config ({error})") from None
-    load_weights(model, saved.ema if ema and saved.ema is not None else saved.model, f"checkpoint {checkpoint}")
+    model = load_run(checkpoint, "glow", lambda saved: Glow(GlowConfig.from_dict(saved["glow"])), "Glow", ema)
     return model.to(device).eval()
 
 

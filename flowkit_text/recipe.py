@@ -27,8 +27,7 @@ from torch import Tensor, nn
 import flowkit as fk
 from flowkit.config import SavedConfig
 from flowkit.errors import CheckpointError, DataError, FlowkitError
-from flowkit.train import (IndexSchedule, TrainConfig, Trainer, load_checkpoint, load_weights, prepare_run_folder,
-                           saved_run_config)
+from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
 
 from .data import Pairs, demo_corpus, read_training_sentences
 from .encoder import DEFAULT_MODEL, SentenceEncoder
@@ -212,11 +211,11 @@ def fit_text(data: list[str] | str | None = "demo", out: str | Path = "out/text"
     the strength of each label-to-label transfer is calibrated on the held-out labelled
     sentences after training."""
     out = Path(out)
-    resuming = prepare_run_folder(out, resume)
+    saved = start_run(out, resume, "text")
+    resuming = saved is not None
     train_defaults = TRAIN_DEFAULTS
     labelled = read_labelled(labels) if labels else None
     if resuming:
-        saved = saved_run_config(out, "text")
         encoder, flow_config, train_defaults = saved["model"]["encoder"], saved["model"]["flow"], saved["train"]
         _check_resumed_labels(flow_config.get("labels", []), labelled)
     label_of: dict[str, str | None] = dict.fromkeys(_sentences(data) if data else [])
@@ -233,8 +232,7 @@ def fit_text(data: list[str] | str | None = "demo", out: str | Path = "out/text"
         flow_config = {**preset(preset_name, x.shape[1]).to_dict(), "labels": labelled.names if labelled else []}
     norms = x.double().norm(dim=1)
     config = TextModelConfig(encoder, bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-3)), flow_config)
-    explicit = {"steps": steps, "max_minutes": minutes, "seed": seed, "checkpoint_every": checkpoint_every}
-    train_config = TrainConfig.from_dict({**train_defaults, **{k: v for k, v in explicit.items() if v is not None}})
+    loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, checkpoint_every=checkpoint_every)
     torch.manual_seed(seed)
     model = TextModel(config)
     model._encoder = embedder
@@ -242,7 +240,7 @@ def fit_text(data: list[str] | str | None = "demo", out: str | Path = "out/text"
                 for part in (train, validation, test)]
     model.flow.initialise(x, contexts[0])
     model.whitening.fit(x)
-    schedule = IndexSchedule(len(x), min(train_config.batch_size, len(x)), seed)
+    schedule = IndexSchedule(len(x), min(loop.batch_size, len(x)), seed)
 
     def batches(step: int) -> tuple[Tensor, ...]:
         rows = schedule.indices(step)
@@ -251,7 +249,7 @@ def fit_text(data: list[str] | str | None = "demo", out: str | Path = "out/text"
 
     started = time.monotonic()
     best = _BestWeights(x_validation, contexts[1])
-    trainer = Trainer(model, _loss, batches, train_config, out, evaluate=best,
+    trainer = Trainer(model, _loss, batches, loop, out, evaluate=best,
                       model_config={"kind": "text", **config.to_dict()}, resume=resume, progress=progress)
     best.trainer = trainer
     if not resuming:
@@ -339,16 +337,7 @@ def _labelled_rows(x: Tensor, sentences: list[str], label_of: dict) -> tuple[Ten
 
 def load_text_model(checkpoint: str | Path) -> TextModel:
     """A :class:`TextModel` from a text run (its folder or ``checkpoint/``)."""
-    saved = load_checkpoint(checkpoint)
-    described = dict(saved.config.get("model", {}))
-    if described.pop("kind", None) != "text":
-        raise CheckpointError(f"{checkpoint} is not a text-flow checkpoint")
-    try:
-        model = TextModel(TextModelConfig.from_dict(described))
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint}: invalid text-model config ({error})") from None
-    load_weights(model, saved.model, f"checkpoint {checkpoint}")
-    return model.eval()
+    return load_run(checkpoint, "text", lambda saved: TextModel(TextModelConfig.from_dict(saved)), "text-flow").eval()
 
 
 def evaluate_sts(model: TextModel, pairs: Pairs) -> dict[str, Any]:

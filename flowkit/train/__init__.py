@@ -1,15 +1,19 @@
 """The training engine shared by every plug-in: loop, optimiser, warmup, EMA,
 checkpoints (safetensors + JSON), resume, distributed data parallel, optimiser steps
-inside backward and metrics."""
+inside backward and metrics; run folders (start, resume, load for inference) and the
+loop's config with its merge rule."""
 
 from .checkpoint import (Checkpoint, find_checkpoint, load_checkpoint, load_weights, newest_checkpoint,
                          recover_checkpoint, save_checkpoint)
 from .data import IndexSchedule
-from .engine import TrainConfig, Trainer, first_nonfinite_layer, prepare_run_folder, saved_run_config
+from .config import TrainConfig, train_config
+from .engine import Trainer, first_nonfinite_layer
 from .in_backward import InBackwardOptimizer
 from .interrupt import TrainingInterrupted
 from .metrics import MetricsLog
+from .runs import load_run, prepare_run_folder, run_kind, saved_run_config, start_run
 
 __all__ = ["Checkpoint", "InBackwardOptimizer", "IndexSchedule", "MetricsLog", "TrainConfig", "Trainer", "TrainingInterrupted",
-           "find_checkpoint", "first_nonfinite_layer", "load_checkpoint", "load_weights", "newest_checkpoint",
-           "prepare_run_folder", "recover_checkpoint", "save_checkpoint", "saved_run_config"]
+           "find_checkpoint", "first_nonfinite_layer", "load_checkpoint", "load_run", "load_weights", "newest_checkpoint",
+           "prepare_run_folder", "recover_checkpoint", "run_kind", "save_checkpoint", "saved_run_config", "start_run",
+           "train_config"]

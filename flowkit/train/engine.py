@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -42,139 +38,20 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..bijector import MEMORY_MODES
-from ..errors import CheckpointError, FlowkitError, NonFiniteError
-from ..precision import PRECISIONS, set_conditioner_precision
-from ..reversible import set_memory_mode
+from ..errors import FlowkitError, NonFiniteError
+from ..precision import set_conditioner_precision
+from ..sequential import set_memory_mode
 from . import distributed as dist
-from .checkpoint import (load_checkpoint, load_weights, newest_checkpoint, recover_checkpoint, refuse_foreign_folder,
-                         save_checkpoint, sibling)
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .config import TrainConfig
 from .in_backward import InBackwardOptimizer
 from .interrupt import TrainingInterrupted, stop_on_signals
 from .metrics import MetricsLog
-from .optim import OPTIMIZERS, linear_warmup, make_ema, make_optimizer
+from .optim import linear_warmup, make_ema, make_optimizer
+from .runs import prepare_run_folder
 
 Batch = tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of the loop (the model's own live in the plug-in's config)."""
-
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adamax"
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    grad_clip: float | None = None
-    ema_decay: float | None = 0.999
-    log_every: int = 10
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    max_minutes: float | None = None
-    seed: int = 0
-    memory: str = "plain"  # backprop mode, one of flowkit.bijector.MEMORY_MODES (see flowkit.reversible)
-    compile: bool = False  # torch.compile the loss (forward and backward); costs compile time up front
-    precision: str = "float32"  # or "bf16-conditioners": coupling and prior networks in bfloat16 (flowkit.precision)
-    optimizer_in_backward: bool = False  # update during backward, a bucket of gradients at a time (in_backward.py)
-
-    def __post_init__(self):
-        problems = [f"{name}={getattr(self, name)!r} ({rule})" for name, rule, ok in self._rules()
-                    if not _holds(ok, getattr(self, name))]
-        if problems:
-            raise FlowkitError(f"training config out of range: {', '.join(problems)}")
-
-    @staticmethod
-    def _rules() -> list[tuple[str, str, Callable[[Any], bool]]]:
-        def count(least: float) -> Callable[[Any], bool]:
-            return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= least
-
-        def positive(v: Any) -> bool:
-            return _number(v) and v > 0
-
-        return [
-            ("steps", "an integer >= 0", count(0)), ("batch_size", "an integer >= 1", count(1)),
-            ("lr", "a finite number > 0", positive),
-            ("optimizer", ", ".join(OPTIMIZERS), lambda v: v in OPTIMIZERS),
-            ("betas", "two numbers in [0, 1)", lambda v: len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v)),
-            ("weight_decay", "a finite number >= 0", lambda v: _number(v) and v >= 0),
-            ("warmup_steps", "an integer >= 0", count(0)),
-            ("grad_clip", "None or a finite number > 0", lambda v: v is None or positive(v)),
-            ("ema_decay", "None or a number in [0, 1)", lambda v: v is None or (_number(v) and 0 <= v < 1)),
-            ("log_every", "an integer >= 1", count(1)), ("eval_every", "an integer >= 0", count(0)),
-            ("checkpoint_every", "an integer >= 0", count(0)),
-            ("max_minutes", "None or a finite number > 0", lambda v: v is None or positive(v)),
-            ("seed", "an integer", count(-math.inf)), ("memory", ", ".join(MEMORY_MODES), lambda v: v in MEMORY_MODES),
-            ("precision", ", ".join(PRECISIONS), lambda v: v in PRECISIONS),
-        ]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: (tuple(v) if k == "betas" else v) for k, v in values.items() if k in names}
-        return cls(**values)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _holds(rule: Callable[[Any], bool], value: Any) -> bool:
-    try:
-        return bool(rule(value))
-    except TypeError:  # a value of the wrong kind altogether (a string for a number, ...)
-        return False
-
-
-def ensure_writable(folder: Path) -> None:
-    """Create ``folder`` and prove a file can be written in it, before any training time is spent."""
-    probe = folder / f".flowkit-write-test-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise FlowkitError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
-
-
-def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True, overwrite: bool = False) -> bool:
-    """Check a run's output folder before any work; return whether a run is there to resume.
-
-    Refuses a folder that already holds a checkpoint unless ``resume`` (no run is
-    overwritten), a ``checkpoint/`` folder with someone else's files, and a folder that
-    cannot be written. With ``recover`` the newest complete checkpoint left by an
-    interrupted save is moved back into place (see :func:`recover_checkpoint`). With
-    ``overwrite`` (and no ``resume``) an existing run's checkpoints are deleted first; only
-    flowkit checkpoints, never a user's own files.
-    """
-    out_dir = Path(out_dir)
-    ensure_writable(out_dir)
-    checkpoint_dir = out_dir / "checkpoint"
-    if overwrite and not resume:
-        for folder in (checkpoint_dir, sibling(checkpoint_dir, ".old"), sibling(checkpoint_dir, ".tmp")):
-            if newest_checkpoint(folder) is not None:
-                shutil.rmtree(folder)
-    found = newest_checkpoint(checkpoint_dir) is not None
-    if found and not resume:
-        raise FlowkitError(f"{out_dir} already holds a checkpoint; pass --resume to continue it "
-                           f"or choose another --out")
-    if not found:
-        refuse_foreign_folder(checkpoint_dir)
-    if found and recover:
-        recover_checkpoint(checkpoint_dir)
-    return found
-
-
-def saved_run_config(out_dir: str | Path, kind: str) -> dict[str, Any]:
-    """The saved configuration of the run in ``out_dir`` (``{"model": ..., "train": ..., "step": ...}``),
-    checking that its model is of ``kind`` (e.g. a vocoder run is not resumed as a pitch run)."""
-    saved = load_checkpoint(Path(out_dir) / "checkpoint").config
-    if saved.get("model", {}).get("kind") != kind:
-        raise CheckpointError(f"{out_dir} holds no {kind} run (it holds {saved.get('model', {}).get('kind')!r})")
-    return saved
 
 
 def first_nonfinite_layer(model: nn.Module, run: Callable[[], Any]) -> str:
