@@ -108,7 +108,7 @@ def test_text_benchmark_quick_run(tmp_path, text_data):
 
 
 def test_notes_benchmark_quick_run(tmp_path):
-    from conftest import require_data
+    from tests.conftest import require_data
 
     require_data("notes")
     result = run_script("notes", "--quick", tmp_path=tmp_path)

@@ -19,7 +19,7 @@ from flowkit_audio.notes import (demo_notes, edit_note_files, held_out_nll, load
 from flowkit_audio.notespec import NoteSpectrum, griffin_lim_notes, render_magnitude
 from flowkit_audio.features import semitones
 
-from conftest import require_data
+from tests.conftest import require_data
 
 INSTRUMENTS = ("cello", "violin", "flute", "piano")
 

@@ -12,7 +12,7 @@ from flowkit_audio.features import MelConfig, log_mel
 from flowkit_audio.synthesis import StackedFrames, SynthesisWaveNet
 from flowkit_audio.waveglow import WaveGlow, WaveGlowConfig
 
-from test_waveglow import TINY, crops
+from tests.audio.test_waveglow import TINY, crops
 
 VARIANTS = {
     "upsampler": TINY,

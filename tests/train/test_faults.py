@@ -23,8 +23,7 @@ from flowkit.errors import CheckpointError, FlowkitError
 from flowkit.train import load_checkpoint, newest_checkpoint, save_checkpoint
 from flowkit.train import checkpoint as checkpoint_module
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fault_worker import make_trainer, tiny_flow  # noqa: E402
+from tests.train.fault_worker import make_trainer, tiny_flow
 
 WORKER = Path(__file__).with_name("fault_worker.py")
 STEPS = 40

@@ -8,7 +8,7 @@ from torch import nn
 from flowkit.errors import FlowkitError, NonFiniteError
 from flowkit.train import InBackwardOptimizer, TrainConfig, load_checkpoint
 
-from test_engine import DATA, make_trainer
+from tests.train.test_engine import DATA, make_trainer
 
 
 def assert_same_weights(a: nn.Module, b: nn.Module) -> None:

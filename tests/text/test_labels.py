@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import flowkit as fk
-from conftest import require_data
+from tests.conftest import require_data
 from flowkit.cli import main
 
 FIT_STEPS = 150
