@@ -13,12 +13,17 @@ from .layers import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    AffineTransform,
+    Coupling,
+    ElementTransform,
     FactorOut,
     Invertible1x1,
     Invertible1x1LU,
     LearnedPrior,
     Permute,
     RQSplineCoupling,
+    RQSplineTransform,
+    ShiftTransform,
     Squeeze,
 )
 from .manipulate import apply_direction, attribute_direction, evaluation_mode, interpolate, regression_direction
@@ -29,9 +34,10 @@ from .transfer import transfer
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "CheckpointError", "DataError",
-    "DiagNormal", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1", "Invertible1x1LU",
-    "LearnedPrior", "NonFiniteError", "PRECISIONS", "Permute", "RQSplineCoupling", "Sequential", "ShapeError",
-    "Squeeze", "StandardNormal", "apply_direction", "attribute_direction", "bf16_supported", "compile_frozen",
-    "evaluation_mode", "interpolate", "regression_direction", "set_conditioner_precision", "set_memory_mode", "transfer",
+    "ActNorm", "AdditiveCoupling", "AffineCoupling", "AffineTransform", "Bijector", "CheckpointError", "Coupling",
+    "DataError", "DiagNormal", "ElementTransform", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1",
+    "Invertible1x1LU", "LearnedPrior", "NonFiniteError", "PRECISIONS", "Permute", "RQSplineCoupling",
+    "RQSplineTransform", "Sequential", "ShapeError", "ShiftTransform", "Squeeze", "StandardNormal",
+    "apply_direction", "attribute_direction", "bf16_supported", "compile_frozen", "evaluation_mode", "interpolate",
+    "regression_direction", "set_conditioner_precision", "set_memory_mode", "transfer",
 ]

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..bijector import sum_except_batch
-from .coupling import NetFactory, _Coupling
+from .coupling import Coupling, ElementTransform, NetFactory
+
+__all__ = ["RQSplineCoupling", "RQSplineTransform", "rational_quadratic_spline"]
 
 MIN_WIDTH = 1e-3
 MIN_HEIGHT = 1e-3
@@ -93,24 +95,40 @@ def rational_quadratic_spline(x: Tensor, widths: Tensor, heights: Tensor, deriva
     return torch.where(inside, out, x), torch.where(inside, log_deriv, torch.zeros_like(log_deriv))
 
 
-class RQSplineCoupling(_Coupling):
-    """Coupling whose element transform is a rational-quadratic spline.
+class RQSplineTransform(ElementTransform):
+    """Each element through its own rational-quadratic spline: ``bins`` widths, ``bins``
+    heights and ``bins - 1`` interior derivatives per element, on ``[-bound, bound]``."""
+
+    def __init__(self, bins: int = 8, bound: float = 3.0):
+        super().__init__()
+        self.bins = bins
+        self.bound = bound
+        self.params = 3 * bins - 1
+
+    def forward(self, x_b: Tensor, h: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        h = h.view(x_b.shape[0], x_b.shape[1], self.params, *x_b.shape[2:]).movedim(2, -1)
+        widths, heights, derivs = h.split([self.bins, self.bins, self.bins - 1], dim=-1)
+        out, log_deriv = rational_quadratic_spline(x_b, widths, heights, derivs, self.bound, inverse)
+        return out, sum_except_batch(log_deriv)
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, bound={self.bound}"
+
+
+class RQSplineCoupling(Coupling):
+    """Coupling whose element transform is a rational-quadratic spline (:class:`RQSplineTransform`).
 
     Args:
         channels: input channels.
         bins: spline segments per element.
         bound: the spline acts on ``[-bound, bound]``, the identity outside.
-        hidden, spatial_dims, context_channels, net: as in :class:`AffineCoupling`.
+        hidden, spatial_dims, context_channels, net: as in :class:`flowkit.Coupling`.
+
+    References:
+        | Neural Spline Flows (Durkan et al., 2019)
+        | https://arxiv.org/abs/1906.04032
     """
 
     def __init__(self, channels: int, bins: int = 8, bound: float = 3.0, hidden: int = 128,
                  spatial_dims: int | None = None, context_channels: int = 0, net: NetFactory | None = None):
-        super().__init__(channels, 3 * bins - 1, hidden, spatial_dims, context_channels, net)
-        self.bins = bins
-        self.bound = bound
-
-    def _transform(self, x_b: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        h = h.view(x_b.shape[0], x_b.shape[1], 3 * self.bins - 1, *x_b.shape[2:]).movedim(2, -1)
-        widths, heights, derivs = h.split([self.bins, self.bins, self.bins - 1], dim=-1)
-        out, log_deriv = rational_quadratic_spline(x_b, widths, heights, derivs, self.bound, inverse)
-        return out, sum_except_batch(log_deriv)
+        super().__init__(channels, RQSplineTransform(bins, bound), hidden, spatial_dims, context_channels, net)

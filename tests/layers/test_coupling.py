@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowkit import AdditiveCoupling, AffineCoupling
+from flowkit import AdditiveCoupling, AffineCoupling, Coupling, ElementTransform, RQSplineTransform
 from flowkit.errors import ShapeError
 
 
@@ -149,3 +149,33 @@ def test_a_factory_asking_for_context_channels_gets_the_counts_apart():
 def test_a_tensor_of_another_rank_is_a_shape_error():
     with pytest.raises(ShapeError, match="built for 1 spatial dims"):
         AffineCoupling(4, hidden=8, spatial_dims=1)(torch.randn(2, 4, 5, 5))
+
+
+class Scale(ElementTransform):
+    """A one-output element transform: y = x * exp(tanh(h))."""
+
+    params = 1
+
+    def forward(self, x_b, h, inverse=False):
+        log_scale = torch.tanh(h)
+        sign = -1 if inverse else 1
+        return x_b * (sign * log_scale).exp(), sign * log_scale.flatten(1).sum(1)
+
+
+def test_a_coupling_takes_any_element_transform_and_sizes_its_network_by_it():
+    from flowkit.testing import check_bijector
+
+    def outputs(coupling):
+        return coupling.net.conv_out.layer.weight.shape[0]
+
+    coupling = Coupling(5, Scale(), hidden=8, spatial_dims=1)
+    assert outputs(coupling) == 3  # 3 transformed channels x 1 output each
+    assert outputs(Coupling(5, RQSplineTransform(bins=4), hidden=8, spatial_dims=1)) == 3 * 11
+    check_bijector(coupling, torch.randn(4, 5, 6), factory=lambda: Coupling(5, Scale(), hidden=8, spatial_dims=1))
+    with pytest.raises(TypeError, match="ElementTransform"):
+        Coupling(4, lambda x, h, inverse: (x, h), spatial_dims=0)
+
+
+def test_the_transform_adds_no_state_so_saved_couplings_keep_loading():
+    keys = set(AffineCoupling(4, hidden=8, spatial_dims=0).state_dict())
+    assert keys and all(k.startswith("net.") for k in keys)
