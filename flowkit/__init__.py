@@ -25,6 +25,7 @@ from .layers import (
     RQSplineTransform,
     ShiftTransform,
     Squeeze,
+    build_multiscale,
 )
 from .manipulate import apply_direction, attribute_direction, evaluation_mode, interpolate, regression_direction
 from .precision import PRECISIONS, bf16_supported, set_conditioner_precision
@@ -38,6 +39,6 @@ __all__ = [
     "DataError", "DiagNormal", "ElementTransform", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1",
     "Invertible1x1LU", "LearnedPrior", "NonFiniteError", "PRECISIONS", "Permute", "RQSplineCoupling",
     "RQSplineTransform", "Sequential", "ShapeError", "ShiftTransform", "Squeeze", "StandardNormal",
-    "apply_direction", "attribute_direction", "bf16_supported", "compile_frozen", "evaluation_mode", "interpolate",
+    "apply_direction", "attribute_direction", "bf16_supported", "build_multiscale", "compile_frozen", "evaluation_mode", "interpolate",
     "regression_direction", "set_conditioner_precision", "set_memory_mode", "transfer",
 ]

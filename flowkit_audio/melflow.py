@@ -53,20 +53,17 @@ class MelFlowConfig(SavedConfig):
 
 
 
-def multiscale_1d(channels: int, cfg: MelFlowConfig, context_channels: int = 0, level: int = 0) -> fk.Sequential:
-    """Glow in one dimension over ``(B, channels, T)``: per level a time squeeze, ``depth``
-    steps (ActNorm, 1x1, affine coupling) and a factor-out with a learned prior; a ``(B, k)``
-    context, if ``context_channels = k``, conditions every coupling and prior."""
-    c = 2 * channels
-    layers: list[fk.Bijector] = [fk.Squeeze(2)]
-    for _ in range(cfg.depth):
-        layers += [fk.ActNorm(c), fk.Invertible1x1(c),
-                   fk.AffineCoupling(c, hidden=cfg.width, spatial_dims=1, context_channels=context_channels)]
-    if level < cfg.levels - 1:
-        inner = multiscale_1d(c // 2, cfg, context_channels, level + 1)
-        layers.append(fk.FactorOut(c, inner, spatial_dims=1, context_channels=context_channels))
-    layers.append(fk.Squeeze(2).inv)
-    return fk.Sequential(*layers)
+def multiscale_1d(channels: int, cfg: MelFlowConfig, context_channels: int = 0) -> fk.Sequential:
+    """Glow in one dimension over ``(B, channels, T)`` (:func:`flowkit.build_multiscale`):
+    per level a time squeeze, ``depth`` steps (ActNorm, 1x1, affine coupling) and a
+    factor-out with a learned prior; a ``(B, k)`` context, if ``context_channels = k``,
+    conditions every coupling and prior."""
+    def step(c: int, level: int, index: int) -> list[fk.Bijector]:
+        return [fk.ActNorm(c), fk.Invertible1x1(c),
+                fk.AffineCoupling(c, hidden=cfg.width, spatial_dims=1, context_channels=context_channels)]
+
+    return fk.build_multiscale(channels, cfg.levels, cfg.depth, step, spatial_dims=1,
+                               context_channels=context_channels)
 
 
 class FrameFlow(fk.Flow):

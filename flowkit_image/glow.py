@@ -36,18 +36,17 @@ from flowkit import (
     AdditiveCoupling,
     AffineCoupling,
     Bijector,
-    FactorOut,
     Flow,
     Invertible1x1,
     Invertible1x1LU,
     LearnedPrior,
     Permute,
     Sequential,
-    Squeeze,
+    build_multiscale,
 )
 from flowkit.errors import DataError, FlowkitError, ShapeError
 from flowkit.config import SavedConfig
-from flowkit.nn import GlowConditioner, ZeroConv, keep_border_patches
+from flowkit.nn import GlowConditioner, ZeroConv
 
 Permutation = Literal["conv", "conv_lu", "shuffle", "reverse"]
 
@@ -133,7 +132,7 @@ def _mixing(channels: int, kind: Permutation, seed: int) -> Bijector:
     raise FlowkitError(f"permutation must be conv, conv_lu, shuffle or reverse, not {kind!r}")
 
 
-def _step(channels: int, cfg: GlowConfig, seed: int, spatial: tuple[int, int]) -> list[Bijector]:
+def _step(channels: int, cfg: GlowConfig, seed: int) -> list[Bijector]:
     def net(in_channels: int, out_channels: int) -> GlowConditioner:
         return GlowConditioner(in_channels, out_channels, cfg.width, spatial_dims=2, edge_bias=cfg.edge_bias)
 
@@ -143,30 +142,16 @@ def _step(channels: int, cfg: GlowConfig, seed: int, spatial: tuple[int, int]) -
         coupling = AdditiveCoupling(channels, net=net)
     else:
         raise FlowkitError(f"coupling must be affine or additive, not {cfg.coupling!r}")
-    keep_border_patches(coupling, spatial)
     return [ActNorm(channels, cfg.actnorm_logscale_factor), _mixing(channels, cfg.permutation, seed), coupling]
 
 
-def _level(channels: int, level: int, cfg: GlowConfig) -> Sequential:
-    """Squeeze, K steps, then either the next level behind a factor-out or the top prior."""
-    c = channels * 4
-    spatial = (cfg.image_shape[1] >> (level + 1), cfg.image_shape[2] >> (level + 1))
-    layers: list[Bijector] = [Squeeze(2)]
-    for k in range(cfg.depth):
-        layers += _step(c, cfg, seed=1000 * level + k, spatial=spatial)
-    if level < cfg.levels - 1:
-        factor_out = FactorOut(c, _level(c // 2, level + 1, cfg), spatial_dims=2, edge_bias=cfg.edge_bias)
-        keep_border_patches(factor_out.prior, spatial)
-        layers.append(factor_out)
-    elif cfg.learn_top or cfg.n_classes:
-        layers.append(LearnedPrior(c, context_channels=cfg.n_classes))
-    layers.append(Squeeze(2).inv)
-    return Sequential(*layers)
-
-
 def build_glow_bijector(cfg: GlowConfig) -> Sequential:
-    """The Glow bijector from images in ``[-0.5, 0.5]`` to a latent of the same shape."""
-    return _level(cfg.image_shape[0], 0, cfg)
+    """The Glow bijector from images in ``[-0.5, 0.5]`` to a latent of the same shape: per
+    level a squeeze, K steps, then the next level behind a factor-out or the top prior."""
+    return build_multiscale(cfg.image_shape[0], cfg.levels, cfg.depth,
+                            lambda c, level, k: _step(c, cfg, seed=1000 * level + k), spatial_dims=2,
+                            top_prior=bool(cfg.learn_top or cfg.n_classes), top_context_channels=cfg.n_classes,
+                            edge_bias=cfg.edge_bias, spatial_shape=cfg.image_shape[1:])
 
 
 class Glow(Flow):

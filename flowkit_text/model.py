@@ -116,18 +116,12 @@ def _coupling(channels: int, cfg: EmbeddingFlowConfig) -> fk.Bijector:
     return fk.AdditiveCoupling(channels, hidden=cfg.width, spatial_dims=0, context_channels=k)
 
 
-def _level(channels: int, level: int, cfg: EmbeddingFlowConfig) -> fk.Sequential:
+def _bijector(cfg: EmbeddingFlowConfig) -> fk.Sequential:
     mixing = fk.Invertible1x1LU if cfg.mixing == "1x1-lu" else fk.Invertible1x1
     k = len(cfg.labels)
-    layers: list[fk.Bijector] = []
-    for _ in range(cfg.depth):
-        layers += [fk.ActNorm(channels), mixing(channels), _coupling(channels, cfg)]
-    if level < cfg.levels - 1:
-        layers.append(fk.FactorOut(channels, _level(channels // 2, level + 1, cfg), spatial_dims=0,
-                                   context_channels=k))
-    elif k:
-        layers.append(fk.LearnedPrior(channels, context_channels=k))
-    return fk.Sequential(*layers)
+    return fk.build_multiscale(cfg.dim, cfg.levels, cfg.depth,
+                               lambda c, level, index: [fk.ActNorm(c), mixing(c), _coupling(c, cfg)],
+                               spatial_dims=0, context_channels=k, top_prior=k > 0)
 
 
 def _set_label_columns(weight: Tensor, z: Tensor, context: Tensor, first_column: int) -> None:
@@ -146,7 +140,7 @@ class EmbeddingFlow(fk.Flow):
     the absolute dequantisation noise, set by :meth:`fit_noise`."""
 
     def __init__(self, config: EmbeddingFlowConfig):
-        super().__init__(_level(config.dim, 0, config), event_shape=(config.dim,))
+        super().__init__(_bijector(config), event_shape=(config.dim,))
         self.config = config
         self.register_buffer("noise_std", torch.zeros(config.dim))
 

@@ -3,7 +3,7 @@
 from .actnorm import ActNorm
 from .coupling import AdditiveCoupling, AffineCoupling, AffineTransform, Coupling, ElementTransform, ShiftTransform
 from .mixing import Invertible1x1, Invertible1x1LU
-from .multiscale import FactorOut, LearnedPrior
+from .multiscale import FactorOut, LearnedPrior, build_multiscale
 from .permute import Permute
 from .spline import RQSplineCoupling, RQSplineTransform
 from .squeeze import Squeeze
@@ -24,4 +24,5 @@ __all__ = [
     "RQSplineTransform",
     "ShiftTransform",
     "Squeeze",
+    "build_multiscale",
 ]

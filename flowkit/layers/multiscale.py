@@ -17,12 +17,14 @@ so the whole multiscale model maps ``x`` to ``eps`` with a standard normal base:
 as ``Squeeze(2)`` ... ``Squeeze(2).inv``) in the first channels and ``eps_2`` in the
 rest. :class:`LearnedPrior` standardises with a learned per-channel mean and scale,
 optionally shifted by a linear function of the context (class-conditional prior).
+:func:`build_multiscale` assembles the whole architecture from a step of your choice
+(Glow, the text flow and the mel flow are built with it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -30,10 +32,13 @@ from torch import Tensor, nn
 
 from ..bijector import Bijector, Shape, check_channels, interleaved_pair, sum_except_batch
 from ..errors import ShapeError
-from ..nn import ZeroConv
+from ..nn import ZeroConv, keep_border_patches
 from ..precision import conditioner_autocast
 from ..reversible import GradSink, recompute_backward, record_boundary
 from ..sequential import Sequential
+from .squeeze import Squeeze
+
+__all__ = ["FactorOut", "LearnedPrior", "build_multiscale"]
 
 
 def _standardise(z: Tensor, mean: Tensor, logs: Tensor) -> tuple[Tensor, Tensor]:
@@ -221,3 +226,68 @@ class LearnedPrior(Bijector):
         check_channels(y, self.channels, "LearnedPrior")
         return _unstandardise(y, *self._params(y, context))
 
+
+Step = Callable[[int, int, int], Sequence[Bijector]]
+
+
+def build_multiscale(channels: int, levels: int, depth: int, step: Step, spatial_dims: int, squeeze: bool = True,
+                     context_channels: int = 0, top_prior: bool = False, top_context_channels: int | None = None,
+                     edge_bias: bool = False, spatial_shape: Sequence[int] | None = None, level: int = 0) -> Sequential:
+    r"""Glow's multiscale architecture (Dinh et al. 2017; Kingma and Dhariwal 2018) for any
+    channel-first tensor, with the step of your choice.
+
+    Each level is ``[Squeeze(2)], step x depth, then FactorOut(next level)`` (its learned
+    prior reads the kept half), ``[Squeeze(2).inv]``; the last level ends with a
+    :class:`LearnedPrior` instead when ``top_prior``. The squeezes put each level's
+    output back in the input's layout, so the latent has the input's shape.
+
+    Arguments:
+        channels: input channels.
+        levels: number of levels (``levels - 1`` factor-outs).
+        depth: steps per level.
+        step: ``step(channels, level, index)`` gives the layers of one step (e.g. ActNorm,
+            a 1x1 mixing, a coupling) at that level's channel count.
+        spatial_dims: 0 (vectors: no squeeze), 1 (sequences) or 2 (images).
+        squeeze: squeeze each level by 2 (ignored for vectors).
+        context_channels: context read by the factor-outs' priors.
+        top_prior: end the last level with a :class:`LearnedPrior`.
+        top_context_channels: context read by that prior (default ``context_channels``).
+        edge_bias: openai's border channel in the factor-outs' priors.
+        spatial_shape: the input's spatial size; given, every level's convolutions
+            precompute their border patches for it (:func:`flowkit.nn.keep_border_patches`).
+
+    References:
+        | Density estimation using Real NVP (Dinh et al., 2017)
+        | https://arxiv.org/abs/1605.08803
+
+    Example:
+        >>> step = lambda c, level, k: [flowkit.ActNorm(c), flowkit.AffineCoupling(c, hidden=8, spatial_dims=1)]
+        >>> chain = flowkit.build_multiscale(2, levels=2, depth=1, step=step, spatial_dims=1)
+        >>> chain(torch.randn(3, 2, 8))[0].shape
+        torch.Size([3, 2, 8])
+    """
+    squeezing = squeeze and spatial_dims > 0
+    c = channels * 2**spatial_dims if squeezing else channels
+    spatial = None
+    if spatial_shape is not None:
+        spatial = tuple(s >> (level + 1) for s in spatial_shape) if squeezing else tuple(spatial_shape)
+    layers: list[Bijector] = [Squeeze(2)] if squeezing else []
+    for index in range(depth):
+        block = list(step(c, level, index))
+        if spatial is not None:
+            for layer in block:
+                keep_border_patches(layer, spatial)
+        layers += block
+    if level < levels - 1:
+        inner = build_multiscale(c // 2, levels, depth, step, spatial_dims, squeeze, context_channels, top_prior,
+                                 top_context_channels, edge_bias, spatial_shape, level + 1)
+        factor_out = FactorOut(c, inner, spatial_dims=spatial_dims, context_channels=context_channels,
+                               edge_bias=edge_bias)
+        if spatial is not None:
+            keep_border_patches(factor_out.prior, spatial)
+        layers.append(factor_out)
+    elif top_prior:
+        layers.append(LearnedPrior(c, context_channels if top_context_channels is None else top_context_channels))
+    if squeezing:
+        layers.append(Squeeze(2).inv)
+    return Sequential(*layers)

@@ -91,3 +91,57 @@ def test_a_tensor_of_another_rank_is_a_shape_error():
         layer(torch.randn(2, 4, 6, 6))
     with pytest.raises(ShapeError, match="built for 1 spatial dims"):
         layer.inverse(torch.randn(2, 4))
+
+
+def small_step(spatial_dims, context_channels=0, edge_bias=False):
+    from flowkit import AffineCoupling, Invertible1x1
+    from flowkit.nn import GlowConditioner
+
+    def step(c, level, index):
+        def net(i, o):
+            return GlowConditioner(i, o, 8, spatial_dims, edge_bias=edge_bias)
+        coupling = (AffineCoupling(c, net=net) if edge_bias else
+                    AffineCoupling(c, hidden=8, spatial_dims=spatial_dims, context_channels=context_channels))
+        return [ActNorm(c), Invertible1x1(c), coupling]
+    return step
+
+
+@pytest.mark.parametrize("event, spatial_dims", [((8,), 0), ((2, 8), 1), ((3, 8, 8), 2)])
+def test_build_multiscale_keeps_the_shape_and_passes_the_kit(event, spatial_dims):
+    from flowkit import build_multiscale
+    from flowkit.testing import check_bijector
+
+    def make():
+        return build_multiscale(event[0], levels=2, depth=2, step=small_step(spatial_dims), spatial_dims=spatial_dims)
+
+    chain = make()
+    factor_outs = [m for m in chain.modules() if isinstance(m, FactorOut)]
+    assert len(factor_outs) == 1 and chain.forward_shape(event) == event
+    squeezes = [m for m in chain.layers if isinstance(m, Squeeze)]
+    assert len(squeezes) == (1 if spatial_dims else 0)  # the inverse squeeze is an Inverse(Squeeze)
+    check_bijector(chain, torch.randn(3, *event), factory=make)
+
+
+def test_build_multiscale_levels_priors_and_contexts():
+    from flowkit import build_multiscale
+
+    chain = build_multiscale(8, levels=3, depth=1, step=small_step(0, 2), spatial_dims=0, context_channels=2,
+                             top_prior=True)
+    factor_outs = [m for m in chain.modules() if isinstance(m, FactorOut)]
+    assert [f.channels for f in factor_outs] == [8, 4] and all(f.uses_context for f in factor_outs)
+    (top,) = [m for m in chain.modules() if isinstance(m, LearnedPrior)]
+    assert top.channels == 2 and top.reads_context
+    no_context_top = build_multiscale(8, levels=2, depth=1, step=small_step(0), spatial_dims=0, top_prior=True,
+                                      top_context_channels=3)
+    assert not any(f.uses_context for f in no_context_top.modules() if isinstance(f, FactorOut))
+    assert next(m for m in no_context_top.modules() if isinstance(m, LearnedPrior)).reads_context
+
+
+def test_build_multiscale_keeps_border_patches_per_level():
+    from flowkit import build_multiscale
+    from flowkit.nn import Conv
+
+    chain = build_multiscale(3, levels=2, depth=1, step=small_step(2, edge_bias=True), spatial_dims=2,
+                             edge_bias=True, spatial_shape=(8, 8))
+    shapes = {m.border_shape for m in chain.modules() if isinstance(m, Conv) and m.edge_bias}
+    assert shapes == {(4, 4), (2, 2)}  # level 0 runs at 4x4 after its squeeze, level 1 at 2x2
