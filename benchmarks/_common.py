@@ -178,12 +178,19 @@ def options(args) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
 
+def script_command() -> str:
+    """How the running script was started: ``python -m benchmarks.NAME`` for a benchmark."""
+    script = Path(sys.argv[0]).resolve()
+    if script.parent == ROOT / "benchmarks":
+        return f"python -m benchmarks.{script.stem}"
+    return sys.argv[0]
+
+
 def write(name: str, payload: dict, folder: Path = RESULTS) -> Path:
     """``folder/name.json`` with the machine, the provenance and the exact command line beside ``payload``."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    command = " ".join([Path(sys.argv[0]).relative_to(ROOT).as_posix() if Path(sys.argv[0]).is_relative_to(ROOT)
-                        else sys.argv[0], *sys.argv[1:]])
+    command = " ".join([script_command(), *sys.argv[1:]])
     path.write_text(json.dumps({"machine": machine(), "provenance": provenance(), "command": command, **payload},
                                indent=2, allow_nan=False))
     return path

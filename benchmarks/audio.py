@@ -17,9 +17,9 @@ pitch table against librosa's ``pitch_shift``, on real FSDD speech (speaker theo
    recogniser (scikit-learn logistic regression on MFCC statistics, trained on the four
    training speakers) still names the digit, beside ``librosa.effects.pitch_shift``.
 
-    python benchmarks/audio.py                 # about 20 minutes
-    python benchmarks/audio.py --quick         # smoke run (the test suite)
-    python benchmarks/audio.py --parts speed   # about 2 minutes; keeps the other parts' last run
+    python -m benchmarks.audio                 # about 20 minutes
+    python -m benchmarks.audio --quick         # smoke run (the test suite)
+    python -m benchmarks.audio --parts speed   # about 2 minutes; keeps the other parts' last run
 
 Writes benchmarks/results/audio.json (or _quick.json) and prints the tables.
 """
@@ -40,15 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import NO_BF16, RESULTS, interleaved_times, options, table, write  # noqa: E402
-import flowkit as fk  # noqa: E402
-from flowkit_audio.data import fsdd_clips  # noqa: E402
-from flowkit_audio.features import MelConfig, f0_hz, griffin_lim, log_mel, semitones  # noqa: E402
-from flowkit_audio.pitch import load_pitch_model, train_pitch  # noqa: E402
-from flowkit_audio.vocoder import load_vocoder, log_spectral_distance, train_vocoder  # noqa: E402
-from flowkit_audio.waveglow import WaveGlow, WaveGlowConfig, WaveNet, preset  # noqa: E402
+from benchmarks._common import NO_BF16, RESULTS, interleaved_times, options, script_command, table, write
+import flowkit as fk
+from flowkit_audio.data import fsdd_clips
+from flowkit_audio.features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
+from flowkit_audio.pitch import load_pitch_model, train_pitch
+from flowkit_audio.vocoder import load_vocoder, log_spectral_distance, train_vocoder
+from flowkit_audio.waveglow import WaveGlow, WaveGlowConfig, WaveNet, preset
 
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 TRAIN_SPEAKERS = {"george", "jackson", "lucas", "nicolas"}
@@ -298,7 +297,7 @@ def main() -> None:
                                                                  args.quick)
             print(table(payload["pitch"], list(payload["pitch"][0])))
     for part in parts:
-        stamps[part] = {"command": " ".join(["benchmarks/audio.py", *sys.argv[1:]]),
+        stamps[part] = {"command": " ".join([script_command(), *sys.argv[1:]]),
                         "date": time.strftime("%Y-%m-%d"), "config": options(args)}
     payload.update({"config": options(args),
                     "data": {"train": f"FSDD speakers {sorted(TRAIN_SPEAKERS)}, {len(train_clips)} clips",

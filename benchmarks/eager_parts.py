@@ -10,8 +10,8 @@
    faithful Glow without the border channel (``edge_bias=False``) and with LU 1x1 layers,
    so the cost of each openai feature is visible.
 
-    python benchmarks/eager_parts.py            # about 2 minutes
-    python benchmarks/eager_parts.py --quick    # smoke run
+    python -m benchmarks.eager_parts            # about 2 minutes
+    python -m benchmarks.eager_parts --quick    # smoke run
 
 Writes benchmarks/results/eager_parts.json (or _quick.json) and prints tables.
 """
@@ -19,21 +19,19 @@ Writes benchmarks/results/eager_parts.json (or _quick.json) and prints tables.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     RESULTS, cifar, cifar_source, dequantise, glow_size_options, interleaved_times, options, spread, table,
     write,
 )
-from benchmarks.glow_vs_normflows import Normflows, bits_per_dim  # noqa: E402
-from flowkit_image import Glow, GlowConfig  # noqa: E402
+from benchmarks.glow_vs_normflows import Normflows, bits_per_dim
+from flowkit_image import Glow, GlowConfig
 
 
 def rounds(cases: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, dict]:

@@ -16,9 +16,9 @@ round after round (``--repeats`` rounds), and the JSON gives min / median / max 
 With ``--compile`` the dynamo counters (graphs, graph breaks, recompiles) are recorded and
 a ``flag`` set when a graph was compiled during the timed rounds: such figures are suspect.
 
-    python benchmarks/glow_vs_normflows.py                 # full run (about 10 CPU minutes)
-    python benchmarks/glow_vs_normflows.py --compile       # plus torch.compile (compiling adds minutes)
-    python benchmarks/glow_vs_normflows.py --quick         # smoke run (seconds)
+    python -m benchmarks.glow_vs_normflows                 # full run (about 10 CPU minutes)
+    python -m benchmarks.glow_vs_normflows --compile       # plus torch.compile (compiling adds minutes)
+    python -m benchmarks.glow_vs_normflows --quick         # smoke run (seconds)
 
 Writes benchmarks/results/glow_vs_normflows.json (or _quick.json) and prints a table.
 """
@@ -27,19 +27,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, interleaved_times, options,
     spread, table, write,
 )
-from benchmarks.peers import normflows_glow  # noqa: E402
-from flowkit_image import Glow, GlowConfig  # noqa: E402
+from benchmarks.peers import normflows_glow
+from flowkit_image import Glow, GlowConfig
 
 LOG256 = math.log(256)
 

@@ -1,8 +1,8 @@
 """One short, prepared GPU measurement: training throughput of the ``cifar10`` preset and
 the latency of one 256x256 sample (the Glow blog: about 130 ms on a GTX 1080 Ti).
 
-    python benchmarks/gpu.py                      # on a GPU: every mode below
-    python benchmarks/gpu.py --tiny --device cpu  # the test suite's CPU smoke run
+    python -m benchmarks.gpu                      # on a GPU: every mode below
+    python -m benchmarks.gpu --tiny --device cpu  # the test suite's CPU smoke run
 
 Modes: ``fp32``; ``bf16-conditioners`` (flowkit.precision: only the coupling and prior
 networks in bfloat16, everything else float32, the training option
@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import NO_BF16, RESULTS, cifar, cifar_source, dequantise, options, table, write  # noqa: E402
-import flowkit as fk  # noqa: E402
-from flowkit_image import Glow, GlowConfig  # noqa: E402
-from flowkit_image.presets import preset  # noqa: E402
+from benchmarks._common import NO_BF16, RESULTS, cifar, cifar_source, dequantise, options, table, write
+import flowkit as fk
+from flowkit_image import Glow, GlowConfig
+from flowkit_image.presets import preset
 
 
 def synchronize(device: torch.device) -> None:

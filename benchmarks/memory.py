@@ -19,8 +19,8 @@ Cases: flowkit plain, reversible, reversible with the optimiser stepping inside 
 normflows; the parameter gradients' size is given beside them.
 Step time of each mode is reported too, so the cost of recomputation is visible.
 
-    python benchmarks/memory.py            # K = 4, 8, 16, 32 at batch 32 (about 10 CPU minutes)
-    python benchmarks/memory.py --quick    # smoke run
+    python -m benchmarks.memory            # K = 4, 8, 16, 32 at batch 32 (about 10 CPU minutes)
+    python -m benchmarks.memory --quick    # smoke run
 
 Writes benchmarks/results/memory.json (or memory_quick.json) and prints a table.
 """
@@ -38,17 +38,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (  # noqa: E402
-    RESULTS, allocator_peak_bytes, cifar, cifar_source, dequantise, glow_size_options, median_ms, options,
+from benchmarks._common import (
+    RESULTS, ROOT, allocator_peak_bytes, cifar, cifar_source, dequantise, glow_size_options, median_ms, options,
     table, write,
 )
-from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
-from flowkit.memory import MEMORY_MODES  # noqa: E402
-from flowkit.sequential import set_memory_mode  # noqa: E402
-from flowkit.testing import peak_saved_bytes  # noqa: E402
-from flowkit.train import InBackwardOptimizer  # noqa: E402
+from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim
+from flowkit.memory import MEMORY_MODES
+from flowkit.sequential import set_memory_mode
+from flowkit.testing import peak_saved_bytes
+from flowkit.train import InBackwardOptimizer
 
 MIB = 2**20
 
@@ -144,10 +143,10 @@ FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}  # glibc: blocks above 
 def rss_growth(library: str, depth: int, mode: str, in_backward: bool, args, malloc_env: dict | None = None) -> dict:
     """:func:`rss_case` in a fresh process with 2 threads (and ``malloc_env`` set)."""
     case = f"{library},{depth},{mode},{int(in_backward)}"
-    command = [sys.executable, __file__, "--rss-case", case, "--levels", str(args.levels),
+    command = [sys.executable, "-m", "benchmarks.memory", "--rss-case", case, "--levels", str(args.levels),
                "--width", str(args.width), "--batch", str(args.batch), "--bucket-mib", str(args.bucket_mib)]
     env = {**os.environ, "OMP_NUM_THREADS": "2", **(malloc_env or {})}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(f"RSS case {case} failed: {done.stderr[-1000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

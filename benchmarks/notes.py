@@ -22,8 +22,8 @@ note of each instrument is held out (:func:`flowkit_audio.notes.split_notes`).
    architecture at 16 kHz) trained for the same time, with the same within-instrument
    MIDI regression: achieved semitones at +-4.
 
-    python benchmarks/notes.py                # about 20 minutes
-    python benchmarks/notes.py --quick        # smoke run (the test suite)
+    python -m benchmarks.notes                # about 20 minutes
+    python -m benchmarks.notes --quick        # smoke run (the test suite)
 
 Writes benchmarks/results/notes.json (or notes_quick.json), docs/images/notes_ladder.png
 and docs/images/notes_timbre.png (not with --quick), and prints the tables.
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,16 +40,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, options, table, write  # noqa: E402
-import flowkit as fk  # noqa: E402
-from flowkit_audio.data import load_clips  # noqa: E402
-from flowkit_audio.features import MelConfig, griffin_lim, log_mel, semitones  # noqa: E402
-from flowkit_audio.melflow import MelFlow, MelFlowConfig  # noqa: E402
-from flowkit_audio.notes import (load_notes_model, measure_pitch, note_label, split_notes,  # noqa: E402
+from benchmarks._common import RESULTS, options, table, write
+import flowkit as fk
+from flowkit_audio.data import load_clips
+from flowkit_audio.features import MelConfig, griffin_lim, log_mel, semitones
+from flowkit_audio.melflow import MelFlow, MelFlowConfig
+from flowkit_audio.notes import (load_notes_model, measure_pitch, note_label, split_notes,
                                  train_notes)
-from flowkit_audio.plots import save_note_spectrograms  # noqa: E402
+from flowkit_audio.plots import save_note_spectrograms
 
 NOTES = Path(__file__).resolve().parents[2] / "shared" / "data" / "notes"
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"

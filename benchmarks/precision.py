@@ -14,9 +14,9 @@ evaluates and samples a trained model, and the training step with its loss compi
 (``TrainConfig(compile=True)``), on copies of the trained models. Compile time is
 excluded. normflows runs eagerly, as its notebooks do.
 
-    python benchmarks/precision.py                       # K = 4 and 8, about 20 minutes
-    python benchmarks/precision.py --no-compiled-step    # without the compiled steps, about 12
-    python benchmarks/precision.py --quick         # smoke run (the test suite)
+    python -m benchmarks.precision                       # K = 4 and 8, about 20 minutes
+    python -m benchmarks.precision --no-compiled-step    # without the compiled steps, about 12
+    python -m benchmarks.precision --quick         # smoke run (the test suite)
 
 Writes benchmarks/results/precision.json (or precision_quick.json) and prints the table.
 """
@@ -25,20 +25,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     NO_BF16, RESULTS, cifar, dequantise, glow_size_options, options, spread, table, write,
 )
-from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
-import flowkit as fk  # noqa: E402
-from flowkit.frozen import compile_frozen  # noqa: E402
+from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim
+import flowkit as fk
+from flowkit.frozen import compile_frozen
 
 
 def _timed(fn) -> float:

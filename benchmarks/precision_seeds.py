@@ -1,7 +1,7 @@
 """The bf16-conditioner bits/dim delta averaged over seeds, beside the seed-to-seed spread
 of float32 itself.
 
-``benchmarks/precision.py`` compares one float32 and one bf16 run from the same weights:
+``benchmarks.precision`` compares one float32 and one bf16 run from the same weights:
 after 200 steps a float32 rerun that differs only in its dequantisation noise lands up to
 0.05 bits/dim away, so one pair cannot resolve a 0.02 target. Here every seed draws its
 own initial weights, batches and noise; float32 and bf16 flowkit train from that seed's
@@ -11,8 +11,8 @@ and standard error, and the spread of float32 across seeds.
 Glow (faithful), width 128, batch 16, Adamax lr 1e-3, shared CIFAR-10 ``train_10k``,
 held out on 400 ``val_1k`` images, 2 threads.
 
-    python benchmarks/precision_seeds.py              # K = 4 and 8, 4 seeds, about 8 minutes
-    python benchmarks/precision_seeds.py --quick      # smoke run (the test suite)
+    python -m benchmarks.precision_seeds              # K = 4 and 8, 4 seeds, about 8 minutes
+    python -m benchmarks.precision_seeds --quick      # smoke run (the test suite)
 
 Writes benchmarks/results/precision_seeds.json (or _quick.json) and prints the table.
 """
@@ -22,19 +22,17 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     NO_BF16, RESULTS, cifar, cifar_source, dequantise, glow_size_options, options, table, write,
 )
-from benchmarks.glow_vs_normflows import Ours  # noqa: E402
-from benchmarks.precision import held_out_bpd, train_on  # noqa: E402
-import flowkit as fk  # noqa: E402
+from benchmarks.glow_vs_normflows import Ours
+from benchmarks.precision import held_out_bpd, train_on
+import flowkit as fk
 
 
 def one_seed(levels: int, depth: int, width: int, batch: int, steps: int, seed: int, data, eval_x) -> dict:

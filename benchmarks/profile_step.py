@@ -8,8 +8,8 @@ the total. This is the evidence for the "convolution floor" in docs/benchmarks.m
 libraries run the same convolutions, so a speed-up beyond the non-convolution time is
 impossible at equal work.
 
-    python benchmarks/profile_step.py              # eager (about a minute)
-    python benchmarks/profile_step.py --compile    # plus compiled flowkit (compiling adds minutes)
+    python -m benchmarks.profile_step              # eager (about a minute)
+    python -m benchmarks.profile_step --compile    # plus compiled flowkit (compiling adds minutes)
 
 Writes benchmarks/results/profile_step.json (or _quick.json) and prints a table.
 """
@@ -17,19 +17,17 @@ Writes benchmarks/results/profile_step.json (or _quick.json) and prints a table.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, options, table, write,
 )
-from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim  # noqa: E402
-from flowkit.precision import bf16_supported, set_conditioner_precision  # noqa: E402
+from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim
+from flowkit.precision import bf16_supported, set_conditioner_precision
 
 
 def convolution_ms(fn, repeats: int) -> tuple[float, float]:

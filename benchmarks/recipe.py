@@ -1,7 +1,7 @@
 """Short-budget recipe: held-out bits/dim of flowkit's faithful Glow after the same
 training steps at several Adamax learning rates, each with its linear warmup.
 
-The time-to-quality race (``benchmarks/time_to_quality.py``) trains for minutes, not
+The time-to-quality race (``benchmarks.time_to_quality``) trains for minutes, not
 openai's 200k steps, so the learning rate that gets furthest in a few thousand steps is
 the one a user with a CPU budget wants. Every recipe trains the same initial weights on
 the same sequence of dequantised real CIFAR-10 batches (shared ``train_10k``, batch 16)
@@ -10,8 +10,8 @@ evaluated every ``--eval-every`` steps on ``--eval-images`` images of ``val_1k``
 dequantisation noise. The mode is eager with bf16 conditioners by default: compiling
 changes the speed of a step, not where the steps lead.
 
-    python benchmarks/recipe.py                     # K = 4 and 8, four recipes, about 20 minutes
-    python benchmarks/recipe.py --quick             # smoke run (seconds)
+    python -m benchmarks.recipe                     # K = 4 and 8, four recipes, about 20 minutes
+    python -m benchmarks.recipe --quick             # smoke run (seconds)
 
 Writes benchmarks/results/recipe.json (or recipe_quick.json).
 """
@@ -19,19 +19,17 @@ Writes benchmarks/results/recipe.json (or recipe_quick.json).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     RESULTS, cifar, cifar_source, dequantise, glow_size_options, options, table, write,
 )
-from benchmarks.time_to_quality import FLOWKIT_MODES, BatchStream, FlowkitGlow, mode_in_effect  # noqa: E402
+from benchmarks.time_to_quality import FLOWKIT_MODES, BatchStream, FlowkitGlow, mode_in_effect
 
 
 def recipe_list(text: str) -> list[tuple[float, int]]:

@@ -30,8 +30,8 @@ full-covariance Gaussian fitted on the same sentences. Reported:
 
 STS pairs with a sentence the flow was fitted on are left out (counted in the JSON).
 
-    python benchmarks/text.py            # about 25 minutes (embeddings cached after the first run)
-    python benchmarks/text.py --quick    # smoke run (the test suite)
+    python -m benchmarks.text            # about 25 minutes (embeddings cached after the first run)
+    python -m benchmarks.text --quick    # smoke run (the test suite)
 
 Writes benchmarks/results/text.json (or _quick.json) and prints the tables.
 """
@@ -39,22 +39,20 @@ Writes benchmarks/results/text.json (or _quick.json) and prints the tables.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, options, table, write  # noqa: E402
-from flowkit_text.data import read_emotions, read_pairs, read_rewrites, read_sentences, read_training_sentences  # noqa: E402
-from flowkit_text.recipe import (  # noqa: E402
+from benchmarks._common import RESULTS, options, table, write
+from flowkit_text.data import read_emotions, read_pairs, read_rewrites, read_sentences, read_training_sentences
+from flowkit_text.recipe import (
     SteeringSplit, evaluate_steering, evaluate_sts, fit_text, label_editors, load_text_model, split_held_out,
 )
-from flowkit_text.steer import mean_cosine  # noqa: E402
-from flowkit_text.transfer import LabelProbe, transfer_at_1  # noqa: E402
+from flowkit_text.steer import mean_cosine
+from flowkit_text.transfer import LabelProbe, transfer_at_1
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ALPHAS = [0.25, 0.5, 1.0, 2.0]

@@ -5,7 +5,7 @@ Users buy a model of a given quality in the least time, not steps. Both librarie
 on the same dequantised real CIFAR-10 batches (shared ``train_10k``, the same batch
 sequence) with batch 16, each in its own recipe:
 
-- normflows: the Glow of its example notebook (``benchmarks/peers.py``), eager, trained as
+- normflows: the Glow of its example notebook (``benchmarks.peers``), eager, trained as
   the notebook does (``forward_kld``, Adamax lr 1e-3, weight decay 1e-5);
 - flowkit: its openai-faithful Glow trained by flowkit's own engine
   (``flowkit.train.Trainer.train_step``: finite-loss and gradient checks included),
@@ -25,9 +25,9 @@ checkpoints) and their ratio, bits/dim at equal times, and whether flowkit is ah
 every checkpoint. Before training, the eager training steps of both (fresh models,
 interleaved repeats) give the eager step ratio with its spread.
 
-    python benchmarks/time_to_quality.py                       # 10-minute budget, K = 4 and 8 (about 50 minutes)
-    python benchmarks/time_to_quality.py --budget-s 160 --depths 4
-    python benchmarks/time_to_quality.py --quick               # smoke run (seconds)
+    python -m benchmarks.time_to_quality                       # 10-minute budget, K = 4 and 8 (about 50 minutes)
+    python -m benchmarks.time_to_quality --budget-s 160 --depths 4
+    python -m benchmarks.time_to_quality --quick               # smoke run (seconds)
 
 Writes benchmarks/results/time_to_quality.json (or _quick.json) with a top-level
 ``summary``, and the curves as time_to_quality.png beside it.
@@ -48,20 +48,19 @@ from pathlib import Path
 if "--warm-compile-cache" not in sys.argv:  # measure a user's first compile, not one served from an earlier run's cache
     os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
 
-import torch  # noqa: E402
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     NO_BF16,
     RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, interleaved_times, options,
     spread, table, write,
 )
-from benchmarks.glow_vs_normflows import bits_per_dim  # noqa: E402
-from benchmarks.peers import normflows_glow  # noqa: E402
-import flowkit as fk  # noqa: E402
-from flowkit.train.engine import Trainer, TrainConfig  # noqa: E402
-from flowkit_image import Glow, GlowConfig  # noqa: E402
+from benchmarks.glow_vs_normflows import bits_per_dim
+from benchmarks.peers import normflows_glow
+import flowkit as fk
+from flowkit.train.engine import Trainer, TrainConfig
+from flowkit_image import Glow, GlowConfig
 
 FLOWKIT_MODES = {"eager": {}, "compiled": {"compile": True}, "bf16": {"precision": "bf16-conditioners"},
                  "compiled+bf16": {"compile": True, "precision": "bf16-conditioners"}}

@@ -4,9 +4,9 @@ Inductor's weight freezing (``torch._inductor.config.freezing``) compiles a func
 module as if its parameters and buffers were constants: what depends on the weights alone
 (the 1x1 layers' inverses and log-dets, the weight scales folded into the convolutions,
 the border channel's responses where the patches are kept, as Glow keeps them) is
-computed once, at compile time, and oneDNN's convolution weights are packed once. On the
-2-core CPU this makes Glow's compiled sampling about 1.2-1.4x faster than compiling
-without freezing (docs/benchmarks.md, "bf16 conditioner networks").
+computed once, at compile time, and oneDNN's convolution weights are packed once, which
+makes Glow's compiled sampling faster than compiling without freezing (measured in
+docs/benchmarks.md, "bf16 conditioner networks").
 
 Two traps come with it, and :func:`compile_frozen` removes both:
 
@@ -62,9 +62,9 @@ def _key_of(tensors: list[Tensor]) -> tuple:
     return tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
 
 
-# Walking a module tree for its tensors costs more than comparing them (0.36 of 0.42 ms for
-# a K = 4 Glow, 3 % of a compiled sample), so a FrozenFunction keeps the list until any
-# module anywhere registers or replaces a parameter, buffer or submodule.
+# Walking a module tree for its tensors costs far more than comparing them, so a
+# FrozenFunction keeps the list until any module anywhere registers or replaces a
+# parameter, buffer or submodule.
 _registrations = 0
 
 

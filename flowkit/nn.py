@@ -51,8 +51,8 @@ class Conv(nn.Module):
     (a small matrix product with the border's cached patches), which equals convolving
     the concatenation without copying ``x``. ``forward`` takes
     optional replacement ``weight`` and ``bias`` so callers can fold a scale into them.
-    Images are convolved channels-last (oneDNN's native CPU layout: Glow evaluates and
-    samples 5-10 % faster than with NCHW tensors); outputs are ordinary ``(B, C, H, W)``
+    Images are convolved channels-last (oneDNN's native CPU layout, in which Glow
+    evaluates and samples faster than with NCHW tensors); outputs are ordinary ``(B, C, H, W)``
     tensors in that memory format.
     """
 

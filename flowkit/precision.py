@@ -11,13 +11,13 @@ The round trip ``decode(encode(x))`` is *not* float32-exact. In the inverse a co
 network sees ``y_a``, which the float32 inverses of the later 1x1 and ActNorm layers
 reconstructed a few 1e-8 away from the forward ``x_a``; where that straddles a bfloat16
 rounding boundary the network's output moves by one bfloat16 step (0.4 %), and the
-error spreads through the later convolutions. Measured on CIFAR-10 validation images
-(``benchmarks/precision.py``, width 128, L = 3): mean error 1.5e-4 (K = 4) and 3.4e-4
-(K = 8), max 4e-3 to 5e-3, 4 % and 9 % of 8-bit pixels changed. Use it for training,
-evaluation and sampling; keep float32 for encoding, reconstruction and edits.
+error spreads through the later convolutions (measured on CIFAR-10 by
+``python -m benchmarks.precision``; figures in docs/benchmarks.md, "bf16 conditioner
+networks"). Use it for training, evaluation and sampling; keep float32 for encoding,
+reconstruction and edits.
 
-On a CPU with AVX-512 BF16 (or a GPU with bfloat16) a 3x3 convolution runs about twice as
-fast in bfloat16. Where the device lacks bfloat16 support the option says so and runs
+On a CPU with AVX-512 BF16 (or a GPU with bfloat16) 3x3 convolutions run faster in
+bfloat16 (the same section of docs/benchmarks.md says by how much). Where the device lacks bfloat16 support the option says so and runs
 float32. ``FLOWKIT_BF16=0`` in the environment makes :func:`bf16_supported` answer ``False``
 on every device, so a machine with bfloat16 behaves (and tests) like one without; child
 processes inherit it. ``make test`` reruns the tests marked ``bf16`` that way.

@@ -29,8 +29,8 @@ conditioning matrix):
 * the gate :math:`\tanh(a)\sigma(b) = (2\sigma(2a) - 1)\sigma(b)`, the factor 2 folded into
   the weights: one sigmoid over both halves, then one fused multiply-add.
 
-It runs in ``dtype`` (bfloat16 on CPUs with AVX-512 BF16: the matrix products run about
-2.5x faster than in float32) with activations channels-last, the layout oneDNN's
+It runs in ``dtype`` (bfloat16 on CPUs with AVX-512 BF16, where the matrix products run
+faster than in float32; docs/audio.md measures it) with activations channels-last, the layout oneDNN's
 convolutions are fastest in. It holds no parameters and refuses to run with autograd on:
 it is for synthesis (``infer``, ``vocode``, ``encode``/``decode`` under ``torch.no_grad``).
 Decoding inverts encoding: both directions see the same network (in bfloat16 up to

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_script(name: str, *options: str, tmp_path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *options, "--results",
-                           str(tmp_path)], capture_output=True, text=True, timeout=900, env=env)
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *options, "--results", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     suffix = "_tiny" if "--tiny" in options else "_quick"
     return json.loads((tmp_path / f"{name}{suffix}.json").read_text())
@@ -40,7 +40,7 @@ def test_glow_vs_normflows_quick_run_with_compiled_paths(tmp_path):
         assert r["compile"]["graph_breaks"] == 0 and isinstance(r["compile"]["flag"], bool)
     assert result["config"]["compile"] is True and result["config"]["depths"] == [1]  # every option, as run
     assert result["data"]["train"].startswith(expected_source())  # the data actually used
-    assert "--compile" in result["command"]
+    assert result["command"].startswith("python -m benchmarks.glow_vs_normflows") and "--compile" in result["command"]
 
 
 @pytest.mark.bf16

@@ -188,7 +188,7 @@ class AffineTransform(ElementTransform):
 
     def forward(self, x_b: Tensor, h: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         shift, raw = interleaved_pair(h)
-        if self.scale == "sigmoid":  # openai's order: the scale, then its log (2.5x faster than logsigmoid on CPU)
+        if self.scale == "sigmoid":  # openai's order: the scale, then its log (faster than logsigmoid on CPU)
             scale = torch.sigmoid(raw + 2.0)
             log_det = sum_except_batch(scale.log())
             if inverse:
