@@ -30,7 +30,10 @@ from .train.interrupt import TrainingInterrupted
 PLUGIN_GROUP = "flowkit.plugins"
 TRACEBACK_VARIABLE = "FLOWKIT_TRACEBACK"
 
-__all__ = ["build_parser", "finite_float", "json_line", "main", "non_negative_float", "non_negative_int", "positive_float", "positive_int"]
+__all__ = ["add_training_flags", "build_parser", "finite_float", "json_line", "main", "non_negative_float", "non_negative_int",
+           "positive_float", "positive_int", "seed"]
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to a signed 64-bit integer
 
 
 def json_line(value: object) -> str:
@@ -93,6 +96,29 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a random seed, a whole number from 0 to 2**63 - 1."""
+    value = _integer_at_least(text, 0, "must be 0 or more")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1, got a number of {len(str(value))} digits")
+    return value
+
+
+def add_training_flags(parser: argparse.ArgumentParser, out_default: str | None = None) -> None:
+    """The flags every plug-in's training command shares: ``--out`` (required unless a
+    default is given), ``--steps``, ``--minutes``, ``--seed``, ``--resume`` and
+    ``--checkpoint-every``; the values go to :func:`flowkit.train.train_config`, where
+    an absent flag (``None``) keeps the preset's or the resumed run's value."""
+    parser.add_argument("--out", required=out_default is None, default=out_default,
+                        help="the run folder (checkpoint/, metrics, reports)" + (f"; default {out_default}" if out_default else ""))
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
+    parser.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                        help="save a checkpoint every N steps (default: the preset's; SIGTERM/SIGINT always save)")
 
 
 def _register_plugins(subparsers: argparse._SubParsersAction) -> list[str]:

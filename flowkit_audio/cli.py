@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from flowkit.cli import finite_float, json_line, non_negative_float, positive_float, positive_int
+from flowkit.cli import add_training_flags, finite_float, json_line, non_negative_float, positive_float
 from flowkit.errors import FlowkitError
 
 REQUIRED = {"torchaudio": "torchaudio", "soundfile": "soundfile", "parselmouth": "praat-parselmouth"}
@@ -105,12 +105,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="demo", help="a folder of WAV files, or 'demo' (the embedded FSDD sample)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=positive_int, default=None)
-    p.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N")
+    add_training_flags(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

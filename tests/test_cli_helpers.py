@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from flowkit.cli import finite_float, json_line, non_negative_float, positive_float, positive_int
+from flowkit.cli import add_training_flags, finite_float, json_line, non_negative_float, positive_float, positive_int, seed
 
 
 def test_command_output_json_never_holds_nan():
@@ -17,6 +17,8 @@ def test_command_output_json_never_holds_nan():
     (positive_int, "0", "at least 1"), (positive_int, "1.5", "whole number"),
     (finite_float, "nan", "finite"), (finite_float, "-inf", "finite"), (finite_float, "x", "a number"),
     (positive_float, "0", "greater than 0"), (non_negative_float, "-0.1", "at least 0"),
+    (seed, "-1", "0 or more"), (seed, str(2**63), "at most 2\\*\\*63 - 1, got a number of 19 digits"),
+    (seed, "9" * 300, "of 300 digits"),
 ])
 def test_flag_validators_refuse_bad_values(parse, text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
@@ -25,7 +27,20 @@ def test_flag_validators_refuse_bad_values(parse, text, message):
 
 def test_flag_validators_accept_good_values():
     assert positive_int("3") == 3 and finite_float("-2.5") == -2.5 and positive_float("1e-4") == 1e-4
-    assert non_negative_float("0") == 0.0
+    assert non_negative_float("0") == 0.0 and seed(str(2**63 - 1)) == 2**63 - 1
+
+
+def test_shared_training_flags_leave_absent_values_to_the_preset():
+    parser = argparse.ArgumentParser()
+    add_training_flags(parser)
+    args = parser.parse_args(["--out", "run", "--steps", "5"])
+    assert (args.out, args.steps, args.minutes, args.seed, args.resume, args.checkpoint_every) == ("run", 5, None, 0,
+                                                                                                  False, None)
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --out is required without a default
+    defaulted = argparse.ArgumentParser()
+    add_training_flags(defaulted, out_default="out/glow")
+    assert defaulted.parse_args([]).out == "out/glow"
 
 
 def _warning_command(subparsers):
