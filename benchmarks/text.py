@@ -48,8 +48,9 @@ import torch
 
 from benchmarks._common import RESULTS, options, table, write
 from flowkit_text.data import read_emotions, read_pairs, read_rewrites, read_sentences, read_training_sentences
-from flowkit_text.recipe import (
-    SteeringSplit, evaluate_steering, evaluate_sts, fit_text, label_editors, load_text_model, split_held_out,
+from flowkit_text import run as text_run
+from flowkit_text.run import (
+    SteeringSplit, evaluate_steering, label_editors, split_held_out,
 )
 from flowkit_text.steer import mean_cosine
 from flowkit_text.transfer import LabelProbe, transfer_at_1
@@ -65,14 +66,14 @@ def fit_labelled(folder: Path, name: str, groups: dict[str, list[str]], steps: i
                  unlabelled: list[str] | None = None) -> tuple:
     """Fit a flow conditioned on ``groups`` (label -> sentences), beside ``unlabelled``
     sentence files if given; returns the model, its fit report and the three editors built
-    from the training split fit_text used."""
+    from the training split text_run.train used."""
     specs = []
     for label, sentences in groups.items():
         path = folder / f"{name}-{label}.txt"
         path.write_text("\n".join(sentences) + "\n")
         specs.append((label, str(path)))
-    report = fit_text(unlabelled, folder / name, steps=steps, progress=False, labels=specs)
-    model = load_text_model(folder / name)
+    report = text_run.train(unlabelled, folder / name, steps=steps, progress=False, labels=specs)
+    model = text_run.load(folder / name)
     label_of = {s: label for label, sentences in groups.items() for s in sentences}
     train = [s for s in split_held_out(list(label_of))[0] if s in label_of]
     editors = label_editors(model, model.encode_sentences(train), [label_of[s] for s in train])
@@ -211,16 +212,16 @@ def density_sts_steering(folder: Path, args, steps: int, limit: int | None) -> d
     fits, sts_rows, steering_rows = [], [], []
     for name in args.presets.split(","):
         started = time.perf_counter()
-        report = fit_text([str(folder / "fit.txt")], folder / name, name, steps=steps, progress=False)
+        report = text_run.train([str(folder / "fit.txt")], folder / name, name, steps=steps, progress=False)
         seconds = time.perf_counter() - started
-        model = load_text_model(folder / name)
+        model = text_run.load(folder / name)
         fits.append({"preset": name, "steps": report["steps"], "best_step": report["best_step"],
                      "sentences": report["train_sentences"], "held_out": report["held_out_sentences"],
                      "gaussian_nll": round(report["gaussian_nll"], 4), "flow_nll": round(report["held_out_nll"], 4),
                      "fit_s": round(seconds, 1), "parameters": sum(p.numel() for p in model.flow.parameters())})
         for label, pairs in sts.items():
             unseen, left_out = unseen_pairs(pairs, fitted)
-            result = evaluate_sts(model, unseen)
+            result = text_run.evaluate(model, unseen)
             sts_rows.append({"preset": name, "data": label, "pairs": result["pairs"], "left_out_seen": left_out,
                              "raw": round(result["raw"], 2), "whitened": round(result["whitened"], 2),
                              "flow": round(result["flow"], 2)})

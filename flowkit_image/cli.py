@@ -1,4 +1,4 @@
-"""``flowkit image ...``: the Glow workflows on the command line.
+"""``flowkit image ...``: the Glow run (train, evaluate, sample, edits) on the command line.
 
     flowkit image train --preset cpu --data PATH --steps N --out DIR [--resume] [--seed S]
     flowkit image evaluate --checkpoint DIR --data PATH --json
@@ -15,7 +15,7 @@ from flowkit.precision import PRECISIONS
 from flowkit.cli import (add_training_flags, finite_float, json_line, non_negative_float, non_negative_int, positive_float,
                          positive_int, seed)
 
-from . import workflows
+from . import demo, run
 from .presets import PRESETS
 
 
@@ -38,7 +38,7 @@ def _precision_flag(p: argparse.ArgumentParser, default: str | None) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     overrides = {k: getattr(args, k) for k in ARCHITECTURE_FLAGS if getattr(args, k) is not None}
-    metrics = workflows.train(preset=args.preset, data=args.data, out=args.out, steps=args.steps, resume=args.resume,
+    metrics = run.train(preset=args.preset, data=args.data, out=args.out, steps=args.steps, resume=args.resume,
                               seed=args.seed, eval_data=args.eval_data, batch_size=args.batch_size, lr=args.lr,
                               warmup_steps=args.warmup_steps,
                               minutes=args.minutes, hflip=args.hflip, class_conditional=args.class_conditional,
@@ -50,7 +50,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    result = workflows.evaluate(args.checkpoint, args.data, ema=not args.no_ema, batch_size=args.batch_size,
+    result = run.evaluate(args.checkpoint, args.data, ema=not args.no_ema, batch_size=args.batch_size,
                                 precision=args.precision)
     if args.json:
         print(json_line(result))
@@ -59,16 +59,16 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    print(workflows.sample(args.checkpoint, args.out, args.temperature, args.n, args.seed, args.label, args.precision))
+    print(run.sample(args.checkpoint, args.out, args.temperature, args.n, args.seed, args.label, args.precision))
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
-    print(json_line(workflows.reconstruct(args.checkpoint, args.data, args.n, args.out)))
+    print(json_line(run.reconstruct(args.checkpoint, args.data, args.n, args.out)))
 
 
 def _interpolate(args: argparse.Namespace) -> None:
     pairs = [(args.a, args.b)] if args.a is not None else None
-    print(workflows.interpolate(args.checkpoint, args.out, args.data, pairs, args.steps))
+    print(run.interpolate(args.checkpoint, args.out, args.data, pairs, args.steps))
 
 
 def _alphas(text: str) -> tuple[float, ...]:
@@ -78,12 +78,12 @@ def _alphas(text: str) -> tuple[float, ...]:
 
 def _manipulate(args: argparse.Namespace) -> None:
     alphas = args.alphas
-    print(json_line(workflows.manipulate(args.checkpoint, args.out, args.positive, args.negative, args.data,
+    print(json_line(run.manipulate(args.checkpoint, args.out, args.positive, args.negative, args.data,
                                           args.edit_data, args.n, alphas, args.scale)))
 
 
 def _demo(args: argparse.Namespace) -> None:
-    result = workflows.demo(args.out, args.steps, args.seed, overwrite=args.overwrite)
+    result = demo.run(args.out, args.steps, args.seed, overwrite=args.overwrite)
     print(f"bits/dim on {result['images']} held-out CIFAR-10 images ({result['n_bits']}-bit): "
           f"{result['initial_bits_per_dim']:.3f} untrained -> {result['bits_per_dim']:.3f} after {result['steps']} steps")
     print(f"wrote {args.out}/: bits_per_dim.json samples.png samples_t0.7.png interpolation.png "

@@ -60,12 +60,12 @@ def _save(out: Path, array: Any) -> None:
 def _fit(args: argparse.Namespace) -> None:
     require_text_extra()
     from .labels import parse_label_spec
-    from .recipe import fit_text
+    from . import run as text_run
 
     if not args.data and not args.label:
         raise FlowkitError("fit needs sentences: --data FILE ... and/or --label NAME=FILE ...")
     labels = [parse_label_spec(spec) for spec in args.label] or None
-    report = fit_text(args.data or None, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
+    report = text_run.train(args.data or None, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
                       args.checkpoint_every, encoder=args.encoder, labels=labels)
     keys = ("steps", "best_step", "held_out_nll", "gaussian_nll", "train_sentences", "labels", "transfer_strength")
     shown = {k: report[k] for k in keys if k in report}
@@ -77,11 +77,11 @@ def _fit(args: argparse.Namespace) -> None:
 def _embed(args: argparse.Namespace) -> None:
     require_text_extra()
     from .data import read_sentences
-    from .recipe import load_text_model
+    from . import run as text_run
 
     out = _npy_path(args.out)
     sentences = read_sentences(args.input)
-    model = load_text_model(args.checkpoint)
+    model = text_run.load(args.checkpoint)
     vectors = model.to_space(model.encode_sentences(sentences), args.space)
     _save(out, vectors.numpy())
     print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} {args.space} embeddings to {out}")
@@ -90,10 +90,10 @@ def _embed(args: argparse.Namespace) -> None:
 def _eval_sts(args: argparse.Namespace) -> None:
     require_text_extra()
     from .data import read_pairs
-    from .recipe import evaluate_sts, load_text_model
+    from . import run as text_run
 
     pairs = read_pairs(args.data)
-    result = evaluate_sts(load_text_model(args.checkpoint), pairs)
+    result = text_run.evaluate(text_run.load(args.checkpoint), pairs)
     print(json_line(result) if args.json else
           f"{result['pairs']} pairs, Spearman x100: raw {result['raw']:.2f}, whitened {result['whitened']:.2f}, "
           f"flow {result['flow']:.2f}")
@@ -120,13 +120,14 @@ def _steer_form(args: argparse.Namespace) -> str:
 def _steer(args: argparse.Namespace) -> None:
     require_text_extra()
     from .data import read_sentences
-    from .recipe import load_text_model, steer, steer_to
+    from . import run as text_run
+    from .run import steer, steer_to
 
     out = _npy_path(args.out)
     form = _steer_form(args)
     inputs = read_sentences(args.input)
     corpus = read_sentences(args.neighbours) if args.neighbours else None
-    model = load_text_model(args.checkpoint)
+    model = text_run.load(args.checkpoint)
     if form == "label":
         edited, summary = steer_to(model, inputs, args.to, args.source, args.strength, corpus)
     else:

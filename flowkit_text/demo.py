@@ -28,7 +28,8 @@ import torch
 from flowkit.train import prepare_run_folder
 
 from .data import DEMO_EMOTIONS, demo_corpus
-from .recipe import SteeringSplit, evaluate_steering, evaluate_sts, fit_text, load_text_model, steer
+from . import run as text_run
+from .run import SteeringSplit, evaluate_steering, steer
 from .steer import mean_cosine, nearest
 
 __all__ = ["run"]
@@ -50,10 +51,10 @@ def run(out: str | Path = "out/text-demo", minutes: float = 1.0, overwrite: bool
     reviews = out / "reviews.txt"
     out.mkdir(parents=True, exist_ok=True)
     reviews.write_text("\n".join(corpus["positive"] + corpus["negative"]) + "\n")
-    fit = fit_text([str(reviews)], out / "run", minutes=minutes / 2, progress=progress)
+    fit = text_run.train([str(reviews)], out / "run", minutes=minutes / 2, progress=progress)
     reviews_fitted = set(corpus["positive"] + corpus["negative"])
-    model = load_text_model(out / "run")
-    sts = evaluate_sts(model, corpus["sts"])
+    model = text_run.load(out / "run")
+    sts = text_run.evaluate(model, corpus["sts"])
     split = SteeringSplit.of(corpus["positive"], corpus["negative"])
     steering = evaluate_steering(model, split, ALPHAS)
     _, shown = steer(model, split.direction_positive, split.direction_negative, split.test_negative[:4], NEIGHBOUR_ALPHA,
@@ -85,8 +86,8 @@ def emotion_transfer(out: Path, comments: dict[str, list[str]], minutes: float, 
         path = out / f"emotion-{emotion}.txt"
         path.write_text("\n".join(lines[:-HELD_OUT_COMMENTS]) + "\n")
         specs.append((emotion, str(path)))
-    fit = fit_text(None, out / "emotions", minutes=minutes, progress=progress, labels=specs)
-    model = load_text_model(out / "emotions")
+    fit = text_run.train(None, out / "emotions", minutes=minutes, progress=progress, labels=specs)
+    model = text_run.load(out / "emotions")
     held_out = {e: lines[-HELD_OUT_COMMENTS:] for e, lines in comments.items()}
     neutral = held_out["neutral"]
     corpus = [c for e in DEMO_EMOTIONS[1:] for c in held_out[e]]  # real comments of the emotions, none edited

@@ -140,9 +140,9 @@ def text_files(text_data) -> dict[str, Path]:
 def text_run(tmp_path_factory, text_files) -> tuple[Path, dict]:
     """A run of the default preset fitted on the 8,530 review sentences and the STS-B dev
     sentences (unlabelled, as BERT-flow fits its target corpus), and its report."""
-    from flowkit_text.recipe import fit_text
+    from flowkit_text.run import train
 
     out = tmp_path_factory.mktemp("text-run")
-    report = fit_text([str(text_files["pos"]), str(text_files["neg"]), str(text_files["sts"])], out,
+    report = train([str(text_files["pos"]), str(text_files["neg"]), str(text_files["sts"])], out,
                       "affine", steps=TEXT_FIT_STEPS, progress=False)
     return out, report

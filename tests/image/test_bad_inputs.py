@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from flowkit.cli import main
 from flowkit.errors import DataError
-from flowkit_image import workflows
+from flowkit_image import run
 from flowkit_image.data import load_images
 
 
@@ -24,7 +24,7 @@ def files(tmp_path_factory, cifar_train):
     root = tmp_path_factory.mktemp("bad")
     images, labels = cifar_train
     np.savez(root / "good.npz", images=images[:200].permute(0, 2, 3, 1).numpy(), labels=labels[:200].numpy())
-    workflows.train(preset="tiny", data=str(root / "good.npz"), out=root / "run", steps=3, progress=False)
+    run.train(preset="tiny", data=str(root / "good.npz"), out=root / "run", steps=3, progress=False)
     np.savez(root / "nolabels.npz", images=images[:40].permute(0, 2, 3, 1).numpy())
     np.savez(root / "noimages.npz", pixels=np.zeros((4, 32, 32, 3), np.uint8))
     np.savez(root / "float.npz", images=np.random.rand(4, 32, 32, 3))
@@ -144,7 +144,7 @@ def test_image_readers_survive_arbitrary_bytes(tmp_path_factory, data, suffix):
 def test_soak_thousands_of_round_trips_of_real_images(files, cifar_val):
     """2,000 encode/decode round trips through a trained Glow, extremes included: no
     non-finite value, bounded error, every pixel recovered."""
-    model = workflows.load_model(files / "run")
+    model = run.load(files / "run")
     images = torch.cat([cifar_val[0], cifar_val[0].flip(0), torch.zeros(8, 3, 32, 32, dtype=torch.uint8),
                         torch.full((8, 3, 32, 32), 255, dtype=torch.uint8)])[:2000]
     worst = 0.0

@@ -19,7 +19,7 @@ def test_demo_fits_evaluates_and_steers_the_embedded_sample(tmp_path, capsys):
     assert saved["summary"] == summary and len(saved["neighbours"]) == 4
     direction = set(saved["neighbours"][0]["before"] + saved["neighbours"][0]["after"])
     from flowkit_text.data import demo_corpus
-    from flowkit_text.recipe import SteeringSplit
+    from flowkit_text.run import SteeringSplit
 
     corpus = demo_corpus()
     split = SteeringSplit.of(corpus["positive"], corpus["negative"])

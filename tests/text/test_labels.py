@@ -31,12 +31,12 @@ def yelp(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def labelled_run(tmp_path_factory, yelp) -> tuple:
-    from flowkit_text.recipe import fit_text, load_text_model
+    from flowkit_text.run import load, train
 
     out = tmp_path_factory.mktemp("labelled") / "run"
-    report = fit_text(None, out, steps=FIT_STEPS, progress=False,
+    report = train(None, out, steps=FIT_STEPS, progress=False,
                       labels=[("negative", str(yelp["neg"])), ("positive", str(yelp["pos"]))])
-    return out, report, load_text_model(out)
+    return out, report, load(out)
 
 
 def test_a_labelled_fit_saves_its_labels_and_the_strengths_it_calibrated(labelled_run):

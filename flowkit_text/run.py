@@ -1,6 +1,6 @@
-"""The text plug-in's recipe: fit a flow on sentence embeddings, and use it.
+"""The text run: train a flow on sentence embeddings, load it, evaluate it, and use it.
 
-:func:`fit_text` embeds the sentences of the given files (a tenth held out by a hash of
+:func:`train` embeds the sentences of the given files (a tenth held out by a hash of
 the text, so the split never depends on file order: half of it for validation, half for
 the reported test NLL), fits whitening and the flow by maximum likelihood with the shared
 engine (checkpoints, resume, tqdm, DDP), keeps the weights with the best validation NLL
@@ -32,14 +32,15 @@ from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_con
 from .data import Pairs, demo_corpus, read_training_sentences
 from .encoder import DEFAULT_MODEL, SentenceEncoder
 from .labels import LabelledSentences, read_labelled
-from .model import EmbeddingFlow, EmbeddingFlowConfig, preset
+from .model import EmbeddingFlow, EmbeddingFlowConfig
+from .model import preset as preset_config
 from .steer import flow_edit, matching_raw_strength, mean_cosine, nearest, raw_direction, raw_edit, train_probe
 from .sts import spearman_x100
 from .transfer import Edit, calibrate_strength, conditional_gaussian, raw_label_edit, scaled_transfer
 from .whitening import Whitening
 
-__all__ = ["SPACES", "SteeringSplit", "TextModel", "TextModelConfig", "evaluate_steering", "evaluate_sts", "fit_text",
-           "label_editors", "load_text_model", "split_held_out", "steer", "steer_to"]
+__all__ = ["SPACES", "SteeringSplit", "TextModel", "TextModelConfig", "evaluate", "evaluate_steering", "label_editors",
+           "load", "split_held_out", "steer", "steer_to", "train"]
 
 SPACES = ("raw", "whitened", "latent")
 TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "batch_size": 256, "warmup_steps": 50, "ema_decay": None,
@@ -61,7 +62,7 @@ class TextModel(nn.Module):
 
     Calling it is ``flow.log_prob`` (so the engine and DDP can train it). A flow fitted with
     labels also holds ``transfer_strength`` (``(K, K)``, a buffer saved with the weights):
-    the strength of each label-to-label transfer, calibrated at the end of :func:`fit_text`
+    the strength of each label-to-label transfer, calibrated at the end of :func:`train`
     on held-out labelled sentences (:func:`flowkit_text.transfer.calibrate_strength`)."""
 
     def __init__(self, config: TextModelConfig):
@@ -173,7 +174,7 @@ def split_held_out(sentences: list[str], every: int = 10) -> tuple[list[str], li
 
 
 class _BestWeights:
-    """The evaluation hook of :func:`fit_text`: validation NLL, remembering the best weights."""
+    """The evaluation hook of :func:`train`: validation NLL, remembering the best weights."""
 
     def __init__(self, x_validation: Tensor, context: Tensor | None = None):
         self.x, self.context = x_validation, context
@@ -200,7 +201,7 @@ def _loss(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str
     return nll, {"nll": float(nll.detach())}
 
 
-def fit_text(data: list[str] | str | None = "demo", out: str | Path = "out/text", preset_name: str = "affine",
+def train(data: list[str] | str | None = "demo", out: str | Path = "out/text", preset: str = "affine",
              steps: int | None = None, minutes: float | None = None, seed: int = 0, resume: bool = False,
              checkpoint_every: int | None = None, encoder: str = DEFAULT_MODEL, progress: bool = True,
              labels: list[tuple[str, str]] | None = None) -> dict[str, Any]:
@@ -229,7 +230,7 @@ def fit_text(data: list[str] | str | None = "demo", out: str | Path = "out/text"
     embedder = SentenceEncoder(encoder, progress=progress)
     x, x_validation, x_test = (torch.from_numpy(embedder.encode(part)) for part in (train, validation, test))
     if not resuming:
-        flow_config = {**preset(preset_name, x.shape[1]).to_dict(), "labels": labelled.names if labelled else []}
+        flow_config = {**preset_config(preset, x.shape[1]).to_dict(), "labels": labelled.names if labelled else []}
     norms = x.double().norm(dim=1)
     config = TextModelConfig(encoder, bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-3)), flow_config)
     loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, checkpoint_every=checkpoint_every)
@@ -262,7 +263,7 @@ def fit_text(data: list[str] | str | None = "demo", out: str | Path = "out/text"
               "gaussian_nll": model.gaussian_nll(x, x_test), "train_nll": metrics.get("nll"),
               "fit_seconds": round(time.monotonic() - started, 1),
               "train_sentences": len(train), "held_out_sentences": len(test), "encoder": encoder,
-              "dim": model.dim, "preset": preset_name if not resuming else None,
+              "dim": model.dim, "preset": preset if not resuming else None,
               "noise_std": float(model.flow.noise_std[0])}
     if labelled is not None:
         report.update(_calibrate(model, x, train, x_validation, validation, x_test, contexts, label_of))
@@ -335,12 +336,12 @@ def _labelled_rows(x: Tensor, sentences: list[str], label_of: dict) -> tuple[Ten
     return x[rows], [label_of[sentences[i]] for i in rows]
 
 
-def load_text_model(checkpoint: str | Path) -> TextModel:
+def load(checkpoint: str | Path) -> TextModel:
     """A :class:`TextModel` from a text run (its folder or ``checkpoint/``)."""
     return load_run(checkpoint, "text", lambda saved: TextModel(TextModelConfig.from_dict(saved)), "text-flow").eval()
 
 
-def evaluate_sts(model: TextModel, pairs: Pairs) -> dict[str, Any]:
+def evaluate(model: TextModel, pairs: Pairs) -> dict[str, Any]:
     """Spearman x100 of cosine similarity in the raw, whitened and flow-latent spaces."""
     a, b = model.encode_sentences(pairs.first), model.encode_sentences(pairs.second)
     result: dict[str, Any] = {space: spearman_x100(model.to_space(a, space), model.to_space(b, space), pairs.scores)

@@ -1,4 +1,4 @@
-"""The Glow workflows and CLI end to end on real CIFAR-10 images (tiny preset)."""
+"""The Glow run (flowkit_image.run) and CLI end to end on real CIFAR-10 images (tiny preset)."""
 
 import json
 import math
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from flowkit.cli import main
-from flowkit_image import workflows
+from flowkit_image import run
 from flowkit_image.data import load_images
 
 
@@ -23,37 +23,37 @@ def trained(tmp_path_factory, cifar_train):
     np.savez(root / "train.npz", images=images[:600].permute(0, 2, 3, 1).numpy(), labels=labels[:600].numpy(),
              classes=np.array(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                "truck"]))
-    workflows.train(preset="tiny", data=str(root / "train.npz"), out=root / "run", steps=30, progress=False)
+    run.train(preset="tiny", data=str(root / "train.npz"), out=root / "run", steps=30, progress=False)
     return root
 
 
 def test_checkpoint_round_trip_gives_identical_bits_per_dim(trained):
     """The bits/dim measured in memory at the end of training equals the reloaded checkpoint's."""
-    result = workflows.evaluate(trained / "run" / "checkpoint", str(trained / "train.npz"))
+    result = run.evaluate(trained / "run" / "checkpoint", str(trained / "train.npz"))
     assert result["n_bits"] == 8 and result["images"] == 600
     metrics = [json.loads(line) for line in (trained / "run" / "metrics.jsonl").read_text().splitlines()]
     held_out = metrics[-1]["eval_bits_per_dim"]  # computed in training on the 5% hold-out, same seed
-    model = workflows.load_model(trained / "run" / "checkpoint")
+    model = run.load(trained / "run" / "checkpoint")
     from flowkit_image.data import load_images
 
-    assert workflows.bits_per_dim(model, load_images(trained / "train.npz").subset(slice(570, None))) == pytest.approx(
+    assert run.bits_per_dim(model, load_images(trained / "train.npz").subset(slice(570, None))) == pytest.approx(
         held_out, abs=1e-6)
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, trained):
     data = str(trained / "train.npz")
-    workflows.train(preset="tiny", data=data, out=tmp_path / "straight", steps=8, progress=False)
-    workflows.train(preset="tiny", data=data, out=tmp_path / "split", steps=4, progress=False)
-    workflows.train(preset="tiny", data=data, out=tmp_path / "split", steps=8, resume=True, progress=False)
-    a = workflows.load_model(tmp_path / "straight" / "checkpoint").state_dict()
-    b = workflows.load_model(tmp_path / "split" / "checkpoint").state_dict()
+    run.train(preset="tiny", data=data, out=tmp_path / "straight", steps=8, progress=False)
+    run.train(preset="tiny", data=data, out=tmp_path / "split", steps=4, progress=False)
+    run.train(preset="tiny", data=data, out=tmp_path / "split", steps=8, resume=True, progress=False)
+    a = run.load(tmp_path / "straight" / "checkpoint").state_dict()
+    b = run.load(tmp_path / "split" / "checkpoint").state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_refuses_to_overwrite_a_run(trained):
     with pytest.raises(Exception, match="already holds a checkpoint"):
-        workflows.train(preset="tiny", data=str(trained / "train.npz"), out=trained / "run", steps=1, progress=False)
+        run.train(preset="tiny", data=str(trained / "train.npz"), out=trained / "run", steps=1, progress=False)
 
 
 def test_cli_evaluate_sample_reconstruct_interpolate_manipulate(trained, capsys):
@@ -77,11 +77,11 @@ def test_ship_direction_makes_held_out_horses_bluer(trained, cifar_val):
     """Attribute editing on real data: the ship-minus-horse direction adds blue, by an independent measure."""
     data = str(trained / "train.npz")
     np.savez(trained / "val.npz", images=cifar_val[0].permute(0, 2, 3, 1).numpy(), labels=cifar_val[1].numpy())
-    result = workflows.manipulate(trained / "run" / "checkpoint", trained / "m2.png", positive="8", negative="7",
+    result = run.manipulate(trained / "run" / "checkpoint", trained / "m2.png", positive="8", negative="7",
                                   data=data, edit_data=str(trained / "val.npz"), n=50, alphas=(-1.0, 0.0, 1.0))
     change = result["mean_abs_pixel_change"]
     assert change["+0.00"] == 0 and change["+1.00"] > 5
-    model = workflows.load_model(trained / "run" / "checkpoint")
+    model = run.load(trained / "run" / "checkpoint")
     import flowkit
     from flowkit_image.data import load_images
 
@@ -115,14 +115,14 @@ def test_version_and_help():
 
 
 def test_class_conditional_glow_with_auxiliary_classifier(tmp_path, trained):
-    workflows.train(preset="tiny", data=str(trained / "train.npz"), out=tmp_path / "y", steps=6,
+    run.train(preset="tiny", data=str(trained / "train.npz"), out=tmp_path / "y", steps=6,
                               class_conditional=True, weight_y=0.01, progress=False)
-    model = workflows.load_model(tmp_path / "y" / "checkpoint")
+    model = run.load(tmp_path / "y" / "checkpoint")
     assert model.config.n_classes == 10 and model.classifier is not None
     # the reported metrics are the auxiliary classifier's, computed apart on a labelled batch
     labels = torch.arange(8) % 10
     x = model.preprocess(load_images(trained / "train.npz").images[:8], torch.Generator().manual_seed(0))
-    loss, reported = workflows._loss_fn(model)(model.train(), (x, labels))
+    loss, reported = run._loss_fn(model)(model.train(), (x, labels))
     logits = model.class_logits()
     assert reported["accuracy"] == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
     assert reported["bits_y"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)) / math.log(2))
@@ -134,7 +134,7 @@ def test_class_conditional_glow_with_auxiliary_classifier(tmp_path, trained):
         b = model.log_prob(x, model.context(torch.tensor([5, 5, 5, 5])))
         assert model.class_logits().shape == (4, 10)
     assert not torch.allclose(a, b)  # the prior depends on the class
-    assert workflows.sample(model, tmp_path / "y.png", n=10, label=3).exists()
+    assert run.sample(model, tmp_path / "y.png", n=10, label=3).exists()
 
 
 def test_reversible_training_from_the_cli(tmp_path, trained, capsys):
@@ -160,7 +160,7 @@ def test_cli_trains_other_sizes_and_architectures_from_an_image_folder(tmp_path,
     assert main(["image", "train", "--preset", "tiny", "--data", str(folder), "--steps", "2", "--batch-size", "8",
                  "--n-bits", "5", "--coupling", "additive", "--permutation", "shuffle", "--levels", "3",
                  "--out", str(out)]) == 0
-    model = workflows.load_model(out / "checkpoint")
+    model = run.load(out / "checkpoint")
     assert model.config.image_shape == (3, 64, 64) and model.config.n_bits == 5 and model.config.levels == 3
     assert model.config.coupling == "additive" and model.config.permutation == "shuffle"
     assert main(["image", "train", "--resume", "--depth", "4", "--data", str(folder), "--out", str(out)]) == 2
@@ -177,7 +177,7 @@ def test_demo_never_deletes_an_existing_run(trained):
 def test_bad_eval_data_is_refused_before_the_first_step(tmp_path, trained):
     np.savez(tmp_path / "small.npz", images=np.zeros((8, 16, 16, 3), np.uint8))
     with pytest.raises(Exception, match=r"held-out images are \(3, 16, 16\), the model expects \(3, 32, 32\)"):
-        workflows.train(preset="tiny", data=str(trained / "train.npz"), eval_data=str(tmp_path / "small.npz"),
+        run.train(preset="tiny", data=str(trained / "train.npz"), eval_data=str(tmp_path / "small.npz"),
                         out=tmp_path / "run", steps=3, progress=False)
     assert not (tmp_path / "run" / "checkpoint").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
 
@@ -208,8 +208,8 @@ def test_cli_training_stopped_by_sigint_saves_and_resumes_exactly(tmp_path, trai
     done = subprocess.run([*command, "--out", str(tmp_path / "cut"), "--resume"], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    a = workflows.load_model(tmp_path / "straight").state_dict()
-    b = workflows.load_model(tmp_path / "cut").state_dict()
+    a = run.load(tmp_path / "straight").state_dict()
+    b = run.load(tmp_path / "cut").state_dict()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-6, msg=name)
 
@@ -217,9 +217,9 @@ def test_cli_training_stopped_by_sigint_saves_and_resumes_exactly(tmp_path, trai
 def test_a_resumed_run_keeps_its_preset_and_class_conditioning_needs_two_classes(tmp_path, trained):
     data = str(trained / "train.npz")
     with pytest.raises(Exception, match="trained with preset 'tiny'.*drop --preset cpu"):
-        workflows.train(preset="cpu", data=data, out=trained / "run", steps=40, resume=True, progress=False)
+        run.train(preset="cpu", data=data, out=trained / "run", steps=40, resume=True, progress=False)
     one_class = tmp_path / "one.npz"
     np.savez(one_class, images=np.zeros((40, 32, 32, 3), np.uint8), labels=np.zeros(40, np.int64))
     with pytest.raises(Exception, match="at least 2 classes"):
-        workflows.train(preset="tiny", data=str(one_class), out=tmp_path / "c", steps=1, class_conditional=True,
+        run.train(preset="tiny", data=str(one_class), out=tmp_path / "c", steps=1, class_conditional=True,
                         progress=False)

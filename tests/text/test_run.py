@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from flowkit.errors import CheckpointError, DataError, FlowkitError
-from flowkit_text.recipe import (SteeringSplit, evaluate_steering, evaluate_sts, fit_text, load_text_model,
-                                 split_held_out, steer)
+from flowkit_text.run import SteeringSplit, evaluate, evaluate_steering, load, split_held_out, steer, train
 
 
 def test_fit_beats_the_full_covariance_gaussian_on_held_out_sentences(text_run):
@@ -39,13 +38,13 @@ def test_early_stopping_keeps_the_best_validation_weights(text_run, text_files):
     if report["best_step"] < report["steps"]:
         assert evaluated[report["steps"]] > report["validation_nll"]
     sentences = read_training_sentences([text_files["pos"], text_files["neg"], text_files["sts"]])
-    model = load_text_model(out)
+    model = load(out)
     validation = model.encode_sentences(split_held_out(sentences)[1])
     assert model.held_out_nll(validation) == pytest.approx(report["validation_nll"], abs=1e-5)  # the saved weights
 
 
 def test_checkpoint_embeds_in_three_spaces_and_round_trips(text_run, rt_polarity):
-    model = load_text_model(text_run[0])
+    model = load(text_run[0])
     x = model.encode_sentences(rt_polarity[1][:64])
     assert model.to_space(x, "raw") is x
     white, latent = model.to_space(x, "whitened"), model.to_space(x, "latent")
@@ -56,14 +55,14 @@ def test_checkpoint_embeds_in_three_spaces_and_round_trips(text_run, rt_polarity
 
 
 def test_sts_in_three_spaces(text_run, sts_dev):
-    result = evaluate_sts(load_text_model(text_run[0]), sts_dev)
+    result = evaluate(load(text_run[0]), sts_dev)
     assert result["pairs"] == 1500
     assert 86.0 < result["raw"] < 87.5  # all-MiniLM-L6-v2 on STS-B dev
     assert 70 < result["whitened"] < result["raw"] and 70 < result["flow"] < result["raw"]
 
 
 def test_steering_raises_the_independent_probe_on_held_out_negatives(text_run, rt_polarity):
-    model = load_text_model(text_run[0])
+    model = load(text_run[0])
     split = SteeringSplit.of(*rt_polarity)
     assert not set(split.test_negative) & set(split.direction_negative + split.probe_negative)
     rows = evaluate_steering(model, split, [0.5, 1.0])
@@ -76,7 +75,7 @@ def test_steering_raises_the_independent_probe_on_held_out_negatives(text_run, r
 
 def test_steer_shows_neighbours_before_and_after(text_run, rt_polarity):
     pos, neg = rt_polarity
-    model = load_text_model(text_run[0])
+    model = load(text_run[0])
     edited, summary = steer(model, pos[:300], neg[:300], neg[900:905], 3.0, corpus=pos[300:600] + neg[300:600], show=5)
     assert edited.shape == (5, 384)
     torch.testing.assert_close(edited.norm(dim=1), torch.ones(5))
@@ -88,10 +87,10 @@ def test_steer_shows_neighbours_before_and_after(text_run, rt_polarity):
 
 def test_resume_continues_the_run_and_a_new_fit_refuses_it(tmp_path, text_files):
     files = [str(text_files["pos"]), str(text_files["neg"])]
-    fit_text(files, tmp_path, "bert-flow", steps=4, progress=False)
+    train(files, tmp_path, "bert-flow", steps=4, progress=False)
     with pytest.raises(FlowkitError, match="already holds a checkpoint"):
-        fit_text(files, tmp_path, "bert-flow", steps=4, progress=False)
-    report = fit_text(files, tmp_path, steps=7, resume=True, progress=False)
+        train(files, tmp_path, "bert-flow", steps=4, progress=False)
+    report = train(files, tmp_path, steps=7, resume=True, progress=False)
     assert report["steps"] == 7
 
 
@@ -99,9 +98,9 @@ def test_too_few_sentences_and_missing_checkpoints_are_refused(tmp_path):
     few = tmp_path / "few.txt"
     few.write_text("one sentence\nanother one\n")
     with pytest.raises(DataError, match="at least"):
-        fit_text([str(few)], tmp_path / "run", progress=False)
+        train([str(few)], tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError):
-        load_text_model(tmp_path / "nothing-here")
+        load(tmp_path / "nothing-here")
 
 
 def test_early_stopping_restores_the_best_weights_when_training_overfits(tmp_path, rt_polarity):
@@ -110,8 +109,8 @@ def test_early_stopping_restores_the_best_weights_when_training_overfits(tmp_pat
     pos, neg = rt_polarity
     data = tmp_path / "few.txt"
     data.write_text("\n".join(pos[:400] + neg[:400]) + "\n")
-    report = fit_text([str(data)], tmp_path / "run", steps=150, progress=False)
+    report = train([str(data)], tmp_path / "run", steps=150, progress=False)
     assert report["best_step"] < report["steps"] == 150  # 720 sentences in 384 dims: overfits within 150 steps
-    model = load_text_model(tmp_path / "run")
+    model = load(tmp_path / "run")
     validation = model.encode_sentences(split_held_out(read_sentences(data))[1])
     assert model.held_out_nll(validation) == pytest.approx(report["validation_nll"], abs=1e-5)

@@ -1,15 +1,15 @@
-"""Glow workflows: train, evaluate, sample, reconstruct, interpolate, manipulate, demo.
+"""The Glow run: train, load, evaluate, and what a trained model makes (sample,
+reconstruct, interpolate, manipulate).
 
 Each is a plain function (the CLI in :mod:`flowkit_image.cli` only parses flags):
 
-    >>> from flowkit_image import workflows
-    >>> workflows.train(preset="cpu", out="out/glow", steps=600)   # doctest: +SKIP
-    >>> workflows.evaluate("out/glow/checkpoint", data="demo")["bits_per_dim"]  # doctest: +SKIP
+    >>> from flowkit_image import run
+    >>> run.train(preset="cpu", out="out/glow", steps=600)   # doctest: +SKIP
+    >>> run.evaluate("out/glow", data="demo")["bits_per_dim"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,15 @@ from torch import Tensor
 import flowkit
 from flowkit.errors import DataError, FlowkitError
 from flowkit.precision import set_conditioner_precision
-from flowkit.train import IndexSchedule, Trainer, load_run, prepare_run_folder, start_run, train_config
+from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
 
 from .data import ImageSet, load_images, random_hflip
 from .glow import Glow, GlowConfig
 from .images import save_grid
 from .presets import preset as get_preset
+
+__all__ = ["bits_per_dim", "build_model", "evaluate", "interpolate", "load", "manipulate", "reconstruct", "sample",
+           "sample_temperatures", "train"]
 
 EVAL_SEED = 1234
 SAMPLE_TEMPERATURES = (0.0, 0.25, 0.5, 0.7, 0.85, 1.0)
@@ -150,7 +153,7 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path = 
     return trainer.fit()
 
 
-def load_model(checkpoint: str | Path, ema: bool = True, device: str = "cpu") -> Glow:
+def load(checkpoint: str | Path, ema: bool = True, device: str = "cpu") -> Glow:
     """Rebuild a Glow from a checkpoint folder (EMA weights by default); no code is executed."""
     model = load_run(checkpoint, "glow", lambda saved: Glow(GlowConfig.from_dict(saved["glow"])), "Glow", ema)
     return model.to(device).eval()
@@ -160,7 +163,7 @@ def evaluate(checkpoint: str | Path, data: str | None = "demo", ema: bool = True
              precision: str = "float32") -> dict:
     """Held-out bits/dim of a checkpoint (``data="demo"`` is the embedded test split);
     ``precision="bf16-conditioners"`` runs the coupling and prior networks in bfloat16."""
-    model = load_model(checkpoint, ema)
+    model = load(checkpoint, ema)
     precision = set_conditioner_precision(model, precision)
     images = load_images(None, "test") if data in (None, "demo") else load_images(data)
     _check_shape(model, images)
@@ -185,7 +188,7 @@ def _check_shape(model: Glow, images: ImageSet, name: str = "") -> None:
 def sample(checkpoint: str | Path | Glow, out: str | Path, temperature: float = 0.7, n: int = 64,
            seed: int = 0, label: int | None = None, precision: str | None = None) -> Path:
     """A grid PNG of ``n`` samples at ``temperature`` (``precision``: see :mod:`flowkit.precision`)."""
-    model = checkpoint if isinstance(checkpoint, Glow) else load_model(checkpoint)
+    model = checkpoint if isinstance(checkpoint, Glow) else load(checkpoint)
     if precision is not None:
         set_conditioner_precision(model, precision)
     context = _class_context(model, n, label)
@@ -217,7 +220,7 @@ def reconstruct(checkpoint: str | Path | Glow, data: str | None = "demo", n: int
                 out: str | Path | None = None) -> dict[str, float]:
     """Encode and decode ``n`` images (at their bins' centres); report the float32 error and the
     pixels that changed, and write originals over reconstructions."""
-    model = checkpoint if isinstance(checkpoint, Glow) else load_model(checkpoint)
+    model = checkpoint if isinstance(checkpoint, Glow) else load(checkpoint)
     images = load_images(None, "test") if data in (None, "demo") else load_images(data)
     _check_shape(model, images)
     pixels, context = _images_and_context(model, images, slice(0, n))
@@ -234,7 +237,7 @@ def reconstruct(checkpoint: str | Path | Glow, data: str | None = "demo", n: int
 def interpolate(checkpoint: str | Path | Glow, out: str | Path, data: str | None = "demo",
                 pairs: list[tuple[int, int]] | None = None, steps: int = 8) -> Path:
     """A strip PNG per pair of images (by index): ``decode(z_a + t (z_b - z_a))``."""
-    model = checkpoint if isinstance(checkpoint, Glow) else load_model(checkpoint)
+    model = checkpoint if isinstance(checkpoint, Glow) else load(checkpoint)
     images = load_images(None, "test") if data in (None, "demo") else load_images(data)
     _check_shape(model, images)
     pairs = pairs or [(0, 1), (2, 3), (4, 5), (6, 7)]
@@ -262,7 +265,7 @@ def manipulate(checkpoint: str | Path | Glow, out: str | Path, positive: str, ne
     images of the negative class in ``edit_data`` (default: the embedded test split) are decoded
     at ``z + alpha * direction``. Returns the strip path and the mean pixel change per alpha.
     """
-    model = checkpoint if isinstance(checkpoint, Glow) else load_model(checkpoint)
+    model = checkpoint if isinstance(checkpoint, Glow) else load(checkpoint)
     if model.config.n_classes:
         raise FlowkitError("manipulate works on unconditional models (the direction is class information)")
     source = load_images(None, "train") if data in (None, "demo") else load_images(data)
@@ -279,34 +282,3 @@ def manipulate(checkpoint: str | Path | Glow, out: str | Path, positive: str, ne
     original = model.postprocess(edit).float()
     change = {f"{a:+.2f}": float((strip[i].float() - original).abs().mean()) for i, a in enumerate(alphas)}
     return {"path": str(out), "positive": positive, "negative": negative, "mean_abs_pixel_change": change}
-
-
-def demo(out: str | Path = "out/demo", steps: int = 600, seed: int = 0, progress: bool = True,
-         overwrite: bool = False) -> dict[str, Any]:
-    """Train the ``cpu`` preset on the embedded CIFAR-10 sample and write every artefact to ``out``.
-
-    A folder that already holds a run is refused unless ``overwrite`` (then its
-    checkpoint is replaced: the demo always starts afresh).
-    """
-    out = Path(out)
-    ckpt = out / "checkpoint"
-    prepare_run_folder(out, resume=False, overwrite=overwrite)
-    torch.manual_seed(seed)
-    untrained, _ = build_model("cpu", (3, 32, 32))
-    test_set = load_images(None, "test")
-    with torch.no_grad():
-        untrained(untrained.preprocess(load_images(None, "train").images[:256], torch.Generator().manual_seed(0)))
-    initial = bits_per_dim(untrained, test_set)
-    metrics = train(preset="cpu", out=out, steps=steps, seed=seed, progress=progress)
-    model = load_model(ckpt)
-    result = evaluate(ckpt)
-    result.update({"initial_bits_per_dim": initial, "steps": int(metrics.get("step", steps)), "preset": "cpu",
-                   "train_images": 2000, "train_bits_per_dim": metrics.get("bits_per_dim")})
-    sample_temperatures(model, out / "samples.png")
-    sample(model, out / "samples_t0.7.png", temperature=0.7, n=64)
-    interpolate(model, out / "interpolation.png")
-    result["reconstruction"] = reconstruct(model, n=16, out=out / "reconstruction.png")
-    result["manipulation"] = manipulate(model, out / "manipulation.png", positive="ship", negative="horse")
-    (out / "bits_per_dim.json").write_text(json.dumps(result, indent=2))
-    return result
-
