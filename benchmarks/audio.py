@@ -45,9 +45,10 @@ from benchmarks._common import NO_BF16, RESULTS, interleaved_times, options, scr
 import flowkit as fk
 from flowkit_audio.data import fsdd_clips
 from flowkit_audio.features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
-from flowkit_audio.pitch import load_pitch_model, train_pitch
-from flowkit_audio.vocoder import load_vocoder, log_spectral_distance, train_vocoder
-from flowkit_audio.waveglow import WaveGlow, WaveGlowConfig, WaveNet, preset
+from flowkit_audio.pitch import run as pitch_run
+from flowkit_audio.vocoder import run as vocoder_run
+from flowkit_audio.vocoder.run import log_spectral_distance
+from flowkit_audio.vocoder.model import WaveGlow, WaveGlowConfig, WaveNet, preset
 
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 TRAIN_SPEAKERS = {"george", "jackson", "lucas", "nicolas"}
@@ -139,8 +140,8 @@ def _pesq(reference: np.ndarray, degraded: np.ndarray) -> float:
 
 
 def quality(run: Path, held_out, minutes: float, steps: int | None) -> tuple[list[dict], dict]:
-    metrics = train_vocoder(str(run.parent / "fsdd4"), run, "cpu", steps=steps, minutes=minutes, progress=False)
-    model = load_vocoder(run)
+    metrics = vocoder_run.train(str(run.parent / "fsdd4"), run, "cpu", steps=steps, minutes=minutes, progress=False)
+    model = vocoder_run.load(run)
     rows = []
     for name, synth in (("WaveGlow cpu (sigma 0.6)", lambda a: model.vocode(a[None], 0.6)[0]),
                         ("Griffin-Lim (60 iterations)", lambda a: griffin_lim(log_mel(a[None], model.config.mel),
@@ -176,11 +177,9 @@ def relative_rows(run: Path, held_out, requests, minutes: float, rows: list[dict
                   calibration_clips: int | None = None) -> dict:
     """``--preset speech-relative`` on the same training speakers: its achieved semitones
     and digit accuracy join each request's row; returns the run's report."""
-    from flowkit_audio.notes import load_notes_model, train_notes
-
-    report = train_notes(str(run.parent / "fsdd4"), run, minutes=minutes, preset="speech-relative", progress=False,
-                         calibration_clips=calibration_clips)
-    editor = load_notes_model(run)
+    report = pitch_run.train(str(run.parent / "fsdd4"), run, "speech-relative", minutes=minutes, progress=False,
+                             calibration_clips=calibration_clips)
+    editor = pitch_run.load(run)
     features = [editor.spectrum.analyse(c.audio)[0] for c in held_out]
     resynthesised = [editor.synthesise(editor.edit(f, 0.0), f).numpy() for f in features]
     f0_resynth = [f0_hz(a, 8000) for a in resynthesised]
@@ -202,8 +201,8 @@ def pitch_table(run: Path, train_clips, held_out, steps: int, requests,
     import librosa
 
     calibration = {"calibration_clips": 6} if quick else {}  # a smoke run: a coarse curve is enough
-    report = train_pitch(str(run.parent / "fsdd4"), run, steps=steps, progress=False, **calibration)
-    editor = load_pitch_model(run)
+    report = pitch_run.train(str(run.parent / "fsdd4"), run, "speech", steps=steps, progress=False, **calibration)
+    editor = pitch_run.load(run)
     digits = recogniser(train_clips)
     labels = np.array([c.digit for c in held_out])
     mel = MelConfig()

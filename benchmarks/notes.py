@@ -2,7 +2,7 @@
 against ``librosa.effects.pitch_shift``, and a timbre (instrument) direction.
 
 Data: the shared notes folder (359 notes of 20 instruments, 16 kHz, 2 s); every fifth
-note of each instrument is held out (:func:`flowkit_audio.notes.split_notes`).
+note of each instrument is held out (:func:`flowkit_audio.pitch.notes.split_notes`).
 
 1. Training: the notes flow for ``--minutes`` on 2 threads; held-out NLL.
 2. Pitch table: requested -4 .. +4 semitones on every held-out note; achieved change
@@ -45,9 +45,9 @@ from benchmarks._common import RESULTS, options, table, write
 import flowkit as fk
 from flowkit_audio.data import load_clips
 from flowkit_audio.features import MelConfig, griffin_lim, log_mel, semitones
-from flowkit_audio.melflow import MelFlow, MelFlowConfig
-from flowkit_audio.notes import (load_notes_model, measure_pitch, note_label, split_notes,
-                                 train_notes)
+from flowkit_audio.pitch.melflow import MelFlow, MelFlowConfig
+from flowkit_audio.pitch import run as pitch_run
+from flowkit_audio.pitch.notes import measure_pitch, note_label, split_notes
 from flowkit_audio.plots import save_note_spectrograms
 
 NOTES = Path(__file__).resolve().parents[2] / "shared" / "data" / "notes"
@@ -255,10 +255,10 @@ def main() -> None:
     train, held_out = split_notes(clips)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        report = train_notes(args.data if not args.quick else _subset(clips, Path(tmp) / "data"), Path(tmp) / "run",
-                             steps=30 if args.quick else None, minutes=args.minutes, progress=False,
-                             checkpoint_every=10**6)
-        editor = load_notes_model(Path(tmp) / "run")
+        report = pitch_run.train(args.data if not args.quick else _subset(clips, Path(tmp) / "data"),
+                                 Path(tmp) / "run", "notes", steps=30 if args.quick else None, minutes=args.minutes,
+                                 progress=False, checkpoint_every=10**6)
+        editor = pitch_run.load(Path(tmp) / "run")
     train_seconds = time.perf_counter() - start
     instruments = recogniser(train)
     evaluated = held_out[:6] if args.quick else held_out

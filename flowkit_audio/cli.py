@@ -20,7 +20,7 @@ from flowkit.cli import add_training_flags, finite_float, json_line, non_negativ
 from flowkit.errors import FlowkitError
 
 REQUIRED = {"torchaudio": "torchaudio", "soundfile": "soundfile", "parselmouth": "praat-parselmouth"}
-PITCH_PRESETS = ["speech", "speech-relative", "notes"]
+PITCH_PRESETS = ["speech", "speech-relative", "notes"]  # pitch.run.PRESETS, named here without importing it
 DEMO_PRESETS = ["speech", "notes"]
 
 
@@ -39,18 +39,18 @@ def _print(result: dict[str, Any], as_json: bool, summary: str) -> None:
 
 def _train_vocoder(args: argparse.Namespace) -> None:
     require_audio_extra()
-    from . import vocoder
+    from .vocoder import run as vocoder_run
 
-    metrics = vocoder.train_vocoder(args.data, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
-                                    checkpoint_every=args.checkpoint_every)
+    metrics = vocoder_run.train(args.data, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
+                                checkpoint_every=args.checkpoint_every)
     print(json_line({k: metrics[k] for k in ("step", "nll", "eval_nll") if k in metrics}))
 
 
 def _vocode(args: argparse.Namespace) -> None:
     require_audio_extra()
-    from . import vocoder
+    from .vocoder import run as vocoder_run
 
-    result = vocoder.vocode_files(args.checkpoint, args.input, args.out, args.sigma, args.denoise)
+    result = vocoder_run.vocode_files(args.checkpoint, args.input, args.out, args.sigma, args.denoise)
     mean = result["mean"]
     _print(result, args.json, f"wrote {len(result['files'])} file(s) to {result['out']}: log-spectral distance "
                               f"{mean['log_spectral_distance_db']:.2f} dB, real-time factor {mean['real_time_factor']:.3f}")
@@ -58,32 +58,19 @@ def _vocode(args: argparse.Namespace) -> None:
 
 def _train_pitch(args: argparse.Namespace) -> None:
     require_audio_extra()
-    if args.preset in ("notes", "speech-relative"):
-        from . import notes
+    from .pitch import run as pitch_run
 
-        report = notes.train_notes(args.data, args.out, args.steps, args.minutes, args.seed, args.resume,
-                                   args.checkpoint_every, preset=args.preset)
-    else:
-        from . import pitch
-
-        report = pitch.train_pitch(args.data, args.out, args.steps, args.minutes, args.seed, args.resume,
-                                   args.checkpoint_every)
+    report = pitch_run.train(args.data, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
+                             args.checkpoint_every)
     print(json_line({k: report[k] for k in ("steps", "held_out_nll", "train_nll")}))
 
 
 def _edit_pitch(args: argparse.Namespace) -> None:
     require_audio_extra()
-    from flowkit.train import run_kind
+    from .pitch import run as pitch_run
 
     vocoder = None if args.vocoder in (None, "griffinlim") else args.vocoder
-    if run_kind(args.checkpoint) == "notes":
-        from . import notes
-
-        result = notes.edit_note_files(args.checkpoint, args.input, args.out, args.semitones, args.alpha, vocoder)
-    else:
-        from . import pitch
-
-        result = pitch.edit_files(args.checkpoint, args.input, args.out, args.semitones, args.alpha, vocoder)
+    result = pitch_run.edit_files(args.checkpoint, args.input, args.out, args.semitones, args.alpha, vocoder)
     median = result["median_semitones_vs_resynthesis"]
     _print(result, args.json, f"wrote {len(result['files'])} file(s) to {result['out']} (alpha {result['alpha']:+.3f}); "
                               f"median F0 change {'n/a' if median is None else f'{median:+.2f} semitones'}")
@@ -94,9 +81,7 @@ def _demo(args: argparse.Namespace) -> None:
     from . import demo
 
     if args.preset == "notes":
-        from . import notes_demo
-
-        result = notes_demo.run(args.out or "out/notes-demo", args.pitch_minutes, overwrite=args.overwrite)
+        result = demo.run_notes(args.out or "out/notes-demo", args.pitch_minutes, overwrite=args.overwrite)
     else:
         result = demo.run(args.out or "out/audio-demo", args.vocoder_minutes, args.pitch_minutes,
                           overwrite=args.overwrite)
@@ -110,7 +95,7 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Entry point of the ``flowkit.plugins`` group: adds ``flowkit audio``."""
-    from .waveglow import PRESETS  # torch only: torchaudio, soundfile and Praat load when a command runs
+    from .vocoder.model import PRESETS  # torch only: torchaudio, soundfile and Praat load when a command runs
 
     audio = subparsers.add_parser("audio", help="WaveGlow vocoder and pitch editing",
                                   description="WaveGlow vocoder and pitch editing through a flow latent.")

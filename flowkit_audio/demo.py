@@ -1,11 +1,17 @@
-"""``flowkit audio demo``: both audio models on the embedded FSDD sample, in a few CPU minutes.
+"""``flowkit audio demo [--preset speech|notes]``: the audio models on embedded samples,
+in a few CPU minutes, with every artefact written to one folder.
 
-Trains the ``cpu`` WaveGlow, the log-mel pitch flow and the ``speech-relative`` pitch
+:func:`run` (speech) trains the ``cpu`` WaveGlow, the log-mel pitch flow and the ``speech-relative`` pitch
 flow on four speakers, then, on the fifth (held out): copy synthesis through the vocoder
 beside Griffin-Lim from the same mel, and pitch edits of -2 and +2 semitones by both
 pitch flows (the log-mel one's clipped to the range it calibrated: a model trained for
 seconds may not reach both). Writes WAVs, spectrogram PNGs and ``summary.json`` to the
 output folder.
+
+:func:`run_notes` trains the notes flow for the minutes given on 48 notes of five
+instruments, then on the 12 held-out notes: edits of -4, -2, +2 and +4 semitones (WAVs,
+spectrogram PNGs and Praat's F0 in and out), a ladder picture of one note from -4 to +4,
+and a cello note played as a violin through the timbre direction. Writes ``summary.json``.
 """
 
 from __future__ import annotations
@@ -16,13 +22,20 @@ from typing import Any
 
 from flowkit.train import prepare_run_folder
 
+import numpy as np
+
 from .data import demo_clips, write_wav
 from .features import griffin_lim, log_mel
-from .notes import edit_note_files, train_notes
-from .pitch import edit_files, load_pitch_model, train_pitch
-from .vocoder import load_vocoder, log_spectral_distance, train_vocoder, vocode_files
+from .pitch import run as pitch_run
+from .pitch.notes import demo_notes, note_label
+from .plots import save_note_spectrograms
+from .vocoder import run as vocoder_run
+from .vocoder.run import log_spectral_distance
+
+__all__ = ["run", "run_notes"]
 
 EXAMPLES = 4
+NOTE_REQUESTS = (-4, -2, 2, 4)
 
 
 def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_minutes: float = 1.0,
@@ -37,13 +50,14 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
     clips = demo_clips("test")[::10][:EXAMPLES]  # one take of different digits by the held-out speaker
     for clip in clips:
         write_wav(examples / f"{clip.name}.wav", clip.audio, clip.sample_rate)
-    vocoder_metrics = train_vocoder("demo", out / "vocoder", "cpu", steps=steps, minutes=vocoder_minutes,
-                                    progress=progress)
-    pitch_report = train_pitch("demo", out / "pitch", steps=steps, minutes=pitch_minutes, progress=progress)
-    relative_report = train_notes("demo", out / "speech_relative", steps=steps, minutes=pitch_minutes,
-                                  progress=progress, preset="speech-relative")
-    vocoded = vocode_files(out / "vocoder", examples, out / "vocoded")
-    vocoder = load_vocoder(out / "vocoder")
+    vocoder_metrics = vocoder_run.train("demo", out / "vocoder", "cpu", steps=steps, minutes=vocoder_minutes,
+                                        progress=progress)
+    pitch_report = pitch_run.train("demo", out / "pitch", "speech", steps=steps, minutes=pitch_minutes,
+                                   progress=progress)
+    relative_report = pitch_run.train("demo", out / "speech_relative", "speech-relative", steps=steps,
+                                      minutes=pitch_minutes, progress=progress)
+    vocoded = vocoder_run.vocode_files(out / "vocoder", examples, out / "vocoded")
+    vocoder = vocoder_run.load(out / "vocoder")
     gl_folder = out / "griffin_lim"
     gl_folder.mkdir(exist_ok=True)
     gl_distance = []
@@ -52,12 +66,12 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
         write_wav(gl_folder / f"{clip.name}.wav", gl, clip.sample_rate)
         gl_distance.append(log_spectral_distance(clip.audio, gl))
     # A model trained for seconds may not have calibrated the full +-2 semitones: ask for what it reaches.
-    low, high = load_pitch_model(out / "pitch").calibrated_range
-    edits = {f"{s:+d}": edit_files(out / "pitch", examples, out / f"pitch_{s:+d}",
-                                   semitones_wanted=min(max(float(s), low), high))
+    low, high = pitch_run.load(out / "pitch").calibrated_range
+    edits = {f"{s:+d}": pitch_run.edit_files(out / "pitch", examples, out / f"pitch_{s:+d}",
+                                             semitones_wanted=min(max(float(s), low), high))
              for s in (-2, 2)}
-    relative_edits = {f"{s:+d}": edit_note_files(out / "speech_relative", examples, out / f"speech_relative_{s:+d}",
-                                                 semitones_wanted=float(s))
+    relative_edits = {f"{s:+d}": pitch_run.edit_files(out / "speech_relative", examples,
+                                                      out / f"speech_relative_{s:+d}", semitones_wanted=float(s))
                       for s in (-2, 2)}
     summary = {
         "vocoder": {"steps": vocoder_metrics.get("step"), "held_out_nll_nats_per_sample": vocoder_metrics.get("eval_nll"),
@@ -77,3 +91,54 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
               "speech_relative_training": relative_report, "speech_relative_edits": relative_edits}
     (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False))
     return result
+
+
+def run_notes(out: str | Path = "out/notes-demo", minutes: float = 1.0, overwrite: bool = False, progress: bool = True,
+        steps: int | None = None) -> dict[str, Any]:
+    """Train, edit, write every artefact; returns the summary written to ``out/summary.json``."""
+    out = Path(out)
+    prepare_run_folder(out / "notes", resume=False, overwrite=overwrite)
+    examples = out / "held_out"
+    examples.mkdir(parents=True, exist_ok=True)
+    held_out = demo_notes("test")
+    for clip in held_out:
+        write_wav(examples / f"{clip.name}.wav", clip.audio, clip.sample_rate)
+    report = pitch_run.train("demo", out / "notes", "notes", steps=steps, minutes=minutes, progress=progress)
+    editor = pitch_run.load(out / "notes")
+    low, high = editor.calibrated_range
+    edits = {f"{s:+d}": pitch_run.edit_files(out / "notes", examples, out / f"pitch_{s:+d}",
+                                             semitones_wanted=min(max(float(s), low), high))
+             for s in NOTE_REQUESTS}
+    ladder_note = next(c for c in held_out if note_label(c.name)[0] == "violin")
+    features, _ = editor.spectrum.analyse(ladder_note.audio)
+    steps_st = [-4, -2, 0, 2, 4]
+    ladder = editor.edit(features, [editor.alpha_for(s) for s in steps_st])
+    save_note_spectrograms(out / "ladder.png", [editor.synthesise(f) for f in ladder],
+                           [f"{ladder_note.name} {s:+d}" for s in steps_st], editor.spectrum.sample_rate)
+    cello = next(c for c in held_out if note_label(c.name)[0] == "cello")
+    features, _ = editor.spectrum.analyse(cello.audio)
+    as_violin = editor.synthesise(editor.edit(features, 1.0, editor.timbre_direction("cello", "violin")))
+    (out / "timbre").mkdir(exist_ok=True)
+    write_wav(out / "timbre" / f"{cello.name}_as_violin.wav", as_violin, editor.spectrum.sample_rate)
+    save_note_spectrograms(out / "timbre" / f"{cello.name}_as_violin.png", [cello.audio, as_violin],
+                           [cello.name, "cello -> violin"], editor.spectrum.sample_rate)
+    summary = {
+        "steps": report["steps"], "held_out_nll_nats_per_dim": report["held_out_nll"],
+        "semitones_per_unit": report["calibration"]["semitones_per_unit"],
+        "calibrated_range_semitones": [round(low, 2), round(high, 2)],
+        **{f"requested {k} semitones: median change (Praat)": v["median_semitones_vs_resynthesis"]
+           for k, v in edits.items()},
+        "held_out_notes": len(held_out),
+    }
+    result = {"summary": summary, "training": report, "edits": edits,
+              "timbre": {"note": cello.name, "direction": "cello -> violin", "alpha": 1.0},
+              "ladder": {"note": ladder_note.name, "semitones": steps_st},
+              "median_abs_error_semitones": _median_error(edits)}
+    (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    return result
+
+
+def _median_error(edits: dict[str, dict[str, Any]]) -> float | None:
+    errors = [abs(row["semitones_vs_resynthesis"] - float(key)) for key, result in edits.items()
+              for row in result["files"] if row["semitones_vs_resynthesis"] is not None]
+    return round(float(np.median(errors)), 3) if errors else None

@@ -13,10 +13,12 @@ import flowkit as fk
 from flowkit.errors import CheckpointError, DataError, FlowkitError
 from flowkit.testing import check_bijector
 from flowkit_audio.data import load_clips, write_wav
-from flowkit_audio.noteflow import NoteFlow, NoteFlowConfig, PitchConditioned
-from flowkit_audio.notes import (demo_notes, edit_note_files, held_out_nll, load_notes_model, measure_pitch,
-                                 note_label, split_notes, train_notes)
-from flowkit_audio.notespec import NoteSpectrum, griffin_lim_notes, render_magnitude
+from flowkit_audio.pitch.noteflow import NoteFlow, NoteFlowConfig, PitchConditioned
+from flowkit_audio.pitch import mel, notes
+from flowkit_audio.pitch import run as pitch_run
+from flowkit_audio.pitch.notes import demo_notes, measure_pitch, note_label, split_notes
+from flowkit_audio.pitch.training import held_out_nll
+from flowkit_audio.pitch.notespec import NoteSpectrum, griffin_lim_notes, render_magnitude
 from flowkit_audio.features import semitones
 
 from tests.conftest import require_data
@@ -45,7 +47,7 @@ def notes_subset(tmp_path_factory, notes_folder):
 @pytest.fixture(scope="module")
 def notes_run(tmp_path_factory, notes_subset):
     out = tmp_path_factory.mktemp("notes-run") / "run"
-    report = train_notes(str(notes_subset), out, steps=150, progress=False)
+    report = pitch_run.train(str(notes_subset), out, "notes", steps=150, progress=False)
     return out, report
 
 
@@ -129,7 +131,7 @@ def test_the_pitch_channel_passes_through_and_conditions_the_spectrum():
 
 def test_training_lowers_held_out_nll_and_inverts_real_notes_exactly(notes_run, held_out):
     out, report = notes_run
-    editor = load_notes_model(out)
+    editor = pitch_run.load(out)
     spec = editor.spectrum
     features = [spec.analyse(c.audio)[0] for c in held_out]
     untrained = NoteFlow(editor.flow.config)
@@ -147,7 +149,7 @@ def test_training_lowers_held_out_nll_and_inverts_real_notes_exactly(notes_run, 
 
 
 def test_the_pitch_direction_is_calibrated_and_near_linear(notes_run):
-    editor = load_notes_model(notes_run[0])
+    editor = pitch_run.load(notes_run[0])
     curve = notes_run[1]["calibration"]
     assert 0.8 < curve["semitones_per_unit"] < 1.2  # the latent's pitch coordinate is the pitch
     low, high = editor.calibrated_range
@@ -159,7 +161,7 @@ def test_the_pitch_direction_is_calibrated_and_near_linear(notes_run):
 
 @pytest.mark.parametrize("request_st", [2.0, -2.0])
 def test_semitone_edits_move_the_measured_pitch_of_held_out_notes(notes_run, held_out, tmp_path, request_st):
-    result = edit_note_files(notes_run[0], _folder(tmp_path / "in", held_out),
+    result = pitch_run.edit_files(notes_run[0], _folder(tmp_path / "in", held_out),
                              tmp_path / "out", semitones_wanted=request_st)
     changes = [r["semitones_vs_resynthesis"] for r in result["files"] if r["semitones_vs_resynthesis"] is not None]
     assert len(changes) >= len(held_out) - 1
@@ -199,7 +201,7 @@ def _recogniser(clips):
 
 
 def test_the_instrument_survives_a_transposition(notes_run, notes_subset, held_out):
-    editor = load_notes_model(notes_run[0])
+    editor = pitch_run.load(notes_run[0])
     train = split_notes(load_clips(notes_subset, 16000))[0]
     predict = _recogniser(train)
     resynthesised, moved = [], []
@@ -213,7 +215,7 @@ def test_the_instrument_survives_a_transposition(notes_run, notes_subset, held_o
 
 
 def test_the_timbre_direction_moves_cello_notes_towards_violin_at_the_same_pitch(notes_run, held_out, notes_subset):
-    editor = load_notes_model(notes_run[0])
+    editor = pitch_run.load(notes_run[0])
     direction = editor.timbre_direction("cello", "violin")
     assert torch.allclose(direction, -editor.timbre_direction("violin", "cello"))
     with pytest.raises(FlowkitError, match="unknown instrument 'oboe'"):
@@ -238,30 +240,28 @@ def test_the_timbre_direction_moves_cello_notes_towards_violin_at_the_same_pitch
 
 def test_checkpoint_mismatches_get_one_clear_line(notes_run, tmp_path):
     out = notes_run[0]
-    from flowkit_audio.pitch import load_pitch_model
-
     with pytest.raises(CheckpointError, match="not a pitch-flow checkpoint"):
-        load_pitch_model(out)
-    from flowkit_audio.waveglow import WaveGlow, preset
+        mel.load(out)
+    from flowkit_audio.vocoder.model import WaveGlow, preset
     from flowkit.train import save_checkpoint
 
     cpu = preset("cpu")
     save_checkpoint(tmp_path / "vocoder" / "checkpoint", WaveGlow(cpu),
                     {"model": {"kind": "waveglow", "preset": "cpu", "waveglow": cpu.to_dict()}, "step": 0})
     with pytest.raises(CheckpointError, match="another STFT"):
-        load_notes_model(out, tmp_path / "vocoder")
+        pitch_run.load(out, tmp_path / "vocoder")
     with pytest.raises(CheckpointError, match="not a notes checkpoint"):
-        load_notes_model(tmp_path / "vocoder")
+        notes.load(tmp_path / "vocoder")
 
 
 def test_a_vocoder_with_the_notes_stft_synthesises_edits(notes_run, held_out, tmp_path):
-    from flowkit_audio.waveglow import WaveGlow, preset
+    from flowkit_audio.vocoder.model import WaveGlow, preset
     from flowkit.train import save_checkpoint
 
     config = preset("notes")
     save_checkpoint(tmp_path / "vocoder" / "checkpoint", WaveGlow(config),
                     {"model": {"kind": "waveglow", "preset": "notes", "waveglow": config.to_dict()}, "step": 0})
-    result = edit_note_files(notes_run[0], _folder(tmp_path / "in", held_out[:1]), tmp_path / "out",
+    result = pitch_run.edit_files(notes_run[0], _folder(tmp_path / "in", held_out[:1]), tmp_path / "out",
                              semitones_wanted=1.0, vocoder=tmp_path / "vocoder")
     assert result["synthesis"] == "vocoder" and len(result["files"]) == 1
     assert (tmp_path / "out" / f"{held_out[0].name}.wav").exists()
@@ -297,9 +297,9 @@ def test_the_commands_take_the_notes_preset_end_to_end(notes_subset, held_out, t
 
 
 def test_notes_demo_writes_every_artefact(tmp_path):
-    from flowkit_audio import notes_demo
+    from flowkit_audio import demo
 
-    result = notes_demo.run(tmp_path / "demo", minutes=1.0, steps=40, progress=False)
+    result = demo.run_notes(tmp_path / "demo", minutes=1.0, steps=40, progress=False)
     out = tmp_path / "demo"
     for name in ("summary.json", "ladder.png", "notes/notes.json", "notes/checkpoint/config.json"):
         assert (out / name).exists(), name
@@ -309,16 +309,14 @@ def test_notes_demo_writes_every_artefact(tmp_path):
     assert len(list((out / "timbre").glob("*_as_violin.wav"))) == 1
     assert result["summary"]["steps"] == 40 and math.isfinite(result["summary"]["held_out_nll_nats_per_dim"])
     with pytest.raises(FlowkitError, match="already holds a checkpoint"):
-        notes_demo.run(out, minutes=1.0, steps=2, progress=False)
+        demo.run_notes(out, minutes=1.0, steps=2, progress=False)
 
 
 @pytest.fixture(scope="module")
 def speech_relative_run(tmp_path_factory, fsdd_subset):
     """``--preset speech-relative`` on FSDD (speaker theo held out by the folder split), a short run."""
-    from flowkit_audio.notes import train_notes
-
     out = tmp_path_factory.mktemp("speech-relative") / "run"
-    report = train_notes(str(fsdd_subset), out, steps=60, preset="speech-relative", progress=False)
+    report = pitch_run.train(str(fsdd_subset), out, steps=60, preset="speech-relative", progress=False)
     return out, report
 
 
@@ -338,13 +336,13 @@ def test_speech_relative_edits_move_held_out_f0_by_the_requested_semitones(speec
     source.mkdir()
     for clip in fsdd_held_out[::2]:  # ten clips of theo, one per digit, never trained on
         write_wav(source / f"{clip.name}.wav", clip.audio, clip.sample_rate)
-    result = edit_note_files(run, source, tmp_path / "out", semitones_wanted=request_st)
+    result = pitch_run.edit_files(run, source, tmp_path / "out", semitones_wanted=request_st)
     assert result["preset"] == "speech-relative" and len(result["files"]) == 10
     assert abs(result["median_semitones_vs_resynthesis"] - request_st) < 0.5, result["median_semitones_vs_resynthesis"]
 
 
 def test_spectral_envelope_keeps_the_smooth_part_and_drops_the_harmonic_ripple():
-    from flowkit_audio.notespec import spectral_envelope
+    from flowkit_audio.pitch.notespec import spectral_envelope
 
     bins = torch.arange(257, dtype=torch.float64)
     smooth = -0.01 * bins + torch.cos(bins / 40.0)  # formant-like: slow in frequency
@@ -356,9 +354,9 @@ def test_spectral_envelope_keeps_the_smooth_part_and_drops_the_harmonic_ripple()
 
 
 def test_speech_edits_keep_the_formants_of_the_unedited_clip(speech_relative_run, fsdd_held_out):
-    from flowkit_audio.notespec import render_magnitude, spectral_envelope
+    from flowkit_audio.pitch.notespec import render_magnitude, spectral_envelope
 
-    editor = load_notes_model(speech_relative_run[0])
+    editor = pitch_run.load(speech_relative_run[0])
     assert editor.spectrum.formant_lifter == 30
     features, _ = editor.spectrum.analyse(fsdd_held_out[0].audio)
     edited = editor.edit(features, editor.alpha_for(3.0))
@@ -374,7 +372,7 @@ def test_speech_edits_keep_the_formants_of_the_unedited_clip(speech_relative_run
 
 
 def test_speech_directions_are_fitted_within_speakers(fsdd_held_out, fsdd_train):
-    from flowkit_audio.notes import _labels
+    from flowkit_audio.pitch.notes import _labels
 
     clips = fsdd_train[:3] + fsdd_held_out[:2]
     infos = [{"pitch": 45.0 + i} for i in range(5)]

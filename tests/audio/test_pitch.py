@@ -9,14 +9,15 @@ import torch
 from flowkit.errors import FlowkitError
 from flowkit.testing import check_bijector
 from flowkit_audio.features import MelConfig, log_mel
-from flowkit_audio.melflow import MelFlow, MelFlowConfig
-from flowkit_audio.pitch import edit_files, held_out_nll, load_pitch_model, train_pitch
+from flowkit_audio.pitch.melflow import MelFlow, MelFlowConfig
+from flowkit_audio.pitch.run import edit_files, load, train
+from flowkit_audio.pitch.training import held_out_nll
 
 
 @pytest.fixture(scope="module")
 def pitch_run(tmp_path_factory, fsdd_subset):
     out = tmp_path_factory.mktemp("pitch") / "run"
-    report = train_pitch(str(fsdd_subset), out, steps=120, progress=False)
+    report = train(str(fsdd_subset), out, steps=120, progress=False)
     return out, report
 
 
@@ -55,7 +56,7 @@ def test_mel_flow_conforms_and_inverts_real_log_mels_exactly(fsdd_held_out):
 
 def test_training_lowers_held_out_nll_and_stores_the_calibration(pitch_run, fsdd_held_out):
     out, report = pitch_run
-    editor = load_pitch_model(out)
+    editor = load(out)
     untrained = MelFlow(MelFlowConfig())
     untrained.load_state_dict({k: v for k, v in editor.flow.state_dict().items() if k in ("mean", "std")},
                               strict=False)

@@ -1,4 +1,4 @@
-"""Fast synthesis (flowkit_audio.synthesis): the folded WaveNets compute the same function
+"""Fast synthesis (flowkit_audio.vocoder.fast): the folded WaveNets compute the same function
 as the trained ones, on real FSDD speech, for every architecture variant and length."""
 
 import copy
@@ -9,8 +9,8 @@ import torch
 import flowkit.precision
 from flowkit.errors import FlowkitError, ShapeError
 from flowkit_audio.features import MelConfig, log_mel
-from flowkit_audio.synthesis import StackedFrames, SynthesisWaveNet
-from flowkit_audio.waveglow import WaveGlow, WaveGlowConfig
+from flowkit_audio.vocoder.fast import StackedFrames, SynthesisWaveNet
+from flowkit_audio.vocoder.model import WaveGlow, WaveGlowConfig
 
 from tests.audio.test_waveglow import TINY, crops
 

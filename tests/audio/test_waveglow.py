@@ -9,8 +9,8 @@ import torch
 import flowkit as fk
 from flowkit.testing import check_bijector
 from flowkit_audio.features import MelConfig, log_mel
-from flowkit_audio.vocoder import evaluate_nll, load_vocoder, train_vocoder
-from flowkit_audio.waveglow import WaveGlow, WaveGlowConfig, WaveNet, preset
+from flowkit_audio.vocoder.run import evaluate, load, train
+from flowkit_audio.vocoder.model import WaveGlow, WaveGlowConfig, WaveNet, preset
 
 def crops(clips, length: int) -> torch.Tensor:
     """(B, 1, length): the first ``length`` samples of each clip, zero-padded."""
@@ -87,8 +87,8 @@ def test_exact_inversion_and_synthesis_on_real_speech(fsdd_held_out):
 
 def test_a_short_run_lowers_held_out_nll(tmp_path, fsdd_subset, fsdd_held_out):
     torch.manual_seed(0)
-    before = evaluate_nll(WaveGlow(preset("cpu")), fsdd_held_out)
-    metrics = train_vocoder(str(fsdd_subset), tmp_path / "run", "cpu", steps=40, progress=False)
-    after = evaluate_nll(load_vocoder(tmp_path / "run"), fsdd_held_out)
+    before = evaluate(WaveGlow(preset("cpu")), fsdd_held_out)
+    metrics = train(str(fsdd_subset), tmp_path / "run", "cpu", steps=40, progress=False)
+    after = evaluate(load(tmp_path / "run"), fsdd_held_out)
     assert metrics["eval_nll"] == pytest.approx(after, abs=0.2)  # the engine's held-out set is theo's too
     assert after < before - 1.0, (before, after)

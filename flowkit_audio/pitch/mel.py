@@ -1,6 +1,7 @@
-r"""Pitch editing through a flow latent, calibrated in semitones.
+r"""The ``speech`` preset: pitch editing of speech through a log-mel flow's latent,
+calibrated in semitones.
 
-1. A :class:`~flowkit_audio.melflow.MelFlow` is trained by maximum likelihood on log-mel
+1. A :class:`~flowkit_audio.pitch.melflow.MelFlow` is trained by maximum likelihood on log-mel
    frames of speech (no pitch labels).
 2. F0 of every training clip is measured with Praat (parselmouth); the direction is the
    mean time-averaged latent of the high-F0 clips (top 30 %) minus that of the low-F0 clips
@@ -33,30 +34,31 @@ from torch import Tensor
 
 import flowkit as fk
 from flowkit.errors import CheckpointError, DataError
-from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
+from flowkit.train import load_run, start_run, train_config
 
-from .calibration import CalibratedEditor, check_edit_request, hz_or_none, interval_or_none
-from .data import Clip, check_output_folder, load_clips, split_clips, write_wav
-from .features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
+from ..data import Clip, split_clips, write_wav
+from ..features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
+from ..plots import save_spectrograms
+from .editor import CalibratedEditor, add_calibration_buffers, hz_or_none, interval_or_none
 from .melflow import MelFlow, MelFlowConfig
-from .plots import save_spectrograms
-from .training import held_out_nll, nll_per_dim, random_crops
+from .training import fit_frame_flow
 
-__all__ = ["PitchEditor", "edit_files", "load_pitch_model", "train_pitch"]
+__all__ = ["MelEditor", "fit_direction", "load", "train"]
 
 TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "batch_size": 16, "warmup_steps": 20, "ema_decay": None,
                   "grad_clip": 5.0, "steps": 400, "log_every": 10, "checkpoint_every": 100}
-CROP_FRAMES = 32
 CALIBRATION_ALPHAS = (-16.0, -12.0, -8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 CALIBRATION_CLIPS = 32
 
 
-class PitchEditor(CalibratedEditor):
+class MelEditor(CalibratedEditor):
     """A trained :class:`MelFlow` with its pitch direction and calibration curve.
 
     ``edit(logmel, alpha)`` moves the latent; ``alpha_for(semitones)`` inverts the curve;
     ``synthesise(logmel)`` turns log-mel frames into audio (the vocoder, or Griffin-Lim).
     """
+
+    preset = "speech"
 
     def __init__(self, flow: MelFlow, mel: MelConfig, vocoder: Any | None = None):
         self.flow = flow.eval()
@@ -64,17 +66,8 @@ class PitchEditor(CalibratedEditor):
         self.vocoder = vocoder
 
     @property
-    def direction(self) -> Tensor:
-        return self.flow.get_buffer("pitch_direction")
-
-    @torch.no_grad()
-    def edit(self, logmel: Tensor, alphas: float | list[float]) -> Tensor:
-        """Edit ``(n_mels, T)`` log-mel frames: ``(T)``-shaped result per alpha (``(A, n_mels, T)`` for a list)."""
-        x, length = self.flow.pad(self.flow.standardise(logmel)[None])
-        edited = fk.apply_direction(self.flow, x, self.direction, alphas)
-        if isinstance(alphas, (int, float)):
-            return self.flow.unstandardise(edited[0, :, :length])
-        return self.flow.unstandardise(edited[:, 0, :, :length])
+    def sample_rate(self) -> int:
+        return self.mel.sample_rate
 
     @torch.no_grad()
     def synthesise(self, logmel: Tensor) -> Tensor:
@@ -82,6 +75,21 @@ class PitchEditor(CalibratedEditor):
         if self.vocoder is not None:
             return self.vocoder.infer(logmel[None, :, :-1], sigma=0.6)[0]
         return griffin_lim(logmel[None], self.mel)[0]
+
+    @torch.no_grad()
+    def edit_clip(self, clip: Clip, strength: float, out: Path) -> dict[str, Any]:
+        rate = self.sample_rate
+        frames = log_mel(clip.audio[None], self.mel)[0]
+        unedited, edited = self.edit(frames, [0.0, strength])
+        resynthesised, audio = self.synthesise(unedited), self.synthesise(edited)
+        write_wav(out / f"{clip.name}.wav", audio, rate)
+        f0_in, f0_resynth, f0_out = (f0_hz(a.numpy(), rate) for a in (clip.audio, resynthesised, audio))
+        save_spectrograms(out / f"{clip.name}.png", [frames, edited], ["input", f"edited (alpha {strength:+.2f})"],
+                          self.mel)
+        return {"file": clip.name, "alpha": round(strength, 4), "f0_in_hz": hz_or_none(f0_in),
+                "f0_resynthesised_hz": hz_or_none(f0_resynth), "f0_out_hz": hz_or_none(f0_out),
+                "semitones_vs_input": interval_or_none(f0_in, f0_out),
+                "semitones_vs_resynthesis": interval_or_none(f0_resynth, f0_out), "notes": clip.notes}
 
 
 def _f0s(clips: list[Clip], rate: int) -> np.ndarray:
@@ -101,7 +109,7 @@ def fit_direction(flow: MelFlow, logmels: list[Tensor], f0: np.ndarray) -> Tenso
 
 
 @torch.no_grad()
-def calibrate(editor: PitchEditor, clips: list[Clip], logmels: list[Tensor],
+def calibrate(editor: MelEditor, clips: list[Clip], logmels: list[Tensor],
               alphas: tuple[float, ...] = CALIBRATION_ALPHAS) -> dict[str, list[float]]:
     """Median semitone change of F0 at each ``alpha`` (against the ``alpha = 0`` resynthesis),
     made monotone; stored in the flow's buffers."""
@@ -126,13 +134,11 @@ def calibrate(editor: PitchEditor, clips: list[Clip], logmels: list[Tensor],
 
 
 def _with_pitch_buffers(flow: MelFlow) -> MelFlow:
-    flow.register_buffer("pitch_direction", torch.zeros(flow.config.n_mels, 1))
-    flow.register_buffer("calibration_alphas", torch.tensor(CALIBRATION_ALPHAS, dtype=torch.float64))
-    flow.register_buffer("calibration_semitones", torch.zeros(len(CALIBRATION_ALPHAS), dtype=torch.float64))
+    add_calibration_buffers(flow, CALIBRATION_ALPHAS)
     return flow
 
 
-def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps: int | None = None,
+def train(data: str | None = "demo", out: str | Path = "out/pitch", steps: int | None = None,
                 minutes: float | None = None, seed: int = 0, resume: bool = False,
                 checkpoint_every: int | None = None, mel: MelConfig | None = None,
                 config: MelFlowConfig | None = None, progress: bool = True,
@@ -154,16 +160,13 @@ def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps:
     torch.manual_seed(seed)
     flow = _with_pitch_buffers(MelFlow(config))
     flow.fit_standardisation(logmels)
-    schedule = IndexSchedule(len(logmels), min(loop.batch_size, len(logmels)), seed)
-    trainer = Trainer(flow, nll_per_dim, random_crops(flow, logmels, schedule, CROP_FRAMES), loop, out,
-                      model_config={"kind": "pitch", "mel": mel.to_dict(), "flow": config.to_dict()},
-                      evaluate=lambda m: {"nll": held_out_nll(m, held_out_mels)}, resume=resume, progress=progress)
-    metrics = trainer.fit()
+    trainer, metrics = fit_frame_flow(flow, logmels, held_out_mels, loop, out, seed, resume, progress,
+                                      {"kind": "pitch", "mel": mel.to_dict(), "flow": config.to_dict()})
     f0 = _f0s(train_clips, mel.sample_rate)
     flow.get_buffer("pitch_direction").copy_(fit_direction(flow, logmels, f0))
     chosen = [i for i in np.argsort(np.nan_to_num(f0, nan=np.inf))[::max(1, len(f0) // calibration_clips)]
               if not math.isnan(f0[i])][:calibration_clips]  # spread over the F0 range
-    curve = calibrate(PitchEditor(flow, mel), [train_clips[i] for i in chosen], [logmels[i] for i in chosen])
+    curve = calibrate(MelEditor(flow, mel), [train_clips[i] for i in chosen], [logmels[i] for i in chosen])
     trainer.save()  # the checkpoint now carries the direction and the calibration
     report = {"held_out_nll": metrics.get("eval_nll"), "train_nll": metrics.get("nll"), "steps": trainer.step,
               "train_clips": len(train_clips), "held_out_clips": len(held_out), "calibration": curve,
@@ -172,56 +175,17 @@ def train_pitch(data: str | None = "demo", out: str | Path = "out/pitch", steps:
     return report
 
 
-def load_pitch_model(checkpoint: str | Path, vocoder: str | Path | None = None) -> PitchEditor:
-    """A :class:`PitchEditor` from a pitch run (folder or ``checkpoint/``); ``vocoder``: a
+def load(checkpoint: str | Path, vocoder: str | Path | None = None) -> MelEditor:
+    """A :class:`MelEditor` from a pitch run (folder or ``checkpoint/``); ``vocoder``: a
     vocoder run, or ``None`` / ``"griffinlim"`` for Griffin-Lim."""
     flow, mel = load_run(checkpoint, "pitch", lambda saved: (
         _with_pitch_buffers(MelFlow(MelFlowConfig.from_dict(saved["flow"]))), MelConfig.from_dict(saved["mel"])),
         "pitch-flow")
     synth = None
     if vocoder not in (None, "griffinlim"):
-        from .vocoder import load_vocoder
+        from ..vocoder import run as vocoder_run
 
-        synth = load_vocoder(vocoder, synthesis="bf16")
+        synth = vocoder_run.load(vocoder, synthesis="bf16")
         if synth.config.mel != mel:
             raise CheckpointError(f"the vocoder {vocoder} uses another mel spectrogram than the pitch model")
-    return PitchEditor(flow, mel, synth)
-
-
-@torch.no_grad()
-def edit_files(checkpoint: str | Path, source: str | Path, out: str | Path, semitones_wanted: float | None = None,
-               alpha: float | None = None, vocoder: str | Path | None = None) -> dict[str, Any]:
-    """Edit the pitch of a WAV file or folder: one WAV per input (same name), a PNG of the
-    spectrograms before and after, and F0 in and out (Praat) with the semitone change.
-
-    ``f0_resynthesised_hz`` is the unedited clip through the same synthesis, so the change
-    the edit made is ``semitones_vs_resynthesis``; ``semitones_vs_input`` includes the
-    synthesis's own error.
-    """
-    out = Path(out)
-    check_edit_request(semitones_wanted, alpha, out)
-    check_output_folder(source, out)
-    editor = load_pitch_model(checkpoint, vocoder)
-    strength = alpha if alpha is not None else editor.alpha_for(semitones_wanted)
-    clips = load_clips(source, editor.mel.sample_rate)
-    out.mkdir(parents=True, exist_ok=True)
-    rate, rows = editor.mel.sample_rate, []
-    for clip in clips:
-        frames = log_mel(clip.audio[None], editor.mel)[0]
-        unedited, edited = editor.edit(frames, [0.0, strength])
-        resynthesised, audio = editor.synthesise(unedited), editor.synthesise(edited)
-        write_wav(out / f"{clip.name}.wav", audio, rate)
-        f0_in, f0_resynth, f0_out = (f0_hz(a.numpy(), rate) for a in (clip.audio, resynthesised, audio))
-        save_spectrograms(out / f"{clip.name}.png", [frames, edited], ["input", f"edited (alpha {strength:+.2f})"],
-                          editor.mel)
-        rows.append({"file": clip.name, "alpha": round(strength, 4), "f0_in_hz": hz_or_none(f0_in),
-                     "f0_resynthesised_hz": hz_or_none(f0_resynth), "f0_out_hz": hz_or_none(f0_out),
-                     "semitones_vs_input": interval_or_none(f0_in, f0_out),
-                     "semitones_vs_resynthesis": interval_or_none(f0_resynth, f0_out), "notes": clip.notes})
-    changes = [r["semitones_vs_resynthesis"] for r in rows if r["semitones_vs_resynthesis"] is not None]
-    result = {"requested_semitones": semitones_wanted, "alpha": round(strength, 4),
-              "synthesis": "vocoder" if editor.vocoder is not None else "griffin-lim", "files": rows,
-              "median_semitones_vs_resynthesis": round(float(np.median(changes)), 3) if changes else None,
-              "out": str(out)}
-    (out / "edit_pitch.json").write_text(json.dumps(result, indent=2, allow_nan=False))
-    return result
+    return MelEditor(flow, mel, synth)

@@ -132,7 +132,7 @@ class NoteSpectrum(SavedConfig):
 
     def track_pitch(self, audio: Tensor | np.ndarray) -> float:
         """The median F0 over voiced frames, in MIDI units (Praat); NaN when nothing is voiced."""
-        from .features import f0_hz
+        from ..features import f0_hz
 
         hz = f0_hz(np.asarray(audio, dtype=np.float64), self.sample_rate, self.pitch_floor, self.pitch_ceiling)
         return math.nan if math.isnan(hz) else hz_to_midi(hz)

@@ -44,7 +44,7 @@ import flowkit as fk
 from flowkit.config import SavedConfig
 from flowkit.errors import FlowkitError, ShapeError
 
-from .features import MelConfig, log_mel
+from ..features import MelConfig, log_mel
 
 __all__ = ["MelUpsampler", "WaveGlow", "WaveGlowConfig", "WaveNet", "PRESETS", "preset"]
 
@@ -264,7 +264,7 @@ class WaveGlow(fk.Flow):
         return self
 
     def prepare_synthesis(self, precision: str = "bf16", fold_upsampler: bool = True) -> WaveGlow:
-        """Rewrite every WaveNet for synthesis (:class:`~flowkit_audio.synthesis.SynthesisWaveNet`):
+        """Rewrite every WaveNet for synthesis (:class:`~flowkit_audio.vocoder.fast.SynthesisWaveNet`):
         weight norm, the start and end 1x1 layers and (``fold_upsampler``) the mel upsampler
         folded into fewer, smaller products, run channels-last in ``precision``
         (``"bf16"``: bfloat16 where the device supports it, else float32 with a warning;
@@ -273,7 +273,7 @@ class WaveGlow(fk.Flow):
         then for synthesis only: no gradients, do not save or train it. Returns ``self``."""
         from flowkit.precision import bf16_supported
 
-        from .synthesis import StackedFrames, SynthesisWaveNet
+        from .fast import StackedFrames, SynthesisWaveNet
 
         if precision not in ("bf16", "float32"):
             raise FlowkitError(f"precision must be 'bf16' or 'float32', not {precision!r}")

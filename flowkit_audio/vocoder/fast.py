@@ -1,6 +1,6 @@
 r"""Fast WaveGlow synthesis: each WaveNet rewritten as the same function with less work.
 
-A trained :class:`~flowkit_audio.waveglow.WaveNet` computes, per layer :math:`i`,
+A trained :class:`~flowkit_audio.vocoder.model.WaveNet` computes, per layer :math:`i`,
 
 .. math:: a_i = D_i * h_i + c_i, \quad g_i = \tanh(a_i^{1}) \odot \sigma(a_i^{2}), \quad
           h_{i+1} = h_i + R_i g_i, \quad y = W_e \textstyle\sum_i S_i g_i
@@ -41,7 +41,7 @@ References:
     Synthesis. ICASSP 2019.
 
 Example:
-    >>> from flowkit_audio.waveglow import WaveGlow, preset
+    >>> from flowkit_audio.vocoder.model import WaveGlow, preset
     >>> model = WaveGlow(preset("cpu")).eval()
     >>> mel = torch.randn(1, 80, 20)
     >>> reference = model.infer(mel, sigma=0.0)
@@ -116,12 +116,12 @@ class StackedFrames(nn.Module):
 
 
 class SynthesisWaveNet(nn.Module):
-    """A :class:`~flowkit_audio.waveglow.WaveNet` folded for synthesis (see the module).
+    """A :class:`~flowkit_audio.vocoder.model.WaveNet` folded for synthesis (see the module).
 
     Arguments:
         net: the trained WaveNet (left unchanged).
         dtype: the precision it runs in (``torch.bfloat16`` or ``torch.float32``).
-        upsampler: the WaveGlow's :class:`~flowkit_audio.waveglow.MelUpsampler` to fold
+        upsampler: the WaveGlow's :class:`~flowkit_audio.vocoder.model.MelUpsampler` to fold
             into the conditioning (the context is then :class:`StackedFrames`' output);
             ``None``: the context is the usual upsampled, folded mel ``(B, C_ctx, T)``.
     """

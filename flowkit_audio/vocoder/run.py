@@ -1,14 +1,13 @@
-"""Training and using the WaveGlow vocoder: ``train_vocoder``, ``load_vocoder``,
-``vocode_files``.
+"""The vocoder run: ``train``, ``load`` and ``evaluate`` a WaveGlow, and ``vocode_files``.
 
 Training uses the shared engine (checkpoints, resume, SIGTERM-safe, tqdm, torchrun DDP):
 each step crops ``segment`` samples from random clips (shorter clips are zero-padded),
 adds 16-bit dequantisation noise, and minimises the negative log-likelihood in nats per
 audio sample. Held-out NLL is measured on fixed crops of held-out clips.
 
-    >>> from flowkit_audio import vocoder
-    >>> vocoder.train_vocoder(data="demo", out="out/vocoder", preset="cpu", steps=300)  # doctest: +SKIP
-    >>> vocoder.vocode_files("out/vocoder", "clip.wav", "out/vocoded")  # doctest: +SKIP
+    >>> from flowkit_audio.vocoder import run
+    >>> run.train(data="demo", out="out/vocoder", preset="cpu", steps=300)  # doctest: +SKIP
+    >>> run.vocode_files("out/vocoder", "clip.wav", "out/vocoded")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,13 +23,13 @@ from torch import Tensor
 from flowkit.errors import DataError, FlowkitError
 from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
 
-from .data import Clip, check_output_folder, load_clips, split_clips, write_wav
-from .features import griffin_lim, log_mel
-from .plots import save_spectrograms
-from .waveglow import WaveGlow, WaveGlowConfig, preset
+from ..data import Clip, check_output_folder, load_clips, split_clips, write_wav
+from ..features import griffin_lim, log_mel
+from ..plots import save_spectrograms
+from .model import WaveGlow, WaveGlowConfig
+from .model import preset as preset_config
 
-__all__ = ["evaluate_nll", "load_vocoder", "log_spectral_distance", "train_vocoder",
-           "vocode_files"]
+__all__ = ["evaluate", "load", "log_spectral_distance", "train", "vocode_files"]
 
 TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 5e-4, "batch_size": 8, "warmup_steps": 50, "ema_decay": None,
                   "grad_clip": 1.0, "steps": 300, "log_every": 10, "checkpoint_every": 100}
@@ -76,7 +75,7 @@ def _fixed_crops(model: WaveGlow, clips: list[Clip], length: int, limit: int = 3
 
 
 @torch.no_grad()
-def evaluate_nll(model: WaveGlow, clips: list[Clip], limit: int = 32) -> float:
+def evaluate(model: WaveGlow, clips: list[Clip], limit: int = 32) -> float:
     """Mean negative log-likelihood in nats per sample on fixed crops of ``clips``."""
     model.eval()
     audio, mel = _fixed_crops(model, clips, _segment_length(model.config), limit)
@@ -89,7 +88,7 @@ def _check_rate(clips: list[Clip], rate: int, what: str) -> None:
         raise DataError(f"{what} clips at another rate than the model's {rate} Hz (e.g. {wrong[0]})")
 
 
-def train_vocoder(data: str | None = "demo", out: str | Path = "out/vocoder", preset_name: str = "cpu",
+def train(data: str | None = "demo", out: str | Path = "out/vocoder", preset: str = "cpu",
                   steps: int | None = None, minutes: float | None = None, seed: int = 0, resume: bool = False,
                   batch_size: int | None = None, lr: float | None = None, checkpoint_every: int | None = None,
                   progress: bool = True) -> dict[str, float]:
@@ -98,9 +97,9 @@ def train_vocoder(data: str | None = "demo", out: str | Path = "out/vocoder", pr
     saved = start_run(out, resume, "waveglow")
     if saved is not None:
         config, train_defaults = WaveGlowConfig.from_dict(saved["model"]["waveglow"]), saved["train"]
-        preset_name = saved["model"].get("preset", preset_name)
+        preset = saved["model"].get("preset", preset)
     else:
-        config, train_defaults = preset(preset_name), TRAIN_DEFAULTS
+        config, train_defaults = preset_config(preset), TRAIN_DEFAULTS
     train_clips, held_out = split_clips(data, config.mel.sample_rate)
     _check_rate(train_clips + held_out, config.mel.sample_rate, "training")
     loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, batch_size=batch_size, lr=lr,
@@ -110,12 +109,12 @@ def train_vocoder(data: str | None = "demo", out: str | Path = "out/vocoder", pr
     length = _segment_length(config)
     schedule = IndexSchedule(len(train_clips), min(loop.batch_size, len(train_clips)), seed)
     trainer = Trainer(model, _loss, _batches(model, train_clips, schedule, length), loop, out,
-                      model_config={"kind": "waveglow", "preset": preset_name, "waveglow": config.to_dict()},
-                      evaluate=lambda m: {"nll": evaluate_nll(m, held_out)}, resume=resume, progress=progress)
+                      model_config={"kind": "waveglow", "preset": preset, "waveglow": config.to_dict()},
+                      evaluate=lambda m: {"nll": evaluate(m, held_out)}, resume=resume, progress=progress)
     return trainer.fit()
 
 
-def load_vocoder(checkpoint: str | Path, device: str = "cpu", synthesis: str | None = None) -> WaveGlow:
+def load(checkpoint: str | Path, device: str = "cpu", synthesis: str | None = None) -> WaveGlow:
     """A WaveGlow from a run folder or its ``checkpoint/`` (no code executed); with
     ``synthesis="bf16"`` (or ``"float32"``) prepared for fast synthesis only
     (:meth:`WaveGlow.prepare_synthesis`)."""
@@ -148,7 +147,7 @@ def vocode_files(checkpoint: str | Path, source: str | Path, out: str | Path, si
     if out.exists() and not out.is_dir():
         raise FlowkitError(f"{out} is a file; --out must be a folder")
     check_output_folder(source, out)
-    model = load_vocoder(checkpoint, synthesis="bf16")
+    model = load(checkpoint, synthesis="bf16")
     clips = load_clips(source, model.config.mel.sample_rate)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -1,9 +1,10 @@
 """Training pieces shared by the frame flows (the mel flow and the notes flow): random
-crops of whole clips, the per-dimension NLL loss, and the held-out NLL on whole clips.
+crops of whole clips, the per-dimension NLL loss, the held-out NLL on whole clips, and
+:func:`fit_frame_flow`, which trains either with the shared engine.
 
 Example:
-    >>> from flowkit_audio.melflow import MelFlow, MelFlowConfig
-    >>> from flowkit.train import IndexSchedule
+    >>> from flowkit_audio.pitch.melflow import MelFlow, MelFlowConfig
+    >>> from flowkit.train import IndexSchedule, TrainConfig, Trainer
     >>> flow = MelFlow(MelFlowConfig(n_mels=8, levels=1, depth=1, width=8))
     >>> clips = [torch.randn(8, 40), torch.randn(8, 20)]
     >>> batch = random_crops(flow, clips, IndexSchedule(2, 2, 0), crop_frames=32)(0)
@@ -14,16 +15,20 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowkit.train import IndexSchedule
+from flowkit.train import IndexSchedule, TrainConfig, Trainer
 
 from .melflow import FrameFlow
 
-__all__ = ["held_out_nll", "nll_per_dim", "random_crops"]
+__all__ = ["CROP_FRAMES", "fit_frame_flow", "held_out_nll", "nll_per_dim", "random_crops"]
+
+CROP_FRAMES = 32  # frames per training crop
 
 
 def random_crops(flow: FrameFlow, clips: list[Tensor], schedule: IndexSchedule,
@@ -64,3 +69,15 @@ def held_out_nll(flow: FrameFlow, clips: list[Tensor], limit: int = 64) -> float
         total += float(-flow.log_prob(x)) / x[0].numel()
         count += 1
     return total / max(count, 1)
+
+
+def fit_frame_flow(flow: FrameFlow, features: list[Tensor], held_out: list[Tensor], loop: TrainConfig, out: Path,
+                   seed: int, resume: bool, progress: bool, model_config: dict[str, Any]) -> tuple[Trainer, dict]:
+    """Train ``flow`` (standardisation fitted) on random crops of ``features`` with the
+    shared engine, held-out NLL on whole ``held_out`` clips; returns the trainer (to save
+    again once directions and calibration are in the buffers) and the last metrics."""
+    schedule = IndexSchedule(len(features), min(loop.batch_size, len(features)), seed)
+    trainer = Trainer(flow, nll_per_dim, random_crops(flow, features, schedule, CROP_FRAMES), loop, out,
+                      model_config=model_config, evaluate=lambda m: {"nll": held_out_nll(m, held_out)},
+                      resume=resume, progress=progress)
+    return trainer, trainer.fit()

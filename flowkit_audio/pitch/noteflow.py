@@ -1,5 +1,5 @@
 r"""The ``notes`` preset of the pitch flow: a flow over the features of
-:mod:`~flowkit_audio.notespec` (the pitch channel, then the note's spectrum relative to
+:mod:`~flowkit_audio.pitch.notespec` (the pitch channel, then the note's spectrum relative to
 its pitch) whose latent keeps the pitch as one coordinate.
 
 .. math::
@@ -7,7 +7,7 @@ its pitch) whose latent keeps the pitch as one coordinate.
     \log p(x) = \log \mathcal N(z_p) + \log \mathcal N(z_S) + \log |\det \partial g / \partial \tilde S|
 
 where the tilde marks the per-channel standardisation fitted on the training notes and
-``g`` is the 1-D multiscale Glow of :mod:`~flowkit_audio.melflow` whose couplings and
+``g`` is the 1-D multiscale Glow of :mod:`~flowkit_audio.pitch.melflow` whose couplings and
 priors see the note's mean standardised pitch. This is a coupling with the pitch channel
 as its identity half (:class:`PitchConditioned`): triangular Jacobian, exact inverse,
 and the joint likelihood ``p(pitch) p(spectrum | pitch)``. Moving ``z`` along a direction

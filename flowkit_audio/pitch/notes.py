@@ -1,8 +1,8 @@
 r"""The ``notes`` preset: transposing isolated instrument notes through a flow latent,
 calibrated in semitones, and instrument-to-instrument (timbre) directions.
 
-1. Each note becomes :mod:`~flowkit_audio.notespec` features (its tracked pitch, its
-   spectrum relative to that pitch) and a :class:`~flowkit_audio.noteflow.NoteFlow` is
+1. Each note becomes :mod:`~flowkit_audio.pitch.notespec` features (its tracked pitch, its
+   spectrum relative to that pitch) and a :class:`~flowkit_audio.pitch.noteflow.NoteFlow` is
    trained on them by maximum likelihood (no labels).
 2. Directions come from labels when the file names carry them
    (``{instrument}_{midi}_{note}.wav``): the pitch direction is the within-instrument
@@ -39,22 +39,20 @@ from torch import Tensor
 
 import flowkit as fk
 from flowkit.errors import CheckpointError, DataError, FlowkitError, NonFiniteError
-from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
+from flowkit.train import load_run, start_run, train_config
 
-from .calibration import CalibratedEditor, check_edit_request, hz_or_none, interval_or_none
-from .data import Clip, check_output_folder, load_clips, split_clips, write_wav
-from .features import f0_hz
+from ..data import Clip, load_clips, split_clips, write_wav
+from ..features import f0_hz
+from .editor import CalibratedEditor, add_calibration_buffers, hz_or_none, interval_or_none
 from .noteflow import NoteFlow, NoteFlowConfig
 from .notespec import NoteSpectrum, griffin_lim_notes, midi_to_hz, render_magnitude
-from .training import held_out_nll, nll_per_dim, random_crops
+from .training import fit_frame_flow, held_out_nll
 
-__all__ = ["NoteEditor", "demo_notes", "edit_note_files", "load_notes_model", "note_label", "split_notes",
-           "train_notes"]
+__all__ = ["NoteEditor", "demo_notes", "load", "measure_pitch", "note_label", "split_notes", "train"]
 
 NOTE_NAME = re.compile(r"^(?P<instrument>[a-z][a-z0-9-]*)_(?P<midi>\d{1,3})_(?P<note>[A-G]s?-?\d)$")
 TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "batch_size": 16, "warmup_steps": 20, "ema_decay": None,
                   "grad_clip": 5.0, "steps": 1500, "log_every": 10, "checkpoint_every": 250, "eval_every": 250}
-CROP_FRAMES = 32
 CALIBRATION_ALPHAS = (-24.0, -18.0, -12.0, -8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0, 12.0, 18.0, 24.0)
 # speech (FSDD, 8 kHz) on the same pitch-relative front-end: the cpu vocoder's STFT (512 / 64), voices 60-400 Hz
 SPEECH_SPECTRUM = NoteSpectrum(sample_rate=8000, n_fft=512, hop_length=64, bands_per_octave=24, octaves=7,
@@ -120,7 +118,7 @@ class NoteEditor(CalibratedEditor):
 
     Example (with a trained run)::
 
-        editor = load_notes_model("out/notes")
+        editor = flowkit_audio.pitch.run.load("out/notes")
         features, info = editor.spectrum.analyse(clip.audio)
         higher = editor.edit(features, editor.alpha_for(3.0))          # three semitones up
         violin = editor.edit(features, 1.0, editor.timbre_direction("cello", "violin"))
@@ -136,8 +134,8 @@ class NoteEditor(CalibratedEditor):
         self.vocoder = vocoder
 
     @property
-    def direction(self) -> Tensor:
-        return self.flow.get_buffer("pitch_direction")
+    def sample_rate(self) -> int:
+        return self.spectrum.sample_rate
 
     def timbre_direction(self, source: str, target: str) -> Tensor:
         """The latent step from ``source``'s timbre to ``target``'s at the same pitch."""
@@ -148,16 +146,6 @@ class NoteEditor(CalibratedEditor):
         return offsets[self.instruments.index(target)] - offsets[self.instruments.index(source)]
 
     @torch.no_grad()
-    def edit(self, features: Tensor, alphas: float | list[float], direction: Tensor | None = None) -> Tensor:
-        """Edit ``(channels, frames)`` features along ``direction`` (default: pitch):
-        ``(channels, frames)`` per alpha, stacked for a list."""
-        x, length = self.flow.pad(self.flow.standardise(features)[None])
-        edited = fk.apply_direction(self.flow, x, self.direction if direction is None else direction, alphas)
-        if isinstance(alphas, (int, float)):
-            return self.flow.unstandardise(edited[0, :, :length])
-        return self.flow.unstandardise(edited[:, 0, :, :length])
-
-    @torch.no_grad()
     def synthesise(self, features: Tensor, reference: Tensor | None = None) -> Tensor:
         """Audio ``(samples,)``: the spectrum rendered at the features' pitch, then
         Griffin-Lim, or the vocoder from that spectrum's log-mel frames. ``reference``: the
@@ -165,12 +153,35 @@ class NoteEditor(CalibratedEditor):
         (``NoteSpectrum.formant_lifter``)."""
         if self.vocoder is None:
             return griffin_lim_notes(features, self.spectrum, reference=reference)
-        from .features import mel_filterbank
+        from ..features import mel_filterbank
 
         mel = self.vocoder.config.mel
         magnitude = render_magnitude(features, self.spectrum, reference).float()
         logmel = torch.log(torch.clamp(mel_filterbank(mel).T @ magnitude, min=mel.log_floor))
         return self.vocoder.infer(logmel[None, :, :-1], sigma=0.6)[0]
+
+    @torch.no_grad()
+    def edit_clip(self, clip: Clip, strength: float, out: Path) -> dict[str, Any]:
+        """The notes' row: F0 measured by Praat around the note's tracked pitch (in, the
+        unedited resynthesis, and out, around the pitch the edit moved it to)."""
+        from ..plots import save_note_spectrograms
+
+        rate = self.sample_rate
+        features, info = self.spectrum.analyse(clip.audio)
+        unedited, edited = self.edit(features, [0.0, strength])
+        resynthesised, audio = self.synthesise(unedited, features), self.synthesise(edited, features)
+        write_wav(out / f"{clip.name}.wav", audio, rate)
+        moved = float(edited[0].median() - features[0].median())
+        f0_in = measure_pitch(clip.audio, rate, info["pitch"])
+        f0_resynth = measure_pitch(resynthesised, rate, info["pitch"])
+        f0_out = measure_pitch(audio, rate, info["pitch"] + moved)
+        save_note_spectrograms(out / f"{clip.name}.png", [clip.audio, audio],
+                               ["input", f"edited ({moved:+.2f} semitones, alpha {strength:+.2f})"], rate)
+        notes = clip.notes + ([] if info["tracked"] else ["no pitch found; the note was taken as C4"])
+        return {"file": clip.name, "alpha": round(strength, 4), "pitch_midi": round(info["pitch"], 3),
+                "f0_in_hz": hz_or_none(f0_in), "f0_resynthesised_hz": hz_or_none(f0_resynth),
+                "f0_out_hz": hz_or_none(f0_out), "semitones_vs_input": interval_or_none(f0_in, f0_out),
+                "semitones_vs_resynthesis": interval_or_none(f0_resynth, f0_out), "notes": notes}
 
 
 def _labels(clips: list[Clip], infos: list[dict[str, Any]]) -> tuple[list[float], list[str], str]:
@@ -240,11 +251,8 @@ def calibrate(editor: NoteEditor, features: list[Tensor], alphas: tuple[float, .
 
 
 def _with_buffers(flow: NoteFlow, n_instruments: int) -> NoteFlow:
-    c = flow.config.channels
-    flow.register_buffer("pitch_direction", torch.zeros(c, 1))
-    flow.register_buffer("instrument_offsets", torch.zeros(n_instruments, c, 1))
-    flow.register_buffer("calibration_alphas", torch.tensor(CALIBRATION_ALPHAS, dtype=torch.float64))
-    flow.register_buffer("calibration_semitones", torch.zeros(len(CALIBRATION_ALPHAS), dtype=torch.float64))
+    add_calibration_buffers(flow, CALIBRATION_ALPHAS)
+    flow.register_buffer("instrument_offsets", torch.zeros(n_instruments, flow.config.channels, 1))
     return flow
 
 
@@ -258,7 +266,7 @@ def analyse_clips(clips: list[Clip], spectrum: NoteSpectrum) -> tuple[list[Tenso
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/notes", steps: int | None = None,
+def train(data: str | os.PathLike | None = "demo", out: str | Path = "out/notes", steps: int | None = None,
                 minutes: float | None = None, seed: int = 0, resume: bool = False,
                 checkpoint_every: int | None = None, spectrum: NoteSpectrum | None = None,
                 config: NoteFlowConfig | None = None, progress: bool = True, preset: str = "notes",
@@ -293,12 +301,9 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
     flow = _with_buffers(NoteFlow(config), len(names))
     flow.fit_standardisation(features)
     start_nll = None if resume else held_out_nll(flow, held_features)
-    schedule = IndexSchedule(len(features), min(loop.batch_size, len(features)), seed)
-    trainer = Trainer(flow, nll_per_dim, random_crops(flow, features, schedule, CROP_FRAMES), loop, out,
-                      model_config={"kind": "notes", "preset": preset, "spectrum": spectrum.to_dict(),
-                                    "flow": config.to_dict(), "instruments": names},
-                      evaluate=lambda m: {"nll": held_out_nll(m, held_features)}, resume=resume, progress=progress)
-    metrics = trainer.fit()
+    trainer, metrics = fit_frame_flow(flow, features, held_features, loop, out, seed, resume, progress,
+                                      {"kind": "notes", "preset": preset, "spectrum": spectrum.to_dict(),
+                                       "flow": config.to_dict(), "instruments": names})
     slope, names, offsets = fit_directions(flow, features, pitch, instruments)
     flow.get_buffer("pitch_direction").copy_(slope)
     flow.get_buffer("instrument_offsets").copy_(offsets)
@@ -316,7 +321,7 @@ def train_notes(data: str | os.PathLike | None = "demo", out: str | Path = "out/
     return report
 
 
-def load_notes_model(checkpoint: str | Path, vocoder: str | Path | None = None) -> NoteEditor:
+def load(checkpoint: str | Path, vocoder: str | Path | None = None) -> NoteEditor:
     """A :class:`NoteEditor` from a notes run (folder or ``checkpoint/``); ``vocoder``: a
     vocoder run with the same STFT (``--preset notes``), or ``None`` / ``"griffinlim"``."""
     def build(saved: dict[str, Any]) -> tuple[NoteFlow, NoteSpectrum, list[str], str]:
@@ -327,9 +332,9 @@ def load_notes_model(checkpoint: str | Path, vocoder: str | Path | None = None) 
     flow, spectrum, instruments, preset = load_run(checkpoint, "notes", build)
     synth = None
     if vocoder not in (None, "griffinlim"):
-        from .vocoder import load_vocoder
+        from ..vocoder import run as vocoder_run
 
-        synth = load_vocoder(vocoder, synthesis="bf16")
+        synth = vocoder_run.load(vocoder, synthesis="bf16")
         mel = synth.config.mel
         if (mel.sample_rate, mel.n_fft, mel.win_length, mel.hop_length) != (
                 spectrum.sample_rate, spectrum.n_fft, spectrum.n_fft, spectrum.hop_length):
@@ -348,44 +353,3 @@ def measure_pitch(audio: Tensor, sample_rate: int, expected: float, margin: floa
     if high <= low:
         return math.nan
     return f0_hz(audio.numpy(), sample_rate, float(midi_to_hz(low)), float(midi_to_hz(high)))
-
-
-@torch.no_grad()
-def edit_note_files(checkpoint: str | Path, source: str | Path, out: str | Path, semitones_wanted: float | None = None,
-                    alpha: float | None = None, vocoder: str | Path | None = None) -> dict[str, Any]:
-    """``edit-pitch`` for a notes model: one WAV and one spectrogram PNG per input, with F0
-    in, resynthesised and out (Praat, searched around the note's tracked pitch)."""
-    from .plots import save_note_spectrograms
-
-    out = Path(out)
-    check_edit_request(semitones_wanted, alpha, out)
-    check_output_folder(source, out)
-    editor = load_notes_model(checkpoint, vocoder)
-    strength = alpha if alpha is not None else editor.alpha_for(semitones_wanted)
-    clips = load_clips(source, editor.spectrum.sample_rate)
-    out.mkdir(parents=True, exist_ok=True)
-    rate, rows = editor.spectrum.sample_rate, []
-    for clip in clips:
-        features, info = editor.spectrum.analyse(clip.audio)
-        unedited, edited = editor.edit(features, [0.0, strength])
-        resynthesised, audio = editor.synthesise(unedited, features), editor.synthesise(edited, features)
-        write_wav(out / f"{clip.name}.wav", audio, rate)
-        moved = float(edited[0].median() - features[0].median())
-        f0_in = measure_pitch(clip.audio, rate, info["pitch"])
-        f0_resynth = measure_pitch(resynthesised, rate, info["pitch"])
-        f0_out = measure_pitch(audio, rate, info["pitch"] + moved)
-        save_note_spectrograms(out / f"{clip.name}.png", [clip.audio, audio],
-                               ["input", f"edited ({moved:+.2f} semitones, alpha {strength:+.2f})"], rate)
-        notes = clip.notes + ([] if info["tracked"] else ["no pitch found; the note was taken as C4"])
-        rows.append({"file": clip.name, "alpha": round(strength, 4), "pitch_midi": round(info["pitch"], 3),
-                     "f0_in_hz": hz_or_none(f0_in), "f0_resynthesised_hz": hz_or_none(f0_resynth), "f0_out_hz": hz_or_none(f0_out),
-                     "semitones_vs_input": interval_or_none(f0_in, f0_out),
-                     "semitones_vs_resynthesis": interval_or_none(f0_resynth, f0_out), "notes": notes})
-    changes = [r["semitones_vs_resynthesis"] for r in rows if r["semitones_vs_resynthesis"] is not None]
-    result = {"requested_semitones": semitones_wanted, "alpha": round(strength, 4),
-              "synthesis": "vocoder" if editor.vocoder is not None else "griffin-lim",
-              "preset": editor.preset, "files": rows,
-              "median_semitones_vs_resynthesis": round(float(np.median(changes)), 3) if changes else None,
-              "out": str(out)}
-    (out / "edit_pitch.json").write_text(json.dumps(result, indent=2, allow_nan=False))
-    return result

@@ -1,0 +1,83 @@
+"""The pitch run, for every preset: ``train``, ``load`` and ``edit_files``.
+
+* ``speech`` (:mod:`~flowkit_audio.pitch.mel`): a flow over log-mel frames of speech, an
+  F0 direction, calibration measured by Praat on the rendered audio;
+* ``speech-relative`` and ``notes`` (:mod:`~flowkit_audio.pitch.notes`): the
+  pitch-relative front-end and a flow conditioned on the pitch channel, speech or
+  instrument notes, with timbre offsets for notes.
+
+    >>> from flowkit_audio.pitch import run
+    >>> run.train("demo", "out/pitch", preset="notes", minutes=5)  # doctest: +SKIP
+    >>> run.edit_files("out/pitch", "notes/", "out/up2", semitones_wanted=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowkit.errors import FlowkitError
+from flowkit.train import run_kind
+
+from ..data import check_output_folder, load_clips
+from . import mel, notes
+from .editor import CalibratedEditor, check_edit_request
+
+__all__ = ["PRESETS", "edit_files", "load", "train"]
+
+PRESETS = ("speech", "speech-relative", "notes")
+
+
+def train(data: str | None = "demo", out: str | Path = "out/pitch", preset: str = "speech", steps: int | None = None,
+          minutes: float | None = None, seed: int = 0, resume: bool = False, checkpoint_every: int | None = None,
+          progress: bool = True, **options: Any) -> dict[str, Any]:
+    """Train a pitch flow of ``preset``, fit its directions and calibrate them; returns the
+    report it writes (``pitch.json`` or ``notes.json``). ``options`` go to the preset's own
+    trainer (:func:`flowkit_audio.pitch.mel.train`, :func:`flowkit_audio.pitch.notes.train`)."""
+    if preset not in PRESETS:
+        raise FlowkitError(f"unknown pitch preset {preset!r}; choose from {', '.join(PRESETS)}")
+    if preset == "speech":
+        return mel.train(data, out, steps, minutes, seed, resume, checkpoint_every, progress=progress, **options)
+    return notes.train(data, out, steps, minutes, seed, resume, checkpoint_every, progress=progress, preset=preset,
+                       **options)
+
+
+def load(checkpoint: str | Path, vocoder: str | Path | None = None) -> CalibratedEditor:
+    """The editor of a pitch run of any preset; ``vocoder``: a vocoder run, or ``None`` /
+    ``"griffinlim"`` for Griffin-Lim."""
+    if run_kind(checkpoint) == "notes":
+        return notes.load(checkpoint, vocoder)
+    return mel.load(checkpoint, vocoder)  # names any other kind of run in its error
+
+
+@torch.no_grad()
+def edit_files(checkpoint: str | Path, source: str | Path, out: str | Path, semitones_wanted: float | None = None,
+               alpha: float | None = None, vocoder: str | Path | None = None) -> dict[str, Any]:
+    """Edit the pitch of a WAV file or folder: one WAV per input (same name), a PNG of the
+    spectrograms before and after, and F0 in and out (Praat) with the semitone change;
+    writes ``edit_pitch.json``.
+
+    ``f0_resynthesised_hz`` is the unedited clip through the same synthesis, so the change
+    the edit made is ``semitones_vs_resynthesis``; ``semitones_vs_input`` includes the
+    synthesis's own error.
+    """
+    out = Path(out)
+    check_edit_request(semitones_wanted, alpha, out)
+    check_output_folder(source, out)
+    editor = load(checkpoint, vocoder)
+    strength = alpha if alpha is not None else editor.alpha_for(semitones_wanted)
+    clips = load_clips(source, editor.sample_rate)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [editor.edit_clip(clip, strength, out) for clip in clips]
+    changes = [r["semitones_vs_resynthesis"] for r in rows if r["semitones_vs_resynthesis"] is not None]
+    result = {"requested_semitones": semitones_wanted, "alpha": round(strength, 4),
+              "synthesis": "vocoder" if editor.vocoder is not None else "griffin-lim",
+              "preset": editor.preset, "files": rows,
+              "median_semitones_vs_resynthesis": round(float(np.median(changes)), 3) if changes else None,
+              "out": str(out)}
+    (out / "edit_pitch.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    return result
