@@ -3,13 +3,15 @@ must still be in its file, once, and the tests named for it must exist, or a ref
 silently turns the mutation into a no-op."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("mutate", ROOT / "tools" / "mutate.py")
+spec = importlib.util.spec_from_file_location("tools_mutate", ROOT / "tools" / "mutate.py")
 mutate = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = mutate  # dataclasses look their module up
 spec.loader.exec_module(mutate)
 
 
