@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/flowkit image demo --steps $(STEPS) --out $(OUT) --overwrite
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .  # pyflakes, pycodestyle, import order (pyproject.toml)
 	$(PY) -m pytest -q
 	FLOWKIT_BF16=0 $(PY) -m pytest -q -m bf16  # again as on a CPU without native bfloat16
 

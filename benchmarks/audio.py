@@ -40,15 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-from benchmarks._common import NO_BF16, RESULTS, interleaved_times, options, script_command, table, write
 import flowkit as fk
+from benchmarks._common import NO_BF16, RESULTS, interleaved_times, options, script_command, table, write
 from flowkit_audio.data import fsdd_clips
 from flowkit_audio.features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
 from flowkit_audio.pitch import run as pitch_run
 from flowkit_audio.vocoder import run as vocoder_run
-from flowkit_audio.vocoder.run import log_spectral_distance
 from flowkit_audio.vocoder.model import WaveGlow, WaveGlowConfig, WaveNet, preset
+from flowkit_audio.vocoder.run import log_spectral_distance
 
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 TRAIN_SPEAKERS = {"george", "jackson", "lucas", "nicolas"}
@@ -116,7 +115,8 @@ def speed(seconds: float, repeats: int, compile_too: bool, channels: int = 256) 
     rows = []
     for name, values in times.items():
         ms = statistics.median(values)
-        row = {"synthesis": name, "wn_channels": channels, "audio_s": round(samples / 22050, 2), "kHz": round(samples / ms, 1),
+        row = {"synthesis": name, "wn_channels": channels, "audio_s": round(samples / 22050, 2),
+               "kHz": round(samples / ms, 1),
                "kHz_min_max": [round(samples / max(values), 1), round(samples / min(values), 1)],
                "real_time_factor": round(ms / 1000 / (samples / 22050), 2),
                "vs NVIDIA here": round(nvidia_ms / ms, 2) if nvidia_ms else None,
@@ -151,7 +151,8 @@ def quality(run: Path, held_out, minutes: float, steps: int | None) -> tuple[lis
             audio = synth(clip.audio)
             lsd.append(log_spectral_distance(clip.audio, audio))
             pesq_scores.append(_pesq(clip.audio.numpy(), audio.numpy()))
-        rows.append({"synthesis": name, "clips": len(held_out), "log_spectral_distance_db": round(float(np.mean(lsd)), 2),
+        rows.append({"synthesis": name, "clips": len(held_out),
+                     "log_spectral_distance_db": round(float(np.mean(lsd)), 2),
                      "pesq_nb": round(float(np.nanmean(pesq_scores)), 2)})
     return rows, {"steps": metrics.get("step"), "held_out_nll": metrics.get("eval_nll"), "minutes": minutes}
 

@@ -25,9 +25,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-
 from benchmarks._common import (
-    RESULTS, cifar, cifar_source, dequantise, glow_size_options, interleaved_times, options, spread, table,
+    RESULTS,
+    cifar,
+    cifar_source,
+    dequantise,
+    glow_size_options,
+    interleaved_times,
+    options,
+    spread,
+    table,
     write,
 )
 from benchmarks.glow_vs_normflows import Normflows, bits_per_dim
@@ -119,7 +126,8 @@ def main() -> None:
     for depth in args.depths:
         timed = rounds(step_cases(args.levels, depth, args.width, args.batch), args.repeats)
         normflows = timed["normflows"]["median"]
-        steps[f"K={depth}"] = {name: {**t, "normflows_ratio": round(normflows / t["median"], 3)} for name, t in timed.items()}
+        steps[f"K={depth}"] = {name: {**t, "normflows_ratio": round(normflows / t["median"], 3)}
+                               for name, t in timed.items()}
     for title, timed in [*pieces.items(), *((f"training step, {k}", v) for k, v in steps.items())]:
         print(title)
         print(table([{"case": name, **t} for name, t in timed.items()], ["case", *next(iter(timed.values()))]))

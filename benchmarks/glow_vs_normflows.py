@@ -31,10 +31,18 @@ from pathlib import Path
 
 import torch
 
-
 from benchmarks._common import (
-    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, interleaved_times, options,
-    spread, table, write,
+    RESULTS,
+    cifar,
+    cifar_source,
+    dequantise,
+    dynamo_counters,
+    glow_size_options,
+    interleaved_times,
+    options,
+    spread,
+    table,
+    write,
 )
 from benchmarks.peers import normflows_glow
 from flowkit_image import Glow, GlowConfig
@@ -98,7 +106,8 @@ def train_and_evaluate(kind, levels, depth, width, batch, train_steps, warmup, t
     model.eval()
     eval_x = dequantise(held_out, torch.Generator().manual_seed(1))
     with torch.no_grad():
-        bpd = float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100])) for i in range(0, len(eval_x), 100)]).mean())
+        bpd = float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100]))
+                               for i in range(0, len(eval_x), 100)]).mean())
     model.train()
     row = {"library": net.name, "K": depth, "params": sum(p.numel() for p in model.parameters()),
            "first_train_bpd": [round(v, 3) for v in losses[:3]],

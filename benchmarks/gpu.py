@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-
-from benchmarks._common import NO_BF16, RESULTS, cifar, cifar_source, dequantise, options, table, write
 import flowkit as fk
+from benchmarks._common import NO_BF16, RESULTS, cifar, cifar_source, dequantise, options, table, write
 from flowkit_image import Glow, GlowConfig
 from flowkit_image.presets import preset
 
@@ -84,7 +83,8 @@ def train_throughput(cfg: GlowConfig, batch: int, steps: int, device: torch.devi
     step()  # compile (or warm up) outside the timing
     seconds = timed(step, device, steps)
     loss = float(step().detach())
-    return {"images_per_s": round(batch / seconds, 1), "step_ms": round(1000 * seconds, 1), "bits_per_dim": round(loss, 3)}
+    return {"images_per_s": round(batch / seconds, 1), "step_ms": round(1000 * seconds, 1),
+            "bits_per_dim": round(loss, 3)}
 
 
 def sample_latency(cfg: GlowConfig, device: torch.device, repeats: int, mode: str) -> float:

@@ -38,10 +38,18 @@ from pathlib import Path
 
 import torch
 
-
 from benchmarks._common import (
-    RESULTS, ROOT, allocator_peak_bytes, cifar, cifar_source, dequantise, glow_size_options, median_ms, options,
-    table, write,
+    RESULTS,
+    ROOT,
+    allocator_peak_bytes,
+    cifar,
+    cifar_source,
+    dequantise,
+    glow_size_options,
+    median_ms,
+    options,
+    table,
+    write,
 )
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim
 from flowkit.memory import MEMORY_MODES
@@ -215,13 +223,16 @@ def main() -> None:
         "growth normflows": round(last["normflows MiB"] / first["normflows MiB"], 2),
         "growth reversible+boundaries": round(last["flowkit reversible+boundaries MiB"]
                                               / first["flowkit reversible+boundaries MiB"], 2),
-        "reversible / plain step time (shallowest)": round(first["flowkit reversible ms"] / first["flowkit plain ms"], 2),
+        "reversible / plain step time (shallowest)": round(
+            first["flowkit reversible ms"] / first["flowkit plain ms"], 2),
         "reversible / plain step time (deepest)": round(last["flowkit reversible ms"] / last["flowkit plain ms"], 2),
         "reversible / normflows memory (deepest)": round(last["flowkit reversible MiB"] / last["normflows MiB"], 3),
         "in-backward / ordinary update step time (shallowest)": round(
-            first["flowkit reversible in-backward step with update ms"] / first["flowkit reversible step with update ms"], 2),
+            first["flowkit reversible in-backward step with update ms"]
+            / first["flowkit reversible step with update ms"], 2),
         "in-backward / ordinary update step time (deepest)": round(
-            last["flowkit reversible in-backward step with update ms"] / last["flowkit reversible step with update ms"], 2),
+            last["flowkit reversible in-backward step with update ms"]
+            / last["flowkit reversible step with update ms"], 2),
     }
     if not args.no_rss:
         def ratio(a: float, b: float) -> float | None:

@@ -40,13 +40,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-from benchmarks._common import RESULTS, options, table, write
 import flowkit as fk
+from benchmarks._common import RESULTS, options, table, write
 from flowkit_audio.data import load_clips
 from flowkit_audio.features import MelConfig, griffin_lim, log_mel, semitones
-from flowkit_audio.pitch.melflow import MelFlow, MelFlowConfig
 from flowkit_audio.pitch import run as pitch_run
+from flowkit_audio.pitch.melflow import MelFlow, MelFlowConfig
 from flowkit_audio.pitch.notes import measure_pitch, note_label, split_notes
 from flowkit_audio.plots import save_note_spectrograms
 
@@ -283,7 +282,8 @@ def main() -> None:
     path = write("notes_quick" if args.quick else "notes", payload, args.results)
     flat = [{"requested": r["requested"], "flowkit (vs resynth)": r["flowkit vs resynthesis"]["median"],
              "flowkit within 0.25": r["flowkit vs resynthesis"].get("within_0.25"),
-             "librosa": r["librosa vs input"]["median"], "librosa within 0.25": r["librosa vs input"].get("within_0.25"),
+             "librosa": r["librosa vs input"]["median"],
+             "librosa within 0.25": r["librosa vs input"].get("within_0.25"),
              "flowkit instr.": r["flowkit instrument accuracy"], "librosa instr.": r["librosa instrument accuracy"]}
             for r in rows]
     print(table(flat, list(flat[0])))

@@ -17,7 +17,8 @@ def normflows_glow(levels: int, depth: int, width: int, image_shape=(3, 32, 32),
         flows.append(level)
         if i > 0:
             merges.append(nf.flows.Merge())
-            latent = (channels * 2 ** (levels - i), image_shape[1] // 2 ** (levels - i), image_shape[2] // 2 ** (levels - i))
+            latent = (channels * 2 ** (levels - i), image_shape[1] // 2 ** (levels - i),
+                      image_shape[2] // 2 ** (levels - i))
         else:
             latent = (channels * 2 ** (levels + 1), image_shape[1] // 2**levels, image_shape[2] // 2**levels)
         if num_classes:

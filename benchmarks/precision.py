@@ -30,12 +30,19 @@ from pathlib import Path
 
 import torch
 
-
+import flowkit as fk
 from benchmarks._common import (
-    NO_BF16, RESULTS, cifar, dequantise, glow_size_options, options, spread, table, write,
+    NO_BF16,
+    RESULTS,
+    cifar,
+    dequantise,
+    glow_size_options,
+    options,
+    spread,
+    table,
+    write,
 )
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim
-import flowkit as fk
 from flowkit.frozen import compile_frozen
 
 
@@ -76,7 +83,8 @@ def inference_times(cases: dict[str, tuple], eval_x: torch.Tensor, repeats: int)
 
 def held_out_bpd(net, eval_x: torch.Tensor) -> float:
     with torch.no_grad():
-        return float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100])) for i in range(0, len(eval_x), 100)]).mean())
+        return float(torch.cat([bits_per_dim(net.log_prob(eval_x[i:i + 100]))
+                                for i in range(0, len(eval_x), 100)]).mean())
 
 
 def train_on(net, batches: list[torch.Tensor]) -> None:
@@ -257,9 +265,11 @@ def main() -> None:
     train = cifar("train", 2000 if args.quick else None)
     held_out = cifar("val", 100 if args.quick else 400)
     # the quick run compiles one model only: compiling is most of its time
-    compiled_names = ["flowkit bf16-conditioners" if fk.bf16_supported("cpu") else "flowkit float32"] if args.quick else None
+    quick_compiled = "flowkit bf16-conditioners" if fk.bf16_supported("cpu") else "flowkit float32"
+    compiled_names = [quick_compiled] if args.quick else None
     compile_step = not (args.quick or args.no_compiled_step)
-    results = [compare(args.levels, k, args.width, args.batch, args.steps, args.repeats, train, held_out, compiled_names,
+    results = [compare(args.levels, k, args.width, args.batch, args.steps, args.repeats, train, held_out,
+                       compiled_names,
                        compile_step, args.inference_repeats) for k in args.depths]
     payload = {"config": options(args), "fp_support": {"cpu_bf16": fk.bf16_supported("cpu")},
                "by_depth": results}

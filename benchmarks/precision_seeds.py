@@ -26,13 +26,20 @@ from pathlib import Path
 
 import torch
 
-
+import flowkit as fk
 from benchmarks._common import (
-    NO_BF16, RESULTS, cifar, cifar_source, dequantise, glow_size_options, options, table, write,
+    NO_BF16,
+    RESULTS,
+    cifar,
+    cifar_source,
+    dequantise,
+    glow_size_options,
+    options,
+    table,
+    write,
 )
 from benchmarks.glow_vs_normflows import Ours
 from benchmarks.precision import held_out_bpd, train_on
-import flowkit as fk
 
 
 def one_seed(levels: int, depth: int, width: int, batch: int, steps: int, seed: int, data, eval_x) -> dict:

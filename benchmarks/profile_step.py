@@ -22,9 +22,16 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-
 from benchmarks._common import (
-    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, options, table, write,
+    RESULTS,
+    cifar,
+    cifar_source,
+    dequantise,
+    dynamo_counters,
+    glow_size_options,
+    options,
+    table,
+    write,
 )
 from benchmarks.glow_vs_normflows import Normflows, Ours, bits_per_dim
 from flowkit.precision import bf16_supported, set_conditioner_precision

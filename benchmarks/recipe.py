@@ -25,9 +25,15 @@ from pathlib import Path
 
 import torch
 
-
 from benchmarks._common import (
-    RESULTS, cifar, cifar_source, dequantise, glow_size_options, options, table, write,
+    RESULTS,
+    cifar,
+    cifar_source,
+    dequantise,
+    glow_size_options,
+    options,
+    table,
+    write,
 )
 from benchmarks.time_to_quality import FLOWKIT_MODES, BatchStream, FlowkitGlow, mode_in_effect
 

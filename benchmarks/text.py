@@ -45,12 +45,14 @@ from pathlib import Path
 
 import torch
 
-
 from benchmarks._common import RESULTS, options, table, write
-from flowkit_text.data import read_emotions, read_pairs, read_rewrites, read_sentences, read_training_sentences
 from flowkit_text import run as text_run
+from flowkit_text.data import read_emotions, read_pairs, read_rewrites, read_sentences, read_training_sentences
 from flowkit_text.run import (
-    SteeringSplit, evaluate_steering, label_editors, split_held_out,
+    SteeringSplit,
+    evaluate_steering,
+    label_editors,
+    split_held_out,
 )
 from flowkit_text.steer import mean_cosine
 from flowkit_text.transfer import LabelProbe, transfer_at_1
@@ -89,7 +91,8 @@ def edit_rows(editors: dict, report: dict, x, source: str, target: str, score, o
     for way in WAYS:
         edit = editors[way]
         calibrated = report["transfer_strength"][way][pair]
-        rows.append({"method": f"{way} (calibrated)", "strength": calibrated, **score(edit(x, source, target, calibrated))})
+        rows.append({"method": f"{way} (calibrated)", "strength": calibrated,
+                     **score(edit(x, source, target, calibrated))})
         rows.append({"method": f"{way}, strength 1", "strength": 1.0, **score(edit(x, source, target, 1.0))})
         if oracle:
             by_strength = {a: score(edit(x, source, target, a)) for a in ORACLE_STRENGTHS}
@@ -126,7 +129,8 @@ def sentiment_transfer(folder: Path, steps: int, quick: bool, with_unlabelled: b
     model, report, editors = fit_labelled(folder, name, groups, steps, unlabelled)
     judge_pos = read_sentences(DATA / "rt-polarity" / "pos.txt")[:limit]
     judge_neg = read_sentences(DATA / "rt-polarity" / "neg.txt")[:limit]
-    judge = LabelProbe(model.encode_sentences(judge_pos + judge_neg), ["positive"] * len(judge_pos) + ["negative"] * len(judge_neg))
+    judge = LabelProbe(model.encode_sentences(judge_pos + judge_neg),
+                       ["positive"] * len(judge_pos) + ["negative"] * len(judge_neg))
     directions = [("negative", "positive", read_rewrites(yelp / "reference.0")),
                   ("positive", "negative", read_rewrites(yelp / "reference.1"))]
     if quick:
@@ -200,7 +204,8 @@ def density_sts_steering(folder: Path, args, steps: int, limit: int | None) -> d
     positive = read_sentences(DATA / "rt-polarity" / "pos.txt")[:limit]
     negative = read_sentences(DATA / "rt-polarity" / "neg.txt")[:limit]
     split = SteeringSplit.of(positive, negative)
-    sts = {"STS-B dev": read_pairs(DATA / "sts" / "sts-dev.csv"), "SICK-R trial": read_pairs(DATA / "sts" / "SICK_trial.txt")}
+    sts = {"STS-B dev": read_pairs(DATA / "sts" / "sts-dev.csv"),
+           "SICK-R trial": read_pairs(DATA / "sts" / "SICK_trial.txt")}
     if args.quick:
         sts = {name: type(p)(p.first[:100], p.second[:100], p.scores[:100], p.name) for name, p in sts.items()}
     fit_files = [DATA / "sts" / "sts-train.csv", DATA / "sts" / "SICK_train.txt"]

@@ -50,16 +50,24 @@ if "--warm-compile-cache" not in sys.argv:  # measure a user's first compile, no
 
 import torch
 
-
+import flowkit as fk
 from benchmarks._common import (
     NO_BF16,
-    RESULTS, cifar, cifar_source, dequantise, dynamo_counters, glow_size_options, interleaved_times, options,
-    spread, table, write,
+    RESULTS,
+    cifar,
+    cifar_source,
+    dequantise,
+    dynamo_counters,
+    glow_size_options,
+    interleaved_times,
+    options,
+    spread,
+    table,
+    write,
 )
 from benchmarks.glow_vs_normflows import bits_per_dim
 from benchmarks.peers import normflows_glow
-import flowkit as fk
-from flowkit.train.engine import Trainer, TrainConfig
+from flowkit.train.engine import TrainConfig, Trainer
 from flowkit_image import Glow, GlowConfig
 
 FLOWKIT_MODES = {"eager": {}, "compiled": {"compile": True}, "bf16": {"precision": "bf16-conditioners"},
@@ -137,7 +145,8 @@ class Contender:
         return float(bpd)
 
     def checkpoint(self) -> None:
-        self.curve.append({"time_s": round(self.clock, 1), "steps": self.steps, "bits_per_dim": round(self.evaluate(), 4)})
+        self.curve.append({"time_s": round(self.clock, 1), "steps": self.steps,
+                           "bits_per_dim": round(self.evaluate(), 4)})
 
 
 class NormflowsGlow(Contender):
@@ -235,7 +244,8 @@ def first_time_at_or_below(curve: list[dict], target: float) -> float | None:
         if point["bits_per_dim"] <= target:
             if previous is None:
                 return point["time_s"]
-            (t0, b0), (t1, b1) = (previous["time_s"], previous["bits_per_dim"]), (point["time_s"], point["bits_per_dim"])
+            (t0, b0), (t1, b1) = (previous["time_s"], previous["bits_per_dim"]), (point["time_s"],
+                                                                                  point["bits_per_dim"])
             return t0 + (t1 - t0) * (b0 - target) / (b0 - b1)
         previous = point
     return None
@@ -260,13 +270,14 @@ def race(levels: int, depth: int, width: int, stream: BatchStream, held_out: tor
                     c.train_for(args.slice_s, checkpoint)
             for c in contenders:
                 c.checkpoint()
+            last = flowkit.curve[-1]
+            raw = f"  flowkit raw {last['raw_bits_per_dim']:.3f}" if "raw_bits_per_dim" in last else ""
             print(f"K={depth} t={checkpoint:5.0f}s  " + "  ".join(
-                f"{c.name} {c.curve[-1]['bits_per_dim']:.3f} ({c.steps} steps)" for c in contenders)
-                  + (f"  flowkit raw {flowkit.curve[-1]['raw_bits_per_dim']:.3f}" if "raw_bits_per_dim" in flowkit.curve[-1]
-                     else ""), flush=True)
+                f"{c.name} {c.curve[-1]['bits_per_dim']:.3f} ({c.steps} steps)" for c in contenders) + raw, flush=True)
         compile_stats = dynamo_counters()
     target = normflows.curve[-1]["bits_per_dim"]
-    t_flowkit, t_normflows = first_time_at_or_below(flowkit.curve, target), first_time_at_or_below(normflows.curve, target)
+    t_flowkit, t_normflows = first_time_at_or_below(flowkit.curve,
+                                                    target), first_time_at_or_below(normflows.curve, target)
     t_raw = first_time_at_or_below(raw_weights_curve(flowkit.curve), target)
     ahead = [f["bits_per_dim"] < n["bits_per_dim"] for f, n in zip(flowkit.curve, normflows.curve)]
     return {
@@ -341,9 +352,11 @@ def bf16_figures(folder: Path) -> dict:
     if seeds_path.exists():  # the delta averaged over seeds (benchmarks/precision_seeds.py)
         for d in json.loads(seeds_path.read_text()).get("by_depth", []):
             by_depth.setdefault(f"K={d['K']}", {}).update({
-                "bits_per_dim_delta_seed_mean": d["mean_delta"], "bits_per_dim_delta_standard_error": d["standard_error"],
+                "bits_per_dim_delta_seed_mean": d["mean_delta"],
+                "bits_per_dim_delta_standard_error": d["standard_error"],
                 "seeds": len(d["runs"])})
-    return {"bf16_step_speedup": first["bf16_step_speedup"], "bf16_bits_per_dim_delta": first["bf16_bits_per_dim_delta"],
+    return {"bf16_step_speedup": first["bf16_step_speedup"],
+            "bf16_bits_per_dim_delta": first["bf16_bits_per_dim_delta"],
             "bf16_by_depth": by_depth,
             "bf16_source": f"benchmarks/results/precision.json ({payload.get('command', '?')}), K = {first['K']}"}
 
@@ -393,7 +406,8 @@ def main() -> None:
         steps.append({"K": depth, **eager_step_times(args.levels, depth, args.width, stream, args.step_repeats)})
         print(f"K={depth} eager step ratio (normflows / flowkit): {steps[-1]['step_ratio']}", flush=True)
         results.append(race(args.levels, depth, args.width, stream, held_out, args))
-    rows = [{"K": r["K"], "params flowkit": r["parameters"]["flowkit"], "params normflows": r["parameters"]["normflows"],
+    rows = [{"K": r["K"], "params flowkit": r["parameters"]["flowkit"],
+             "params normflows": r["parameters"]["normflows"],
              "normflows final bpd": r["normflows_final_bits_per_dim"],
              "flowkit final bpd": r["curves"]["flowkit"][-1]["bits_per_dim"],
              "flowkit s to it": r["time_to_normflows_final_s"]["flowkit"],

@@ -34,11 +34,10 @@ from .transfer import transfer
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ActNorm", "AdditiveCoupling", "AffineCoupling", "AffineTransform", "Bijector", "CheckpointError", "Coupling",
-    "DataError", "DiagNormal", "ElementTransform", "FactorOut", "Flow", "FlowkitError", "Inverse", "Invertible1x1",
-    "Invertible1x1LU", "LearnedPrior", "NonFiniteError", "PRECISIONS", "Permute", "RQSplineCoupling",
-    "RQSplineTransform", "Sequential", "ShapeError", "ShiftTransform", "Squeeze", "StandardNormal",
-    "apply_direction", "attribute_direction", "bf16_supported", "build_multiscale", "compile_frozen", "evaluation_mode", "interpolate",
-    "regression_direction", "set_conditioner_precision", "set_memory_mode", "transfer",
-]
+__all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "AffineTransform", "Bijector", "CheckpointError",
+           "Coupling", "DataError", "DiagNormal", "ElementTransform", "FactorOut", "Flow", "FlowkitError", "Inverse",
+           "Invertible1x1", "Invertible1x1LU", "LearnedPrior", "NonFiniteError", "PRECISIONS", "Permute",
+           "RQSplineCoupling", "RQSplineTransform", "Sequential", "ShapeError", "ShiftTransform", "Squeeze",
+           "StandardNormal", "apply_direction", "attribute_direction", "bf16_supported", "build_multiscale",
+           "compile_frozen", "evaluation_mode", "interpolate", "regression_direction", "set_conditioner_precision",
+           "set_memory_mode", "transfer"]

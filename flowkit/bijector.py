@@ -83,7 +83,8 @@ class Bijector(nn.Module):
         y_again, ladj = self(x, context)
         return [x], y_again, ladj
 
-    def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
+    def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor,
+                            sink: GradSink) -> tuple[Tensor, Tensor]:
         """For reversible backprop: from the output ``y`` and the gradients of the loss
         with respect to ``y`` and to the log-det, return the input and its gradient; add
         parameter (and context) gradients to ``sink``. The default recomputes this layer

@@ -30,8 +30,8 @@ from .train.interrupt import TrainingInterrupted
 PLUGIN_GROUP = "flowkit.plugins"
 TRACEBACK_VARIABLE = "FLOWKIT_TRACEBACK"
 
-__all__ = ["add_training_flags", "build_parser", "finite_float", "json_line", "main", "non_negative_float", "non_negative_int",
-           "positive_float", "positive_int", "seed"]
+__all__ = ["add_training_flags", "build_parser", "finite_float", "json_line", "main", "non_negative_float",
+           "non_negative_int", "positive_float", "positive_int", "seed"]
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to a signed 64-bit integer
 
@@ -112,7 +112,8 @@ def add_training_flags(parser: argparse.ArgumentParser, out_default: str | None 
     ``--checkpoint-every``; the values go to :func:`flowkit.train.train_config`, where
     an absent flag (``None``) keeps the preset's or the resumed run's value."""
     parser.add_argument("--out", required=out_default is None, default=out_default,
-                        help="the run folder (checkpoint/, metrics, reports)" + (f"; default {out_default}" if out_default else ""))
+                        help="the run folder (checkpoint/, metrics, reports)"
+                             + (f"; default {out_default}" if out_default else ""))
     parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
     parser.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
     parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")

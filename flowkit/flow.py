@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from .bijector import Bijector
-from .sequential import Sequential
 from .distributions import StandardNormal
 from .errors import DataError, FlowkitError, NonFiniteError, ShapeError, check_count, check_finite
+from .sequential import Sequential
 
 
 class Flow(nn.Module):
@@ -81,7 +81,8 @@ class Flow(nn.Module):
             wanted = ", ".join("any" if n is None else str(n) for n in shape)
             raise ShapeError(f"{what} should have shape (batch, {wanted}); got {tuple(x.shape)}{hint}")
         if shape is not None and any(n is None and size == 0 for n, size in zip(shape, x.shape[1:])):
-            raise ShapeError(f"{what} of shape {tuple(x.shape)} has an empty free dimension; lengths must be at least 1")
+            raise ShapeError(f"{what} of shape {tuple(x.shape)} has an empty free dimension; "
+                             f"lengths must be at least 1")
         parameter = next(self.parameters(), None)
         if (parameter is not None and parameter.is_floating_point() and x.dtype != parameter.dtype
                 and all(p.dtype != x.dtype for p in self.parameters())):  # a mixed-precision model may hold both

@@ -41,7 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.module import (
-    register_module_buffer_registration_hook, register_module_module_registration_hook,
+    register_module_buffer_registration_hook,
+    register_module_module_registration_hook,
     register_module_parameter_registration_hook,
 )
 

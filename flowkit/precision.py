@@ -17,10 +17,11 @@ networks"). Use it for training, evaluation and sampling; keep float32 for encod
 reconstruction and edits.
 
 On a CPU with AVX-512 BF16 (or a GPU with bfloat16) 3x3 convolutions run faster in
-bfloat16 (the same section of docs/benchmarks.md says by how much). Where the device lacks bfloat16 support the option says so and runs
-float32. ``FLOWKIT_BF16=0`` in the environment makes :func:`bf16_supported` answer ``False``
-on every device, so a machine with bfloat16 behaves (and tests) like one without; child
-processes inherit it. ``make test`` reruns the tests marked ``bf16`` that way.
+bfloat16 (the same section of docs/benchmarks.md says by how much). Where the device lacks
+bfloat16 support the option says so and runs float32. ``FLOWKIT_BF16=0`` in the
+environment makes :func:`bf16_supported` answer ``False`` on every device, so a machine
+with bfloat16 behaves (and tests) like one without; child processes inherit it.
+``make test`` reruns the tests marked ``bf16`` that way.
 
 Example:
     >>> flow = flowkit.Sequential(flowkit.AffineCoupling(4, hidden=8, spatial_dims=1))

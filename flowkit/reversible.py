@@ -36,7 +36,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-
 Recompute = Callable[[Tensor, "Tensor | None"], "tuple[list[Tensor], Tensor, Tensor]"]
 
 

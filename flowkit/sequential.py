@@ -71,7 +71,8 @@ class Sequential(Bijector):
             steps.append(step)
         return y, total_log_det(steps, y)
 
-    def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
+    def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor,
+                            sink: GradSink) -> tuple[Tensor, Tensor]:
         return chain_backward(self.layers, y, grad_y, grad_ladj, sink)
 
     @property

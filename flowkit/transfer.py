@@ -70,7 +70,8 @@ def batched_context(context: Context, n: int, dtype: torch.dtype = torch.float32
 
 @torch.no_grad()
 def transfer(flow: Flow, x: Tensor | Sequence[Tensor], source: Context | Sequence[Context],
-             target: Context | Sequence[Context], strength: float = 1.0, batch_size: int = 256) -> Tensor | list[Tensor]:
+             target: Context | Sequence[Context], strength: float = 1.0,
+             batch_size: int = 256) -> Tensor | list[Tensor]:
     r"""Encode ``x`` under ``source`` and decode it under ``source + strength * (target - source)``.
 
     Arguments:

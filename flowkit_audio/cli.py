@@ -2,7 +2,8 @@
 
     flowkit audio train-vocoder --data FOLDER --out DIR [--preset P] [--steps N] [--minutes M] [--seed S] [--resume]
     flowkit audio vocode --checkpoint DIR --input WAV_OR_FOLDER --out FOLDER [--sigma S] [--json]
-    flowkit audio train-pitch --data FOLDER --out DIR [--preset speech|speech-relative|notes] [--steps N] [--minutes M] [--seed S] [--resume]
+    flowkit audio train-pitch --data FOLDER --out DIR [--preset speech|speech-relative|notes] [--steps N]
+                              [--minutes M] [--seed S] [--resume]
     flowkit audio edit-pitch --checkpoint DIR --input WAV_OR_FOLDER --out FOLDER (--semitones S | --alpha A)
                              [--vocoder DIR | --vocoder griffinlim] [--json]
     flowkit audio demo [--preset speech|notes]
@@ -53,7 +54,8 @@ def _vocode(args: argparse.Namespace) -> None:
     result = vocoder_run.vocode_files(args.checkpoint, args.input, args.out, args.sigma, args.denoise)
     mean = result["mean"]
     _print(result, args.json, f"wrote {len(result['files'])} file(s) to {result['out']}: log-spectral distance "
-                              f"{mean['log_spectral_distance_db']:.2f} dB, real-time factor {mean['real_time_factor']:.3f}")
+                              f"{mean['log_spectral_distance_db']:.2f} dB, "
+                              f"real-time factor {mean['real_time_factor']:.3f}")
 
 
 def _train_pitch(args: argparse.Namespace) -> None:
@@ -72,7 +74,8 @@ def _edit_pitch(args: argparse.Namespace) -> None:
     vocoder = None if args.vocoder in (None, "griffinlim") else args.vocoder
     result = pitch_run.edit_files(args.checkpoint, args.input, args.out, args.semitones, args.alpha, vocoder)
     median = result["median_semitones_vs_resynthesis"]
-    _print(result, args.json, f"wrote {len(result['files'])} file(s) to {result['out']} (alpha {result['alpha']:+.3f}); "
+    _print(result, args.json,
+           f"wrote {len(result['files'])} file(s) to {result['out']} (alpha {result['alpha']:+.3f}); "
                               f"median F0 change {'n/a' if median is None else f'{median:+.2f} semitones'}")
 
 

@@ -116,7 +116,8 @@ def load_clips(source: str | os.PathLike, sample_rate: int) -> list[Clip]:
     return [read_wav(p, sample_rate) for p in audio_files(source)]
 
 
-def check_output_folder(source: str | os.PathLike, out: str | os.PathLike, suffixes: tuple[str, ...] = (".wav", ".png")) -> None:
+def check_output_folder(source: str | os.PathLike, out: str | os.PathLike,
+                        suffixes: tuple[str, ...] = (".wav", ".png")) -> None:
     """Refuse, before any work, an output folder that is or contains an input file's folder
     (each input ``NAME.*`` writes ``out/NAME`` + each suffix, which could replace an input
     only there), and inputs whose outputs would share a name (``a.wav`` and ``a.flac``): a

@@ -20,9 +20,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flowkit.train import prepare_run_folder
-
 import numpy as np
+
+from flowkit.train import prepare_run_folder
 
 from .data import demo_clips, write_wav
 from .features import griffin_lim, log_mel
@@ -74,7 +74,8 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
                                                       out / f"speech_relative_{s:+d}", semitones_wanted=float(s))
                       for s in (-2, 2)}
     summary = {
-        "vocoder": {"steps": vocoder_metrics.get("step"), "held_out_nll_nats_per_sample": vocoder_metrics.get("eval_nll"),
+        "vocoder": {"steps": vocoder_metrics.get("step"),
+                    "held_out_nll_nats_per_sample": vocoder_metrics.get("eval_nll"),
                     "log_spectral_distance_db": vocoded["mean"]["log_spectral_distance_db"],
                     "griffin_lim_log_spectral_distance_db": round(sum(gl_distance) / len(gl_distance), 3),
                     "real_time_factor": vocoded["mean"]["real_time_factor"]},

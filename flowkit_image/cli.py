@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import argparse
 
+from flowkit.cli import (
+    add_training_flags,
+    finite_float,
+    json_line,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed,
+)
 from flowkit.memory import MEMORY_MODES
 from flowkit.precision import PRECISIONS
-from flowkit.cli import (add_training_flags, finite_float, json_line, non_negative_float, non_negative_int, positive_float,
-                         positive_int, seed)
 
 from . import demo, run
 from .presets import PRESETS
-
 
 ARCHITECTURE_FLAGS = ("levels", "depth", "width", "coupling", "permutation", "n_bits")
 
@@ -85,7 +92,8 @@ def _manipulate(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     result = demo.run(args.out, args.steps, args.seed, overwrite=args.overwrite)
     print(f"bits/dim on {result['images']} held-out CIFAR-10 images ({result['n_bits']}-bit): "
-          f"{result['initial_bits_per_dim']:.3f} untrained -> {result['bits_per_dim']:.3f} after {result['steps']} steps")
+          f"{result['initial_bits_per_dim']:.3f} untrained -> {result['bits_per_dim']:.3f} "
+          f"after {result['steps']} steps")
     print(f"wrote {args.out}/: bits_per_dim.json samples.png samples_t0.7.png interpolation.png "
           f"reconstruction.png manipulation.png metrics.jsonl metrics.png checkpoint/")
 
@@ -100,7 +108,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help=".npz, image folder, CIFAR-10 binary folder/file, or 'demo' (default)")
     p.add_argument("--eval-data", default=None, help="held-out images (default: the demo test split, or 5%% of --data)")
     add_training_flags(p, out_default="out/glow")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (split across torchrun processes)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="global batch (split across torchrun processes)")
     p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--warmup-steps", type=non_negative_int, default=None,
                    help="linear learning-rate warmup (default: the preset's)")

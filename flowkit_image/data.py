@@ -77,7 +77,9 @@ def load_npz(path: str | Path, split: str | None = None) -> ImageSet:
             if f"{prefix}images" not in data.files:
                 raise DataError(f"{path}: no array named {prefix}images (found {data.files})")
             images = _as_uint8_nchw(data[f"{prefix}images"], str(path))
-            labels = torch.from_numpy(data[f"{prefix}labels"].astype(np.int64)) if f"{prefix}labels" in data.files else None
+            labels = None
+            if f"{prefix}labels" in data.files:
+                labels = torch.from_numpy(data[f"{prefix}labels"].astype(np.int64))
             classes = [str(c) for c in data["classes"]] if "classes" in data.files else None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
@@ -92,7 +94,8 @@ def load_cifar_binary(paths: list[Path]) -> ImageSet:
     for path in paths:
         raw = np.fromfile(path, dtype=np.uint8)
         if raw.size == 0 or raw.size % CIFAR_RECORD:
-            raise DataError(f"{path}: not a CIFAR-10 binary file ({raw.size} bytes is not a multiple of {CIFAR_RECORD})")
+            raise DataError(f"{path}: not a CIFAR-10 binary file "
+                            f"({raw.size} bytes is not a multiple of {CIFAR_RECORD})")
         records = raw.reshape(-1, CIFAR_RECORD)
         if records[:, 0].max() > 9:
             raise DataError(f"{path}: labels above 9, not a CIFAR-10 binary file")

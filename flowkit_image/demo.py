@@ -13,8 +13,18 @@ import torch
 from flowkit.train import prepare_run_folder
 
 from .data import load_images
-from .run import (bits_per_dim, build_model, evaluate, interpolate, load, manipulate, reconstruct, sample,
-                  sample_temperatures, train)
+from .run import (
+    bits_per_dim,
+    build_model,
+    evaluate,
+    interpolate,
+    load,
+    manipulate,
+    reconstruct,
+    sample,
+    sample_temperatures,
+    train,
+)
 
 __all__ = ["run"]
 

@@ -44,8 +44,8 @@ from flowkit import (
     Sequential,
     build_multiscale,
 )
-from flowkit.errors import DataError, FlowkitError, ShapeError
 from flowkit.config import SavedConfig
+from flowkit.errors import DataError, FlowkitError, ShapeError
 from flowkit.nn import GlowConditioner, ZeroConv
 
 Permutation = Literal["conv", "conv_lu", "shuffle", "reverse"]

@@ -180,7 +180,8 @@ def _check_shape(model: Glow, images: ImageSet, name: str = "") -> None:
     if model.config.n_classes:
         if images.labels is None:
             raise DataError(f"the model is class-conditional but the {what} have no labels")
-        if len(images.labels) and not 0 <= int(images.labels.min()) <= int(images.labels.max()) < model.config.n_classes:
+        labels = images.labels
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < model.config.n_classes:
             raise DataError(f"{what} have labels outside 0..{model.config.n_classes - 1}")
 
 
@@ -201,7 +202,10 @@ def _class_context(model: Glow, n: int, label: int | None) -> Tensor | None:
         if label is not None:
             raise FlowkitError("--label needs a class-conditional model; this one is unconditional")
         return None
-    labels = torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % model.config.n_classes
+    if label is None:
+        labels = torch.arange(n) % model.config.n_classes
+    else:
+        labels = torch.full((n,), label, dtype=torch.long)
     return model.context(labels)
 
 

@@ -59,8 +59,8 @@ def _save(out: Path, array: Any) -> None:
 
 def _fit(args: argparse.Namespace) -> None:
     require_text_extra()
-    from .labels import parse_label_spec
     from . import run as text_run
+    from .labels import parse_label_spec
 
     if not args.data and not args.label:
         raise FlowkitError("fit needs sentences: --data FILE ... and/or --label NAME=FILE ...")
@@ -76,8 +76,8 @@ def _fit(args: argparse.Namespace) -> None:
 
 def _embed(args: argparse.Namespace) -> None:
     require_text_extra()
-    from .data import read_sentences
     from . import run as text_run
+    from .data import read_sentences
 
     out = _npy_path(args.out)
     sentences = read_sentences(args.input)
@@ -89,8 +89,8 @@ def _embed(args: argparse.Namespace) -> None:
 
 def _eval_sts(args: argparse.Namespace) -> None:
     require_text_extra()
-    from .data import read_pairs
     from . import run as text_run
+    from .data import read_pairs
 
     pairs = read_pairs(args.data)
     result = text_run.evaluate(text_run.load(args.checkpoint), pairs)
@@ -113,14 +113,15 @@ def _steer_form(args: argparse.Namespace) -> str:
         raise FlowkitError("--from and --strength need --to NAME")
     missing = [f for f in ("--positive", "--negative", "--alpha") if f not in direction]
     if missing:
-        raise FlowkitError(f"steer needs --to NAME, or all of --positive --negative --alpha (missing {' '.join(missing)})")
+        raise FlowkitError(f"steer needs --to NAME, or all of --positive --negative --alpha "
+                           f"(missing {' '.join(missing)})")
     return "direction"
 
 
 def _steer(args: argparse.Namespace) -> None:
     require_text_extra()
-    from .data import read_sentences
     from . import run as text_run
+    from .data import read_sentences
     from .run import steer, steer_to
 
     out = _npy_path(args.out)
@@ -154,7 +155,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = text.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser("fit", help="fit whitening and a flow on the sentences of text / STS / SICK files")
-    p.add_argument("--data", nargs="+", default=[], help="unlabelled sentence files (one per line), STS-B or SICK files")
+    p.add_argument("--data", nargs="+", default=[],
+                   help="unlabelled sentence files (one per line), STS-B or SICK files")
     p.add_argument("--label", action="append", default=[], metavar="NAME=FILE",
                    help="the sentences of FILE carry label NAME (repeat: at least two names); the flow is then "
                         "conditioned on the label and `steer --to NAME` moves sentences between labels")

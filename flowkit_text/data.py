@@ -168,7 +168,8 @@ def read_emotions(path: str | os.PathLike, names: list[str]) -> dict[str, list[s
         try:
             labels = [int(v) for v in fields[1].split(",")]
         except ValueError:
-            raise DataError(f"{path}, line {number}: labels must be comma-separated indices, not {fields[1]!r}") from None
+            raise DataError(f"{path}, line {number}: labels must be comma-separated indices, "
+                            f"not {fields[1]!r}") from None
         if any(not 0 <= v < len(names) for v in labels):
             raise DataError(f"{path}, line {number}: a label index is outside 0..{len(names) - 1}")
         if len(labels) == 1:

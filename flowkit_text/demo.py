@@ -27,8 +27,8 @@ import torch
 
 from flowkit.train import prepare_run_folder
 
-from .data import DEMO_EMOTIONS, demo_corpus
 from . import run as text_run
+from .data import DEMO_EMOTIONS, demo_corpus
 from .run import SteeringSplit, evaluate_steering, steer
 from .steer import mean_cosine, nearest
 
@@ -57,19 +57,22 @@ def run(out: str | Path = "out/text-demo", minutes: float = 1.0, overwrite: bool
     sts = text_run.evaluate(model, corpus["sts"])
     split = SteeringSplit.of(corpus["positive"], corpus["negative"])
     steering = evaluate_steering(model, split, ALPHAS)
-    _, shown = steer(model, split.direction_positive, split.direction_negative, split.test_negative[:4], NEIGHBOUR_ALPHA,
+    _, shown = steer(model, split.direction_positive, split.direction_negative, split.test_negative[:4],
+                     NEIGHBOUR_ALPHA,
                      corpus=split.probe_positive + split.probe_negative, show=4, k=2)
     at = next(r for r in steering if r["alpha"] == SHOW_ALPHA)
     emotions = emotion_transfer(out, corpus["emotions"], minutes / 2, progress)
     summary = {"out": str(out), "steps": fit["steps"], "kept_step": fit["best_step"],
                "kept_whitening_start": fit["kept_whitening_start"], "held_out_nll": fit["held_out_nll"],
                "gaussian_nll": fit["gaussian_nll"], "sts_raw": sts["raw"], "sts_whitened": sts["whitened"],
-               "sts_flow": sts["flow"], "sts_pairs": sts["pairs"], "sts_pairs_fitted_on": _pairs_seen(corpus["sts"], reviews_fitted),
+               "sts_flow": sts["flow"], "sts_pairs": sts["pairs"],
+               "sts_pairs_fitted_on": _pairs_seen(corpus["sts"], reviews_fitted),
                "steer_alpha": SHOW_ALPHA, "steer_mean_cosine": at["mean_cosine"],
                "flow_flip_rate": at["flow_flip_rate"], "unedited_flip_rate": at["unedited_flip_rate"],
                "raw_flip_rate_at_equal_cosine": at["raw_flip_rate"],
                "emotion_kept_step": emotions["fit"]["best_step"],
-               **{f"neutral_to_{e}_nearest_rate": emotions["edits"][e]["nearest_target_rate"] for e in DEMO_EMOTIONS[1:]},
+               **{f"neutral_to_{e}_nearest_rate": emotions["edits"][e]["nearest_target_rate"]
+                  for e in DEMO_EMOTIONS[1:]},
                **{f"neutral_unedited_{e}_nearest_rate": emotions["edits"][e]["unedited_nearest_target_rate"]
                   for e in DEMO_EMOTIONS[1:]}}
     result = {"summary": summary, "fit": fit, "sts": sts, "steering": steering, "neighbours": shown["neighbours"],
@@ -114,7 +117,8 @@ def _pairs_seen(pairs, fitted: set[str]) -> int:
 
 
 def _nearest_owner(x: torch.Tensor, corpus: torch.Tensor, owner: list[str]) -> list[str]:
-    similarity = torch.nn.functional.normalize(x.double(), dim=1) @ torch.nn.functional.normalize(corpus.double(), dim=1).T
+    normalize = torch.nn.functional.normalize
+    similarity = normalize(x.double(), dim=1) @ normalize(corpus.double(), dim=1).T
     return [owner[i] for i in similarity.argmax(1).tolist()]
 
 

@@ -97,11 +97,13 @@ class SentenceEncoder:
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError:
-                raise FlowkitError("the text commands need sentence-transformers: pip install 'flowkit[text]'") from None
+                raise FlowkitError("the text commands need sentence-transformers: "
+                                   "pip install 'flowkit[text]'") from None
             try:
                 self._model = SentenceTransformer(self.resolved, device="cpu")
             except (OSError, ValueError) as error:
-                raise FlowkitError(f"cannot load the sentence encoder {self.name!r}: {str(error).splitlines()[0]}") from None
+                raise FlowkitError(f"cannot load the sentence encoder {self.name!r}: "
+                                   f"{str(error).splitlines()[0]}") from None
         return self._model
 
     @property

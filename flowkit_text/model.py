@@ -79,7 +79,8 @@ class EmbeddingFlowConfig(SavedConfig):
             raise FlowkitError(f"embedding flow config: coupling must be one of {', '.join(COUPLINGS)}, "
                                f"not {self.coupling!r}")
         if self.mixing not in MIXINGS:
-            raise FlowkitError(f"embedding flow config: mixing must be one of {', '.join(MIXINGS)}, not {self.mixing!r}")
+            raise FlowkitError(f"embedding flow config: mixing must be one of {', '.join(MIXINGS)}, "
+                               f"not {self.mixing!r}")
         if self.dim >> (self.levels - 1) < 2:
             raise FlowkitError(f"embedding flow config: {self.levels} levels halve {self.dim} dims below 2")
         if self.init not in INITS:

@@ -39,8 +39,8 @@ from .sts import spearman_x100
 from .transfer import Edit, calibrate_strength, conditional_gaussian, raw_label_edit, scaled_transfer
 from .whitening import Whitening
 
-__all__ = ["SPACES", "SteeringSplit", "TextModel", "TextModelConfig", "evaluate", "evaluate_steering", "label_editors",
-           "load", "split_held_out", "steer", "steer_to", "train"]
+__all__ = ["SPACES", "SteeringSplit", "TextModel", "TextModelConfig", "evaluate", "evaluate_steering",
+           "label_editors", "load", "split_held_out", "steer", "steer_to", "train"]
 
 SPACES = ("raw", "whitened", "latent")
 TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "batch_size": 256, "warmup_steps": 50, "ema_decay": None,
@@ -258,7 +258,8 @@ def train(data: list[str] | str | None = "demo", out: str | Path = "out/text", p
     metrics = trainer.fit()
     if best.step is not None and best.step < trainer.step:
         model.load_state_dict(best.state)  # early stopping: keep the weights that generalise best
-    report = {"steps": trainer.step, "best_step": best.step, "kept_whitening_start": best.step == 0 and model.flow.config.init == "whitening",
+    report = {"steps": trainer.step, "best_step": best.step,
+              "kept_whitening_start": best.step == 0 and model.flow.config.init == "whitening",
               "held_out_nll": model.held_out_nll(x_test, contexts[2]), "validation_nll": best.nll,
               "gaussian_nll": model.gaussian_nll(x, x_test), "train_nll": metrics.get("nll"),
               "fit_seconds": round(time.monotonic() - started, 1),
@@ -415,7 +416,8 @@ class SteeringSplit:
         half_neg, half_pos = len(rest_neg) // 2, len(rest_pos) // 2
         if min(half_neg, half_pos) < 5:
             raise DataError("steering needs at least 10 positive and 10 negative sentences besides the test ones")
-        return cls(rest_pos[:half_pos], rest_neg[:half_neg], rest_pos[half_pos:], rest_neg[half_neg:], negative[:n_test])
+        return cls(rest_pos[:half_pos], rest_neg[:half_neg], rest_pos[half_pos:], rest_neg[half_neg:],
+                   negative[:n_test])
 
 
 def evaluate_steering(model: TextModel, split: SteeringSplit, alphas: list[float]) -> list[dict[str, float]]:
@@ -437,6 +439,7 @@ def evaluate_steering(model: TextModel, split: SteeringSplit, alphas: list[float
         raw_edited = raw_edit(x, raw, beta, model.config.normalised)
         rows.append({"alpha": alpha, "mean_cosine": round(cosine, 5), "flow_flip_rate": positive_share(edited),
                      "flow_positive_probability": probability(edited), "raw_beta": round(beta, 5),
-                     "raw_mean_cosine": round(mean_cosine(x, raw_edited), 5), "raw_flip_rate": positive_share(raw_edited),
+                     "raw_mean_cosine": round(mean_cosine(x, raw_edited), 5),
+                     "raw_flip_rate": positive_share(raw_edited),
                      "raw_positive_probability": probability(raw_edited), "unedited_flip_rate": positive_share(x)})
     return rows

@@ -32,8 +32,8 @@ from torch import Tensor
 
 import flowkit as fk
 
-__all__ = ["Neighbours", "flow_edit", "matching_raw_strength", "mean_cosine", "nearest", "raw_direction",
-           "raw_edit", "train_probe"]
+__all__ = ["Neighbours", "flow_edit", "matching_raw_strength", "mean_cosine", "nearest", "raw_direction", "raw_edit",
+           "train_probe"]
 
 
 def _project(x: Tensor, normalise: bool) -> Tensor:

@@ -80,7 +80,8 @@ def conditional_gaussian(x: Tensor, context: Tensor, noise_var: float = 0.0) -> 
 
 
 @torch.no_grad()
-def scaled_transfer(flow: fk.Flow, x: Tensor, source: Tensor, target: Tensor, strength: float, normalise: bool) -> Tensor:
+def scaled_transfer(flow: fk.Flow, x: Tensor, source: Tensor, target: Tensor, strength: float,
+                    normalise: bool) -> Tensor:
     r"""The transfer's own move, scaled: :math:`x + \lambda\,(T(x) - x)` with
     :math:`T(x) = f^{-1}(f(x; c_s); c_t)` (:func:`flowkit.transfer`), back on the sphere when
     ``normalise``. The flow decides each sentence's move; the strength only scales it. (For

@@ -5,7 +5,15 @@ import json
 
 import pytest
 
-from flowkit.cli import add_training_flags, finite_float, json_line, non_negative_float, positive_float, positive_int, seed
+from flowkit.cli import (
+    add_training_flags,
+    finite_float,
+    json_line,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    seed,
+)
 
 
 def test_command_output_json_never_holds_nan():

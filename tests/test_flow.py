@@ -207,14 +207,16 @@ def test_decoding_that_overflows_names_the_first_layer_instead_of_returning_inf(
 
 
 def test_a_context_that_no_layer_reads_is_refused_not_ignored():
-    unconditional = fk.Flow(fk.Sequential(fk.ActNorm(4), fk.Invertible1x1(4), fk.AffineCoupling(4, hidden=8, spatial_dims=0)),
+    unconditional = fk.Flow(fk.Sequential(fk.ActNorm(4), fk.Invertible1x1(4),
+                                          fk.AffineCoupling(4, hidden=8, spatial_dims=0)),
                             event_shape=(4,)).eval()
     x, context = torch.randn(3, 4), torch.randn(3, 2)
     for call in (lambda: unconditional.log_prob(x, context), lambda: unconditional.encode(x, context),
                  lambda: unconditional.decode(x, context), lambda: unconditional.sample(3, context=context)):
         with pytest.raises(ShapeError, match="no layer of this flow reads one.*context_channels"):
             call()
-    conditional = fk.Flow(fk.Sequential(fk.ActNorm(4), fk.AffineCoupling(4, hidden=8, spatial_dims=0, context_channels=2)),
+    conditional = fk.Flow(fk.Sequential(fk.ActNorm(4),
+                                        fk.AffineCoupling(4, hidden=8, spatial_dims=0, context_channels=2)),
                           event_shape=(4,)).eval()
     with torch.no_grad():
         for p in conditional.parameters():
@@ -249,7 +251,8 @@ def test_a_dtype_mismatch_and_a_bad_sample_count_are_named():
     with pytest.raises(fk.DataError, match="latent is torch.float64"):
         flow.decode(torch.zeros(2, 2, dtype=torch.float64))
     assert flow.double().log_prob(torch.zeros(2, 2, dtype=torch.float64)).dtype == torch.float64
-    mixed = fk.Flow(fk.Sequential(Affine([0.0, 0.0], [1.0, 1.0]).double(), Affine([0.0, 0.0], [2.0, 2.0])), event_shape=(2,))
+    mixed = fk.Flow(fk.Sequential(Affine([0.0, 0.0], [1.0, 1.0]).double(), Affine([0.0, 0.0], [2.0, 2.0])),
+                    event_shape=(2,))
     assert torch.isfinite(mixed.log_prob(torch.zeros(2, 2))).all()  # some parameters are float32: accepted
     with pytest.raises(fk.DataError, match="input is torch.float16"):
         mixed.log_prob(torch.zeros(2, 2, dtype=torch.float16))

@@ -3,7 +3,6 @@ import torch
 import torch.nn.functional as F
 
 import flowkit
-
 from flowkit.errors import ShapeError
 from flowkit.nn import Conv, GlowConditioner, NormedConv, ZeroConv, join_context, keep_border_patches
 

@@ -76,7 +76,8 @@ def test_accumulate_grads_hands_each_layer_its_gradients_before_the_chain_is_don
 def test_coupling_context_gradient_flows_through_the_reversible_chain():
     torch.manual_seed(0)
     chain = fk.Sequential(fk.ActNorm(4), fk.AffineCoupling(4, hidden=8, spatial_dims=1, context_channels=2),
-                          fk.Invertible1x1(4), fk.AffineCoupling(4, hidden=8, spatial_dims=1, context_channels=2)).double()
+                          fk.Invertible1x1(4),
+                          fk.AffineCoupling(4, hidden=8, spatial_dims=1, context_channels=2)).double()
     with torch.no_grad():
         for p in chain.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -118,7 +119,8 @@ def test_reversible_backward_runs_each_network_once_more_whatever_the_nesting():
     x = torch.rand(2, 3, 16, 16) - 0.5
     model(x)
     calls: dict[str, int] = {}
-    networks = [(name, m) for name, m in model.named_modules() if isinstance(m, (fk.nn.GlowConditioner, fk.nn.ZeroConv))]
+    networks = [(name, m) for name, m in model.named_modules() if isinstance(m,
+                                                                             (fk.nn.GlowConditioner, fk.nn.ZeroConv))]
     for name, m in networks:
         m.register_forward_hook(lambda m, i, o, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
     for mode, expected in (("plain", 1), ("reversible", 2)):

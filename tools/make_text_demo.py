@@ -23,7 +23,8 @@ def sample(lines: list[str], k: int, seed: int) -> list[str]:
 def main() -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     for name, seed in (("pos", 1), ("neg", 2)):
-        lines = [line for line in (DATA / "rt-polarity" / f"{name}.txt").read_text("utf-8").splitlines() if line.strip()]
+        text = (DATA / "rt-polarity" / f"{name}.txt").read_text("utf-8")
+        lines = [line for line in text.splitlines() if line.strip()]
         (ASSETS / f"rt-polarity-{name}.txt").write_text("\n".join(sample(lines, 1000, seed)) + "\n", "utf-8")
     pairs = [line for line in (DATA / "sts" / "sts-dev.csv").read_text("utf-8").splitlines() if line.strip()]
     (ASSETS / "sts-dev-sample.csv").write_text("\n".join(sample(pairs, 500, 3)) + "\n", "utf-8")

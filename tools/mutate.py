@@ -104,11 +104,13 @@ MUTATIONS = [
              "return factory(in_channels + context_channels, out_channels, context_channels=context_channels)",
              ("tests/layers/test_coupling.py",)),
     Mutation("flow: decode skips the context network", "flowkit/flow.py",
-             "        context = self.embed_context(context, event_shape)\n        x = self.bijector.inverse(z, context)[0]",
+             "        context = self.embed_context(context, event_shape)\n"
+             "        x = self.bijector.inverse(z, context)[0]",
              "        x = self.bijector.inverse(z, context)[0]",
              ("tests/test_flow.py",)),
     Mutation("manipulate: directions encoded in training mode", "flowkit/manipulate.py",
-             "    total, seen = None, 0\n    with evaluation_mode(flow):", "    total, seen = None, 0\n    with torch.no_grad():",
+             "    total, seen = None, 0\n    with evaluation_mode(flow):",
+             "    total, seen = None, 0\n    with torch.no_grad():",
              ("tests/test_manipulate.py",)),
     Mutation("squeeze: 2-D inverse uses another channel order", "flowkit/layers/squeeze.py",
              '"b (c f1 f2) h w -> b c (h f1) (w f2)"', '"b (c f2 f1) h w -> b c (h f1) (w f2)"',
@@ -129,7 +131,8 @@ MUTATIONS = [
     Mutation("reversible: accumulate_grads still holds gradients to the chain's end", "flowkit/reversible.py",
              "        if self.accumulate_grads:\n", "        if False:\n", ("tests/test_reversible.py",)),
     Mutation("in backward: gradient kept after the step", "flowkit/train/in_backward.py",
-             "        for p in self._bucket:\n            p.grad = None\n", "        for p in self._bucket:\n            pass\n",
+             "        for p in self._bucket:\n            p.grad = None\n",
+             "        for p in self._bucket:\n            pass\n",
              ("tests/train/test_in_backward.py",)),
     Mutation("in backward: a full bucket waits for the end of backward", "flowkit/train/in_backward.py",
              "        if self._bucket_size >= self.bucket_bytes:", "        if False:",
@@ -174,7 +177,8 @@ MUTATIONS = [
              'if precision == "bf16-conditioners" and not bf16_supported(device):', "if False:",
              ("tests/test_precision.py",)),
     Mutation("notes: rendering ignores the pitch channel", "flowkit_audio/pitch/notespec.py",
-             "f0 = midi_to_hz(features[0].double())", "f0 = midi_to_hz(features[0].double().mean().expand(features.shape[1]) * 0 + 60.0)",
+             "f0 = midi_to_hz(features[0].double())",
+             "f0 = midi_to_hz(features[0].double().mean().expand(features.shape[1]) * 0 + 60.0)",
              ("tests/audio/test_notes.py",)),
     Mutation("notes: the spectrum conditions on itself", "flowkit_audio/pitch/noteflow.py",
              "return pitch, x[:, 1:], pitch.mean(dim=tuple(range(2, x.dim())))",
@@ -274,7 +278,8 @@ def main() -> int:
             path = copy / m.file
             source = path.read_text()
             if source.count(m.original) != 1:
-                raise SystemExit(f"mutation {m.name!r}: the snippet occurs {source.count(m.original)} times in {m.file}")
+                raise SystemExit(f"mutation {m.name!r}: the snippet occurs {source.count(m.original)} times "
+                                 f"in {m.file}")
             path.write_text(source.replace(m.original, m.mutated))
             try:
                 passed, seconds = run_tests(copy, m.tests, env)

@@ -8,21 +8,6 @@ from .permute import Permute
 from .spline import RQSplineCoupling, RQSplineTransform
 from .squeeze import Squeeze
 
-__all__ = [
-    "ActNorm",
-    "AdditiveCoupling",
-    "AffineCoupling",
-    "AffineTransform",
-    "Coupling",
-    "ElementTransform",
-    "FactorOut",
-    "Invertible1x1",
-    "Invertible1x1LU",
-    "LearnedPrior",
-    "Permute",
-    "RQSplineCoupling",
-    "RQSplineTransform",
-    "ShiftTransform",
-    "Squeeze",
-    "build_multiscale",
-]
+__all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "AffineTransform", "Coupling", "ElementTransform",
+           "FactorOut", "Invertible1x1", "Invertible1x1LU", "LearnedPrior", "Permute", "RQSplineCoupling",
+           "RQSplineTransform", "ShiftTransform", "Squeeze", "build_multiscale"]

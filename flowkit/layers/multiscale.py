@@ -155,7 +155,8 @@ class FactorOut(Bijector):
         ladj = ladj + prior_ladj
         return torch.cat([z1, eps2], dim=1), ladj
 
-    def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor, sink: GradSink) -> tuple[Tensor, Tensor]:
+    def reversible_backward(self, y: Tensor, grad_y: Tensor, grad_ladj: Tensor,
+                            sink: GradSink) -> tuple[Tensor, Tensor]:
         """The inner chain walks itself (each member recomputed once), then the prior
         standardisation is recomputed with one evaluation of the prior network. With a
         stored boundary (``"reversible+boundaries"``) the level restarts from it."""
@@ -174,7 +175,10 @@ class FactorOut(Bijector):
             z1 = y[:, : self.split].detach().requires_grad_(True)
             mean, logs = self._prior(z1, context)
             with torch.no_grad():
-                z2 = _unstandardise(y[:, self.split:], mean, logs)[0] if stored is None else stored[:, self.split:].clone()
+                if stored is None:
+                    z2 = _unstandardise(y[:, self.split:], mean, logs)[0]
+                else:
+                    z2 = stored[:, self.split:].clone()
             z2.requires_grad_(True)
             eps2, ladj = _standardise(z2, mean, logs)
             return [z1, z2], torch.cat([z1, eps2], dim=1), ladj

@@ -74,13 +74,14 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
 
     The checks run on a copy; ``bijector`` is left untouched. The copy's parameters
     are perturbed by ``perturb`` (so zero-initialised networks do something), it is
-    run once in training mode (data-dependent initialisation) and moved to float64. Then: output shapes, dtype, device and ``forward_shape``; round trips
-    both ways; inverse log-det equals minus the forward one; the log-det equals
-    ``log|det|`` of the autograd Jacobian; changing one sample changes no other
-    sample's output; a declared ``reads_context`` matches what a changed context
-    does; gradients reach every parameter; training and evaluation mode agree; a state_dict round trip (into ``factory()`` when given) reproduces the
-    outputs; no tensor state lives outside the state_dict; and ``example``'s own
-    dtype round trips to ``sqrt(atol)``; ``recompute`` (reversible backprop) rebuilds
+    run once in training mode (data-dependent initialisation) and moved to float64.
+    Then: output shapes, dtype, device and ``forward_shape``; round trips both ways;
+    inverse log-det equals minus the forward one; the log-det equals ``log|det|`` of
+    the autograd Jacobian; changing one sample changes no other sample's output; a
+    declared ``reads_context`` matches what a changed context does; gradients reach
+    every parameter; training and evaluation mode agree; a state_dict round trip (into
+    ``factory()`` when given) reproduces the outputs; no tensor state lives outside the
+    state_dict; and ``example``'s own dtype round trips to ``sqrt(atol)``; ``recompute`` (reversible backprop) rebuilds
     the input and the outputs, and ``reversible_backward`` gives autograd's gradients
     (input, parameters, context); autograd's gradients of the output and the log-det
     with respect to the input, the context and the parameters match finite differences
@@ -187,7 +188,8 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
 
 def _raise_if(failures: list[str], bijector: Bijector) -> None:
     if failures:
-        raise ConformanceError(f"{type(bijector).__name__} failed {len(failures)} check(s):\n- " + "\n- ".join(failures))
+        raise ConformanceError(f"{type(bijector).__name__} failed {len(failures)} check(s):\n- "
+                               + "\n- ".join(failures))
 
 
 def _context_failures(b: Bijector, x: Tensor, ctx: Tensor | None, generator: torch.Generator,
@@ -231,7 +233,8 @@ def _reversible_failures(b: Bijector, x: Tensor, ctx: Tensor | None, generator: 
     got = [grad_x, *(sink.params.get(p, torch.zeros_like(p)) for p in params)]
     if want_ctx:
         got.append(torch.zeros_like(ctx) if sink.context_grad is None else sink.context_grad)
-    names = ["the input"] + [n for n, p in b.named_parameters() if p.requires_grad] + (["the context"] if want_ctx else [])
+    names = ["the input", *(n for n, p in b.named_parameters() if p.requires_grad)]
+    names += ["the context"] if want_ctx else []
     wrong = [name for name, g, e in zip(names, got, expected) if not _close(g, e, atol, rtol)]
     failures = []
     if not _close(x_back, x, atol, rtol):

@@ -129,7 +129,8 @@ class Trainer:
             set_conditioner_precision(self.ema.module, self.precision, self.device, warn=False)
         self.wrapped = model
         if dist.is_distributed():
-            self.wrapped = DistributedDataParallel(model, device_ids=None if self.device.type == "cpu" else [self.device])
+            self.wrapped = DistributedDataParallel(model,
+                                                   device_ids=None if self.device.type == "cpu" else [self.device])
         self.compute_loss = torch.compile(loss_fn) if config.compile else loss_fn
 
     @staticmethod
@@ -217,7 +218,8 @@ class Trainer:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip or math.inf)
         if not torch.isfinite(grad_norm):
-            bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            bad = [n for n, p in self.model.named_parameters()
+                   if p.grad is not None and not torch.isfinite(p.grad).all()]
             self._raise_nonfinite_gradient(bad)
         self.optimizer.step()
         return grad_norm

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["StopFlag", "TrainingInterrupted", "stop_on_signals"]

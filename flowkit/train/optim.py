@@ -14,7 +14,8 @@ __all__ = ["OPTIMIZERS", "ema_decay_at", "linear_warmup", "make_ema", "make_opti
 OPTIMIZERS = ("adamax", "adam", "sgd")
 
 
-def make_optimizer(params, name: str, lr: float, betas: tuple[float, float], weight_decay: float = 0.0) -> optim.Optimizer:
+def make_optimizer(params, name: str, lr: float, betas: tuple[float, float],
+                   weight_decay: float = 0.0) -> optim.Optimizer:
     """``"adamax"`` (openai/glow), ``"adam"`` or plain ``"sgd"``, in their multi-tensor
     (``foreach``) form: one kernel per operation for all parameters instead of a Python
     loop over them (a third less optimiser time for Glow on CPU)."""

@@ -27,8 +27,14 @@ from typing import Any, TypeVar
 from torch import nn
 
 from ..errors import CheckpointError, FlowkitError
-from .checkpoint import (load_checkpoint, load_weights, newest_checkpoint, recover_checkpoint, refuse_foreign_folder,
-                         sibling)
+from .checkpoint import (
+    load_checkpoint,
+    load_weights,
+    newest_checkpoint,
+    recover_checkpoint,
+    refuse_foreign_folder,
+    sibling,
+)
 
 __all__ = ["ensure_writable", "load_run", "prepare_run_folder", "run_kind", "saved_run_config", "start_run"]
 

@@ -223,7 +223,8 @@ class SynthesisWaveNet(nn.Module):
     def _first_layer(self, x: Tensor) -> Tensor:
         """The first dilated convolution applied straight to the audio channels."""
         dilation = self.dilations[0]
-        a = F.conv2d(x, *self._layer("dilated0"), padding=(0, dilation * (self.kernel_size // 2)), dilation=(1, dilation))
+        a = F.conv2d(x, *self._layer("dilated0"), padding=(0, dilation * (self.kernel_size // 2)),
+                     dilation=(1, dilation))
         steps, reach = a.shape[-1], self.kernel_size // 2
         for t in [*range(min(reach * dilation, steps)), *range(max(reach * dilation, steps - reach * dilation), steps)]:
             cut = [j for j in range(self.kernel_size) if not 0 <= t + (j - reach) * dilation < steps]

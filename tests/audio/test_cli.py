@@ -128,7 +128,8 @@ def test_outputs_never_replace_the_inputs(runs, fsdd_folder, tmp_path, command):
     before = {p.name: p.read_bytes() for p in clips.iterdir()}
     checkpoint = runs / ("vocoder" if command[0] == "vocode" else "pitch")
     for out, message in ((clips, "holds the input"), (tmp_path, "holds the input")):
-        done = subprocess.run([sys.executable, "-m", "flowkit.cli", "audio", command[0], "--checkpoint", str(checkpoint),
+        done = subprocess.run([sys.executable, "-m", "flowkit.cli", "audio", command[0], "--checkpoint",
+                               str(checkpoint),
                                "--input", str(clips), "--out", str(out), *command[1:]],
                               capture_output=True, text=True, env=ENV, timeout=300)
         lines = done.stderr.strip().splitlines()
@@ -137,8 +138,8 @@ def test_outputs_never_replace_the_inputs(runs, fsdd_folder, tmp_path, command):
 
 
 def test_two_inputs_with_one_output_name_are_refused(tmp_path, fsdd_folder):
-    from flowkit_audio.data import check_output_folder
     from flowkit.errors import FlowkitError
+    from flowkit_audio.data import check_output_folder
 
     clips = tmp_path / "clips"
     clips.mkdir()

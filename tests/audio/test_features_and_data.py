@@ -88,7 +88,8 @@ def test_folders_and_outputs(tmp_path):
 def test_embedded_sample_and_speaker_split(fsdd_subset):
     train, test = demo_clips("train"), demo_clips("test")
     assert len(train) == 320 and len(test) == 40
-    assert {c.speaker for c in train} == {"george", "jackson", "lucas", "nicolas"} and {c.speaker for c in test} == {"theo"}
+    assert {c.speaker for c in train} == {"george", "jackson", "lucas",
+                                          "nicolas"} and {c.speaker for c in test} == {"theo"}
     kept, held = split_clips(str(fsdd_subset), 8000)
     assert {c.speaker for c in held} == {"theo"} and "theo" not in {c.speaker for c in kept}
 

@@ -13,14 +13,13 @@ import flowkit as fk
 from flowkit.errors import CheckpointError, DataError, FlowkitError
 from flowkit.testing import check_bijector
 from flowkit_audio.data import load_clips, write_wav
-from flowkit_audio.pitch.noteflow import NoteFlow, NoteFlowConfig, PitchConditioned
+from flowkit_audio.features import semitones
 from flowkit_audio.pitch import mel, notes
 from flowkit_audio.pitch import run as pitch_run
+from flowkit_audio.pitch.noteflow import NoteFlow, NoteFlowConfig, PitchConditioned
 from flowkit_audio.pitch.notes import demo_notes, measure_pitch, note_label, split_notes
-from flowkit_audio.pitch.training import held_out_nll
 from flowkit_audio.pitch.notespec import NoteSpectrum, griffin_lim_notes, render_magnitude
-from flowkit_audio.features import semitones
-
+from flowkit_audio.pitch.training import held_out_nll
 from tests.conftest import require_data
 
 INSTRUMENTS = ("cello", "violin", "flute", "piano")
@@ -242,8 +241,8 @@ def test_checkpoint_mismatches_get_one_clear_line(notes_run, tmp_path):
     out = notes_run[0]
     with pytest.raises(CheckpointError, match="not a pitch-flow checkpoint"):
         mel.load(out)
-    from flowkit_audio.vocoder.model import WaveGlow, preset
     from flowkit.train import save_checkpoint
+    from flowkit_audio.vocoder.model import WaveGlow, preset
 
     cpu = preset("cpu")
     save_checkpoint(tmp_path / "vocoder" / "checkpoint", WaveGlow(cpu),
@@ -255,8 +254,8 @@ def test_checkpoint_mismatches_get_one_clear_line(notes_run, tmp_path):
 
 
 def test_a_vocoder_with_the_notes_stft_synthesises_edits(notes_run, held_out, tmp_path):
-    from flowkit_audio.vocoder.model import WaveGlow, preset
     from flowkit.train import save_checkpoint
+    from flowkit_audio.vocoder.model import WaveGlow, preset
 
     config = preset("notes")
     save_checkpoint(tmp_path / "vocoder" / "checkpoint", WaveGlow(config),
@@ -382,9 +381,9 @@ def test_speech_directions_are_fitted_within_speakers(fsdd_held_out, fsdd_train)
 
 
 def test_the_commands_take_the_speech_relative_preset_end_to_end(fsdd_subset, fsdd_held_out, tmp_path, capsys):
-    from flowkit.cli import main
-
     import shutil
+
+    from flowkit.cli import main
 
     data = tmp_path / "fsdd"
     data.mkdir()

@@ -11,7 +11,6 @@ from flowkit.errors import FlowkitError, ShapeError
 from flowkit_audio.features import MelConfig, log_mel
 from flowkit_audio.vocoder.fast import StackedFrames, SynthesisWaveNet
 from flowkit_audio.vocoder.model import WaveGlow, WaveGlowConfig
-
 from tests.audio.test_waveglow import TINY, crops
 
 VARIANTS = {
@@ -114,7 +113,8 @@ def test_too_few_mel_frames_are_refused_as_before(fsdd_held_out):
 
 
 def test_the_paper_size_fold_has_the_documented_shape():
-    config = WaveGlowConfig.from_dict({**TINY.to_dict(), "mel": MelConfig(22050, 1024, 1024, 256, 80, 0.0, 8000.0).to_dict(),
+    config = WaveGlowConfig.from_dict({**TINY.to_dict(),
+                                       "mel": MelConfig(22050, 1024, 1024, 256, 80, 0.0, 8000.0).to_dict(),
                                        "wn_channels": 16, "wn_layers": 2, "n_flows": 1, "n_early_every": 0})
     net = SynthesisWaveNet(WaveGlow(config).bijector.layers[1].layers[1].net, torch.float32,
                            WaveGlow(config).context_net)

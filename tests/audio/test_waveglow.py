@@ -9,8 +9,9 @@ import torch
 import flowkit as fk
 from flowkit.testing import check_bijector
 from flowkit_audio.features import MelConfig, log_mel
-from flowkit_audio.vocoder.run import evaluate, load, train
 from flowkit_audio.vocoder.model import WaveGlow, WaveGlowConfig, WaveNet, preset
+from flowkit_audio.vocoder.run import evaluate, load, train
+
 
 def crops(clips, length: int) -> torch.Tensor:
     """(B, 1, length): the first ``length`` samples of each clip, zero-padded."""
@@ -25,7 +26,8 @@ TINY = WaveGlowConfig(MelConfig(8000, 64, 64, 16, 8), n_group=8, n_flows=4, n_ea
 def test_wavenet_coupling_conforms():
     def coupling():
         return fk.AffineCoupling(6, scale="exp", clamp=None, context_channels=5,
-                                 net=lambda i, o, context_channels: WaveNet(i, o, context_channels, layers=3, channels=8))
+                                 net=lambda i, o,
+                                 context_channels: WaveNet(i, o, context_channels, layers=3, channels=8))
 
     check_bijector(coupling(), torch.randn(4, 6, 12), torch.randn(4, 5, 12), factory=coupling)
 

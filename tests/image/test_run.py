@@ -190,7 +190,8 @@ def test_cli_training_stopped_by_sigint_saves_and_resumes_exactly(tmp_path, trai
     data, env = str(trained / "train.npz"), {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "flowkit.cli", "image", "train", "--preset", "tiny", "--data", data,
                "--steps", "400", "--checkpoint-every", "1000"]
-    straight = subprocess.run([*command, "--out", str(tmp_path / "straight")], env=env, capture_output=True, timeout=300)
+    straight = subprocess.run([*command, "--out", str(tmp_path / "straight")], env=env, capture_output=True,
+                              timeout=300)
     assert straight.returncode == 0, straight.stderr
     child = subprocess.Popen([*command, "--out", str(tmp_path / "cut")], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -202,7 +203,8 @@ def test_cli_training_stopped_by_sigint_saves_and_resumes_exactly(tmp_path, trai
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
     line = stderr.strip().splitlines()[-1]
-    assert line.startswith("flowkit: stopped by SIGINT after step ") and "--resume" in line and "Traceback" not in stderr
+    assert line.startswith("flowkit: stopped by SIGINT after step ") and "--resume" in line
+    assert "Traceback" not in stderr
     step = int(line.split("after step ")[1].split(";")[0])
     assert 10 <= step < 400
     done = subprocess.run([*command, "--out", str(tmp_path / "cut"), "--resume"], env=env, capture_output=True,

@@ -30,7 +30,9 @@ def test_log_derivative_matches_finite_differences():
     params = _params((50,), 8, 1.5)
     y, log_deriv = rational_quadratic_spline(x, *params, bound=3.0)
     eps = 1e-6
-    numeric = (rational_quadratic_spline(x + eps, *params, bound=3.0)[0] - rational_quadratic_spline(x - eps, *params, bound=3.0)[0]) / (2 * eps)
+    up = rational_quadratic_spline(x + eps, *params, bound=3.0)[0]
+    down = rational_quadratic_spline(x - eps, *params, bound=3.0)[0]
+    numeric = (up - down) / (2 * eps)
     torch.testing.assert_close(log_deriv, numeric.log(), atol=1e-6, rtol=1e-6)
 
 

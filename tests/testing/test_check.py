@@ -143,7 +143,8 @@ def test_kit_catches_reinitialisation_after_loading():
 
 
 def test_kit_catches_wrong_reversible_gradients():
-    with pytest.raises(ConformanceError, match="reversible_backward's gradients differ from autograd's for \\['log_scale'\\]"):
+    with pytest.raises(ConformanceError,
+                       match="reversible_backward's gradients differ from autograd's for \\['log_scale'\\]"):
         check_bijector(ForgetsLogDetGradient(3), x)
 
 

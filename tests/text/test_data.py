@@ -11,7 +11,8 @@ def test_sts_benchmark_and_sick_files_read_with_their_scores(text_data):
     assert sts.first[0] == "a man with a hard hat is dancing ." and sts.scores[0] == 5.0
     sick = read_pairs(text_data / "sts" / "SICK_trial.txt")
     assert len(sick) == 500 and sick.scores.min() >= 1 and sick.scores.max() <= 5
-    assert is_pair_file(text_data / "sts" / "SICK_trial.txt") and not is_pair_file(text_data / "rt-polarity" / "pos.txt")
+    assert is_pair_file(text_data / "sts" / "SICK_trial.txt")
+    assert not is_pair_file(text_data / "rt-polarity" / "pos.txt")
 
 
 def test_training_sentences_take_both_sides_of_pairs_once(tmp_path, text_data):

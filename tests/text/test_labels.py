@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import flowkit as fk
-from tests.conftest import require_data
 from flowkit.cli import main
+from tests.conftest import require_data
 
 FIT_STEPS = 150
 

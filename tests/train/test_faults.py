@@ -20,9 +20,8 @@ import pytest
 import torch
 
 from flowkit.errors import CheckpointError, FlowkitError
-from flowkit.train import load_checkpoint, newest_checkpoint, save_checkpoint
 from flowkit.train import checkpoint as checkpoint_module
-
+from flowkit.train import load_checkpoint, newest_checkpoint, save_checkpoint
 from tests.train.fault_worker import make_trainer, tiny_flow
 
 WORKER = Path(__file__).with_name("fault_worker.py")

@@ -7,7 +7,6 @@ from torch import nn
 
 from flowkit.errors import FlowkitError, NonFiniteError
 from flowkit.train import InBackwardOptimizer, TrainConfig, load_checkpoint
-
 from tests.train.test_engine import DATA, make_trainer
 
 
