@@ -138,7 +138,9 @@ class OneLineParser(argparse.ArgumentParser):
     subcommand parsers inherit the class."""
 
     def error(self, message: str):
-        self.exit(2, f"flowkit: error: {self.prog.removeprefix('flowkit ')}: {' '.join(message.split())}\n")
+        command = self.prog.removeprefix("flowkit").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"flowkit: error: {where}{' '.join(message.split())}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from flowkit.train import prepare_run_folder
+from flowkit.train import DEMO_ADVICE, prepare_run_folder
 
 from .data import demo_clips, write_wav
 from .features import griffin_lim, log_mel
@@ -44,7 +44,7 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
     synthesise, edit; returns the summary written to ``out/summary.json``."""
     out = Path(out)
     for run_folder in (out / "vocoder", out / "pitch", out / "speech_relative"):
-        prepare_run_folder(run_folder, resume=False, overwrite=overwrite)
+        prepare_run_folder(run_folder, resume=False, overwrite=overwrite, advice=DEMO_ADVICE)
     examples = out / "held_out"
     examples.mkdir(parents=True, exist_ok=True)
     clips = demo_clips("test")[::10][:EXAMPLES]  # one take of different digits by the held-out speaker
@@ -98,7 +98,7 @@ def run_notes(out: str | Path = "out/notes-demo", minutes: float = 1.0, overwrit
         steps: int | None = None) -> dict[str, Any]:
     """Train, edit, write every artefact; returns the summary written to ``out/summary.json``."""
     out = Path(out)
-    prepare_run_folder(out / "notes", resume=False, overwrite=overwrite)
+    prepare_run_folder(out / "notes", resume=False, overwrite=overwrite, advice=DEMO_ADVICE)
     examples = out / "held_out"
     examples.mkdir(parents=True, exist_ok=True)
     held_out = demo_notes("test")

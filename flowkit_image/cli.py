@@ -20,6 +20,7 @@ from flowkit.cli import (
     positive_int,
     seed,
 )
+from flowkit.errors import FlowkitError
 from flowkit.memory import MEMORY_MODES
 from flowkit.precision import PRECISIONS
 
@@ -74,6 +75,8 @@ def _reconstruct(args: argparse.Namespace) -> None:
 
 
 def _interpolate(args: argparse.Namespace) -> None:
+    if (args.a is None) != (args.b is None):
+        raise FlowkitError("give both --a and --b (the indices of the two images), or neither")
     pairs = [(args.a, args.b)] if args.a is not None else None
     print(run.interpolate(args.checkpoint, args.out, args.data, pairs, args.steps))
 
@@ -165,8 +168,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("interpolate", help="a strip between two images")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="demo")
-    p.add_argument("--a", type=int, default=None, help="index of the first image")
-    p.add_argument("--b", type=int, default=None, help="index of the second image")
+    p.add_argument("--a", type=non_negative_int, default=None, help="index of the first image")
+    p.add_argument("--b", type=non_negative_int, default=None, help="index of the second image")
     p.add_argument("--steps", type=positive_int, default=8)
     p.add_argument("--out", required=True)
     p.set_defaults(run=_interpolate)

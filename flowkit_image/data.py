@@ -144,7 +144,13 @@ def load_images(source: str | Path | None = None, split: str = "train") -> Image
     (``split`` ``"train"`` or ``"test"``)."""
     if source is None or str(source) == "demo":
         return load_npz(demo_path(), split)
-    path = Path(source)
+    images = _load_source(Path(source))
+    if len(images) == 0:
+        raise DataError(f"{source} holds no images")
+    return images
+
+
+def _load_source(path: Path) -> ImageSet:
     if not path.exists():
         raise DataError(f"no such file or folder: {path}")
     if path.is_file():

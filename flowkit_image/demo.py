@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from flowkit.train import prepare_run_folder
+from flowkit.train import DEMO_ADVICE, prepare_run_folder
 
 from .data import load_images
 from .run import (
@@ -38,7 +38,7 @@ def run(out: str | Path = "out/demo", steps: int = 600, seed: int = 0, progress:
     """
     out = Path(out)
     ckpt = out / "checkpoint"
-    prepare_run_folder(out, resume=False, overwrite=overwrite)
+    prepare_run_folder(out, resume=False, overwrite=overwrite, advice=DEMO_ADVICE)
     torch.manual_seed(seed)
     untrained, _ = build_model("cpu", (3, 32, 32))
     test_set = load_images(None, "test")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import flowkit
-from flowkit.errors import DataError, FlowkitError
+from flowkit.errors import DataError, FlowkitError, NonFiniteError
 from flowkit.precision import set_conditioner_precision
 from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
 
@@ -66,6 +66,9 @@ def bits_per_dim(model: Glow, images: ImageSet, batch_size: int = 200, seed: int
         x = model.preprocess(pixels, generator).to(device)
         context = None if context is None else context.to(device)
         total += float(model.bits_per_dim(x, context).double().sum())
+    if not math.isfinite(total):
+        raise NonFiniteError(f"the model's bits/dim on these {len(images)} images is {total}: its weights give "
+                             f"non-finite log-likelihoods (absurd or corrupt weights?)")
     return total / len(images)
 
 
@@ -227,6 +230,7 @@ def reconstruct(checkpoint: str | Path | Glow, data: str | None = "demo", n: int
     model = checkpoint if isinstance(checkpoint, Glow) else load(checkpoint)
     images = load_images(None, "test") if data in (None, "demo") else load_images(data)
     _check_shape(model, images)
+    n = min(n, len(images))
     pixels, context = _images_and_context(model, images, slice(0, n))
     x = model.preprocess(pixels, noise=False) + 0.5 / model.n_bins  # bin centres: rounding back is unambiguous
     x_back = model.decode(model.encode(x, context), context)
@@ -245,8 +249,9 @@ def interpolate(checkpoint: str | Path | Glow, out: str | Path, data: str | None
     images = load_images(None, "test") if data in (None, "demo") else load_images(data)
     _check_shape(model, images)
     pairs = pairs or [(0, 1), (2, 3), (4, 5), (6, 7)]
-    if max(max(p) for p in pairs) >= len(images):
-        raise DataError(f"image index out of range: the data has {len(images)} images")
+    if not all(0 <= i < len(images) for pair in pairs for i in pair):
+        raise DataError(f"image index out of range: the data has {len(images)} images (indices 0 to "
+                        f"{len(images) - 1})")
     a = torch.tensor([p[0] for p in pairs])
     b = torch.tensor([p[1] for p in pairs])
     generator = torch.Generator().manual_seed(EVAL_SEED)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from flowkit.train import prepare_run_folder
+from flowkit.train import DEMO_ADVICE, prepare_run_folder
 
 from . import run as text_run
 from .data import DEMO_EMOTIONS, demo_corpus
@@ -46,7 +46,7 @@ def run(out: str | Path = "out/text-demo", minutes: float = 1.0, overwrite: bool
     """Run the demo; returns ``{"summary": ..., "steering": ..., "neighbours": ..., "emotions": ...}``."""
     out = Path(out)
     for run_folder in ("run", "emotions"):
-        prepare_run_folder(out / run_folder, resume=False, overwrite=overwrite)
+        prepare_run_folder(out / run_folder, resume=False, overwrite=overwrite, advice=DEMO_ADVICE)
     corpus = demo_corpus()
     reviews = out / "reviews.txt"
     out.mkdir(parents=True, exist_ok=True)

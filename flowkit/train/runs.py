@@ -36,9 +36,13 @@ from .checkpoint import (
     sibling,
 )
 
-__all__ = ["ensure_writable", "load_run", "prepare_run_folder", "run_kind", "saved_run_config", "start_run"]
+__all__ = ["DEMO_ADVICE", "ensure_writable", "load_run", "prepare_run_folder", "run_kind", "saved_run_config",
+           "start_run"]
 
 Built = TypeVar("Built")
+
+#: what a demo (it starts afresh, with no ``--resume``) says when its folder holds a run
+DEMO_ADVICE = "pass --overwrite to replace it or choose another --out"
 
 
 def ensure_writable(folder: Path) -> None:
@@ -52,7 +56,8 @@ def ensure_writable(folder: Path) -> None:
         raise FlowkitError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
 
 
-def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True, overwrite: bool = False) -> bool:
+def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True, overwrite: bool = False,
+                       advice: str = "pass --resume to continue it or choose another --out") -> bool:
     """Check a run's output folder before any work; return whether a run is there to resume.
 
     Refuses a folder that already holds a checkpoint unless ``resume`` (no run is
@@ -60,7 +65,8 @@ def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True, 
     cannot be written. With ``recover`` the newest complete checkpoint left by an
     interrupted save is moved back into place (see :func:`recover_checkpoint`). With
     ``overwrite`` (and no ``resume``) an existing run's checkpoints are deleted first; only
-    flowkit checkpoints, never a user's own files.
+    flowkit checkpoints, never a user's own files. ``advice`` ends the refusal: what the
+    command the user ran offers instead (a demo has ``--overwrite``, not ``--resume``).
     """
     out_dir = Path(out_dir)
     ensure_writable(out_dir)
@@ -71,8 +77,7 @@ def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True, 
                 shutil.rmtree(folder)
     found = newest_checkpoint(checkpoint_dir) is not None
     if found and not resume:
-        raise FlowkitError(f"{out_dir} already holds a checkpoint; pass --resume to continue it "
-                           f"or choose another --out")
+        raise FlowkitError(f"{out_dir} already holds a checkpoint; {advice}")
     if not found:
         refuse_foreign_folder(checkpoint_dir)
     if found and recover:

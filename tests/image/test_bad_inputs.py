@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
 
 from flowkit.cli import main
 from flowkit.errors import DataError
@@ -30,6 +31,8 @@ def files(tmp_path_factory, cifar_train):
     np.savez(root / "float.npz", images=np.random.rand(4, 32, 32, 3))
     np.savez(root / "range.npz", images=np.full((4, 32, 32, 3), 300))
     np.savez(root / "small.npz", images=np.zeros((4, 16, 16, 3), np.uint8))
+    np.savez(root / "zero.npz", images=np.zeros((0, 32, 32, 3), np.uint8))
+    np.savez(root / "one.npz", images=images[:1].permute(0, 2, 3, 1).numpy())
     (root / "random.npz").write_bytes(bytes(range(256)) * 8)
     (root / "empty").mkdir()
     (root / "badpng").mkdir()
@@ -44,6 +47,15 @@ def files(tmp_path_factory, cifar_train):
             (folder / f.name).write_bytes(f.read_bytes())
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(edit(config))
+    huge = root / "huge" / "checkpoint"  # finite weights so large that the log-likelihood overflows
+    huge.mkdir(parents=True)
+    for f in (root / "run" / "checkpoint").iterdir():
+        if f.suffix == ".safetensors" and f.stem in ("model", "ema"):
+            tensors = load_file(f)
+            tensors = {k: v * 3e38 if k.endswith("conv_out.logs") else v for k, v in tensors.items()}
+            save_file(tensors, huge / f.name)
+        else:
+            (huge / f.name).write_bytes(f.read_bytes())
     truncated = root / "truncated" / "checkpoint"
     truncated.mkdir(parents=True)
     for f in (root / "run" / "checkpoint").iterdir():
@@ -60,12 +72,14 @@ CASES = [
     ("evaluate --checkpoint {r}/foreign", "is not a flowkit checkpoint"),
     ("evaluate --checkpoint {r}/truncated", "corrupt checkpoint file"),
     ("evaluate --checkpoint {r}/absurd", "width=200000"),
+    ("evaluate --checkpoint {r}/huge", "non-finite log-likelihoods"),
     # evaluate: data
     ("evaluate --checkpoint {r}/run --data {r}/missing.npz", "missing.npz"),
     ("evaluate --checkpoint {r}/run --data {r}/noimages.npz", "no array named images"),
     ("evaluate --checkpoint {r}/run --data {r}/float.npz", "integer pixels"),
     ("evaluate --checkpoint {r}/run --data {r}/range.npz", "out of range 0..255"),
     ("evaluate --checkpoint {r}/run --data {r}/small.npz", "the model expects (3, 32, 32)"),
+    ("evaluate --checkpoint {r}/run --data {r}/zero.npz", "zero.npz holds no images"),
     ("evaluate --checkpoint {r}/run --data {r}/random.npz", "random.npz"),
     ("evaluate --checkpoint {r}/run --data {r}/empty", "empty"),
     ("evaluate --checkpoint {r}/run --data {r}/badpng", "a.png"),
@@ -85,6 +99,8 @@ CASES = [
     ("reconstruct --checkpoint {r}/run --n -1", "--n: must be at least 1"),
     ("interpolate --checkpoint {r}/run --out {r}/i.png --data {r}/good.npz --a 0 --b 100000", "index out of range"),
     ("interpolate --checkpoint {r}/run --out {r}/i.png --steps 0", "--steps: must be at least 1"),
+    ("interpolate --checkpoint {r}/run --out {r}/i.png --a 0", "give both --a and --b"),
+    ("interpolate --checkpoint {r}/run --out {r}/i.png --a -1 --b 2", "--a: must be 0 or more"),
     ("manipulate --checkpoint {r}/run --out {r}/m.png --data {r}/good.npz --edit-data {r}/good.npz "
      "--positive nosuch --negative horse", "unknown class 'nosuch'"),
     ("manipulate --checkpoint {r}/run --out {r}/m.png --positive ship --negative horse --alphas 1,x",
@@ -108,6 +124,8 @@ CASES = [
     ("train --data {r}/good.npz --out {r}/t1 --seed -2", "--seed: must be 0 or more"),
     ("sample --checkpoint {r}/run --out {r}/s.png --seed 1e3", "--seed: expected a whole number"),
     ("train --data {r}/good.npz --out {r}/t1 --memory bogus", "--memory: invalid choice"),
+    ("train --data {r}/good.npz --out {r}/t1 --bogus", "flowkit: error: unrecognized arguments: --bogus"),
+    ("train --data {r}/good.npz --eval-data {r}/zero.npz --out {r}/t1", "zero.npz holds no images"),
     ("train --data {r}/good.npz --out {r}/t1 --preset bogus", "--preset: invalid choice"),
     ("train --data {r}/good.npz --out {r}/file/run", "cannot write to the output folder"),
     ("train --data {r}/good.npz --out {r}/run --steps 4", "already holds a checkpoint"),
@@ -116,7 +134,7 @@ CASES = [
     ("train --data {r}/good.npz --eval-data {r}/small.npz --out {r}/t2", "held-out images are (3, 16, 16)"),
     ("train --data {r}/nolabels.npz --class-conditional --out {r}/t3", "at least 2 classes"),
     ("train --data {r}/good.npz --batch-size 500 --out {r}/t4 --steps 1", "batch size 500 is larger"),
-    ("demo --out {r}/run --steps 1", "already holds a checkpoint"),
+    ("demo --out {r}/run --steps 1", "already holds a checkpoint; pass --overwrite to replace it"),
     ("", "the following arguments are required: COMMAND"),
 ]
 
@@ -127,7 +145,14 @@ def test_bad_input_is_one_line_and_exit_2(files, capsys, command, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
     assert len(err) == 1 and err[0].startswith("flowkit: error:") and message in err[0], err
+    assert "error: flowkit:" not in err[0]  # one prefix
     assert not (files / "t1").exists() or not any((files / "t1").glob("checkpoint*"))
+
+
+def test_reconstruct_reports_the_images_it_used(files, capsys):
+    assert main(["image", "reconstruct", "--checkpoint", str(files / "run"), "--data", str(files / "one.npz"),
+                 "--n", "16"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
