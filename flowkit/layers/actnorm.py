@@ -28,12 +28,9 @@ __all__ = ["ActNorm"]
 
 
 class ActNorm(ChannelAffine, Bijector):
-    """Per-channel affine bijector with data-dependent initialisation.
-
-    Args:
-        channels: number of channels (dim 1 of the input).
-        logscale_factor: openai's option; the stored parameter is ``s / logscale_factor``.
-        eps: added to the standard deviation at initialisation.
+    """Per-channel affine bijector with data-dependent initialisation; the parameters, their
+    initialisation and the arguments (``channels``, ``logscale_factor``, ``eps``) are
+    :class:`flowkit.nn.ChannelAffine`'s.
 
     References:
         | Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma et al., 2018)

@@ -38,7 +38,7 @@ from ..reversible import GradSink, recompute_backward, record_boundary
 from ..sequential import Sequential
 from .squeeze import Squeeze
 
-__all__ = ["FactorOut", "LearnedPrior", "build_multiscale"]
+__all__ = ["FactorOut", "LearnedPrior", "build_multiscale", "divide_by_sigma"]
 
 
 def _standardise(z: Tensor, mean: Tensor, logs: Tensor) -> tuple[Tensor, Tensor]:
@@ -109,11 +109,7 @@ class FactorOut(Bijector):
 
     def _fixed_scale(self, z2: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         """The ``"standard"`` prior's ``eps_2 = z_2 / sigma`` (or its inverse) and log-det."""
-        per_sample = -self.log_sigma * z2[0].numel()
-        if self.log_sigma == 0.0:
-            return z2, z2.new_zeros(z2.shape[0])
-        scaled = z2 * math.exp(self.log_sigma) if inverse else z2 * math.exp(-self.log_sigma)
-        return scaled, z2.new_full((z2.shape[0],), -per_sample if inverse else per_sample)
+        return divide_by_sigma(z2, self.log_sigma, inverse)
 
     @property
     def reads_context(self) -> bool | None:
@@ -191,6 +187,16 @@ class FactorOut(Bijector):
         if self.inner.forward_shape(kept) != kept:
             raise ShapeError(f"the inner bijector of FactorOut must preserve the shape {kept}")
         return tuple(shape)
+
+
+def divide_by_sigma(z: Tensor, log_sigma: float, inverse: bool = False) -> tuple[Tensor, Tensor]:
+    """``z / sigma`` (``z * sigma`` when ``inverse``) and its per-sample log-det
+    ``-+ log(sigma) * numel``: standardising a fixed-scale Gaussian N(0, sigma^2 I), as
+    :class:`FactorOut`'s ``"standard"`` prior and WaveGlow's last channels do."""
+    if log_sigma == 0.0:
+        return z, z.new_zeros(z.shape[0])
+    sign = 1.0 if inverse else -1.0
+    return z * math.exp(sign * log_sigma), z.new_full((z.shape[0],), sign * log_sigma * z[0].numel())
 
 
 class LearnedPrior(Bijector):

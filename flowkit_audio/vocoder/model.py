@@ -43,6 +43,7 @@ from torch.nn.utils.parametrizations import weight_norm
 import flowkit as fk
 from flowkit.config import SavedConfig
 from flowkit.errors import FlowkitError, ShapeError
+from flowkit.layers.multiscale import divide_by_sigma
 
 from ..features import MelConfig, log_mel
 
@@ -355,8 +356,5 @@ class _LatentScale(fk.Bijector):
         return self._scale(y, 1.0)
 
     def _scale(self, x: Tensor, sign: float) -> tuple[Tensor, Tensor]:
-        if self.log_sigma == 0.0:
-            return x, x.new_zeros(x.shape[0])
-        kept = x[:, : self.channels] * math.exp(sign * self.log_sigma)
-        ladj = x.new_full((x.shape[0],), sign * self.log_sigma * x[0, : self.channels].numel())
+        kept, ladj = divide_by_sigma(x[:, : self.channels], self.log_sigma, inverse=sign > 0)
         return torch.cat([kept, x[:, self.channels:]], dim=1), ladj

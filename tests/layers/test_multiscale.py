@@ -145,3 +145,17 @@ def test_build_multiscale_keeps_border_patches_per_level():
                              edge_bias=True, spatial_shape=(8, 8))
     shapes = {m.border_shape for m in chain.modules() if isinstance(m, Conv) and m.edge_bias}
     assert shapes == {(4, 4), (2, 2)}  # level 0 runs at 4x4 after its squeeze, level 1 at 2x2
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 3.0])
+def test_divide_by_sigma_standardises_a_fixed_scale_gaussian(sigma):
+    from flowkit.layers.multiscale import divide_by_sigma
+
+    z = torch.randn(5, 3, 4, dtype=torch.float64) * sigma
+    eps, ladj = divide_by_sigma(z, math.log(sigma))
+    expected = torch.distributions.Normal(0.0, sigma).log_prob(z).flatten(1).sum(1)
+    standard = torch.distributions.Normal(0.0, 1.0).log_prob(eps).flatten(1).sum(1)
+    torch.testing.assert_close(standard + ladj, expected)
+    back, ladj_inverse = divide_by_sigma(eps, math.log(sigma), inverse=True)
+    torch.testing.assert_close(back, z)
+    torch.testing.assert_close(ladj_inverse, -ladj)
