@@ -95,7 +95,11 @@ class Bijector(nn.Module):
 
 
 class Inverse(Bijector):
-    """Swap the directions of a bijector; ``Inverse(b).inv is b``."""
+    """Swap the directions of a bijector; ``Inverse(b).inv is b``.
+
+    Args:
+        bijector: the bijector whose inverse this is.
+    """
 
     def __init__(self, bijector: Bijector):
         super().__init__()

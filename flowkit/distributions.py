@@ -26,8 +26,9 @@ LOG_2PI = math.log(2 * math.pi)
 class StandardNormal(nn.Module):
     r"""N(0, I) over ``event_shape``: :math:`\log p(z) = -\tfrac12 \sum (z^2 + \log 2\pi)`.
 
-    ``event_shape=None`` leaves the shape free (variable-length flows): ``sample`` then
-    takes it.
+    Args:
+        event_shape: the shape of one latent sample; ``None`` leaves it free
+            (variable-length flows): ``sample`` then takes it.
     """
 
     def __init__(self, event_shape: Sequence[int] | None):
@@ -48,7 +49,11 @@ class StandardNormal(nn.Module):
 
 
 class DiagNormal(StandardNormal):
-    """A Gaussian with a learned mean and log-scale per event element."""
+    """A Gaussian with a learned mean and log-scale per event element.
+
+    Args:
+        event_shape: the shape of one latent sample (fixed: one mean and scale per element).
+    """
 
     def __init__(self, event_shape: Sequence[int]):
         super().__init__(event_shape)

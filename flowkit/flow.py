@@ -47,6 +47,10 @@ class Flow(nn.Module):
             If it has ``implied_length(context)``, :meth:`sample` takes the free size from
             the context.
 
+    References:
+        | Normalizing Flows for Probabilistic Modeling and Inference (Papamakarios et al., 2021)
+        | https://arxiv.org/abs/1912.02762
+
     Example:
         >>> flow = flowkit.Flow(flowkit.Sequential(flowkit.Squeeze(4), flowkit.ActNorm(4)), event_shape=(1, None))
         >>> flow.log_prob(torch.randn(3, 1, 64)).shape, flow.sample(2, length=32).shape

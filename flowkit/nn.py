@@ -54,6 +54,13 @@ class Conv(nn.Module):
     Images are convolved channels-last (oneDNN's native CPU layout, in which Glow
     evaluates and samples faster than with NCHW tensors); outputs are ordinary ``(B, C, H, W)``
     tensors in that memory format.
+
+    Args:
+        in_channels, out_channels: channels in and out.
+        spatial_dims: 0 (a dense layer), 1 or 2.
+        kernel_size: odd; padded to keep the spatial size.
+        bias: learn a bias.
+        edge_bias: openai's border channel (see above).
     """
 
     def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, kernel_size: int = 3,
@@ -163,6 +170,14 @@ class ZeroConv(nn.Module):
     (folded into the weights, so it costs no extra pass over the output).
 
     It makes couplings start as the identity and learned priors start as N(0, I).
+
+    Args:
+        in_channels, out_channels, spatial_dims, kernel_size, edge_bias: as in :class:`Conv`.
+        logscale_factor: openai's factor on the learned log-scale (3).
+
+    References:
+        | Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma et al., 2018)
+        | https://arxiv.org/abs/1807.03039
     """
 
     def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, kernel_size: int = 3,
@@ -249,7 +264,11 @@ class ChannelAffine(nn.Module):
 class NormedConv(nn.Module):
     """A bias-free convolution followed by ActNorm, run as one convolution whose weight
     and bias carry the ActNorm scale and shift: ``(W * x + b) e^s = (e^s W) * x + b e^s``.
-    The ActNorm initialises from the convolution's output on the first training batch."""
+    The ActNorm initialises from the convolution's output on the first training batch.
+
+    Args:
+        in_channels, out_channels, spatial_dims, kernel_size, edge_bias: as in :class:`Conv`.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, kernel_size: int,
                  edge_bias: bool = False):
@@ -273,6 +292,18 @@ class GlowConditioner(nn.Module):
     ZeroConv k``, hidden weights drawn from N(0, 0.05). With ``spatial_dims=0`` the
     convolutions become dense layers (an MLP with ActNorm). ``edge_bias`` feeds the
     k-wide convolutions openai's border channel.
+
+    Args:
+        in_channels, out_channels: channels of ``x_a`` (without the context) and of the output.
+        hidden: width of the two hidden layers (openai: 512).
+        spatial_dims: 0 (an MLP), 1 or 2.
+        context_channels: channels of a context concatenated to the input (broadcast over positions).
+        kernel_size: of the first and last convolutions (the middle one is 1).
+        edge_bias: openai's border channel.
+
+    References:
+        | Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma et al., 2018)
+        | https://arxiv.org/abs/1807.03039
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 512, spatial_dims: int = 2,

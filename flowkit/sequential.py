@@ -34,6 +34,10 @@ class Sequential(Bijector):
     of every multiscale level, which bounds reconstruction drift), see
     :mod:`flowkit.reversible`.
 
+    Args:
+        bijectors: the members, in order (or one iterable of them).
+        memory: the backpropagation mode (:data:`flowkit.memory.MEMORY_MODES`).
+
     Example:
         >>> flow = flowkit.Sequential(flowkit.Squeeze(2), flowkit.ActNorm(12))
         >>> flow.forward_shape((3, 32, 32))

@@ -28,9 +28,11 @@ __all__ = ["ActNorm"]
 
 
 class ActNorm(ChannelAffine, Bijector):
-    """Per-channel affine bijector with data-dependent initialisation; the parameters, their
-    initialisation and the arguments (``channels``, ``logscale_factor``, ``eps``) are
-    :class:`flowkit.nn.ChannelAffine`'s.
+    """Per-channel affine bijector with data-dependent initialisation; its parameters and
+    their initialisation are :class:`flowkit.nn.ChannelAffine`'s.
+
+    Args:
+        channels, logscale_factor, eps: as in :class:`flowkit.nn.ChannelAffine`.
 
     References:
         | Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma et al., 2018)

@@ -173,7 +173,12 @@ class AffineTransform(ElementTransform):
     r"""``y = (x + shift) * scale``, with ``(shift, r)`` interleaved in the network output
     (openai's layout) and ``scale = sigmoid(r + 2)`` (openai, ``"sigmoid"``) or
     :math:`e^{c \tanh(r / c)}` (``"exp"``, a soft clamp at ``±clamp``; WaveGlow's plain
-    :math:`e^{r}` with ``clamp=None``)."""
+    :math:`e^{r}` with ``clamp=None``).
+
+    Args:
+        scale: ``"sigmoid"`` or ``"exp"``.
+        clamp: the soft clamp of ``"exp"``'s log-scale; ``None`` for none.
+    """
 
     params = 2
 
@@ -233,8 +238,10 @@ class AffineCoupling(Coupling):
 
 
 class AdditiveCoupling(Coupling):
-    """Additive (volume-preserving) coupling: ``y_b = x_b + NN(x_a)`` (:class:`ShiftTransform`);
-    arguments as in :class:`Coupling`.
+    """Additive (volume-preserving) coupling: ``y_b = x_b + NN(x_a)`` (:class:`ShiftTransform`).
+
+    Args:
+        channels, hidden, spatial_dims, context_channels, net: as in :class:`Coupling`.
 
     References:
         | NICE: Non-linear Independent Components Estimation (Dinh et al., 2014)

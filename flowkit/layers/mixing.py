@@ -134,7 +134,15 @@ class _Mixing(Bijector):
 
 
 class Invertible1x1(_Mixing):
-    """Invertible 1x1 mixing with a plain weight matrix; ``log|det W|`` by float64 slogdet."""
+    """Invertible 1x1 mixing with a plain weight matrix; ``log|det W|`` by float64 slogdet.
+
+    Args:
+        channels: number of channels mixed (dim 1 of the input).
+        generator: draws the random rotation ``W`` starts as (default: torch's global one).
+
+    References:
+        | Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma et al., 2018)
+        | https://arxiv.org/abs/1807.03039"""
 
     def __init__(self, channels: int, generator: torch.Generator | None = None):
         super().__init__(channels)
@@ -159,6 +167,14 @@ class Invertible1x1LU(_Mixing):
     ``P`` and ``sign_s`` are fixed buffers; ``L`` (unit lower-triangular) and ``U``
     (strictly upper-triangular) store only their free entries, placed by index buffers
     that live in the state_dict with the rest.
+
+    Args:
+        channels: number of channels mixed (dim 1 of the input).
+        generator: draws the random rotation the factors start from (default: torch's global one).
+
+    References:
+        | Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma et al., 2018)
+        | https://arxiv.org/abs/1807.03039
     """
 
     def __init__(self, channels: int, generator: torch.Generator | None = None):

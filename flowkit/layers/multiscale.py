@@ -70,6 +70,10 @@ class FactorOut(Bijector):
             keeps 6 of 8, then 4 of 6.
         sigma: the scale of the ``"standard"`` prior.
 
+    References:
+        | Density estimation using Real NVP (Dinh et al., 2017)
+        | https://arxiv.org/abs/1605.08803
+
     Example:
         >>> level = flowkit.FactorOut(8, spatial_dims=1, prior="standard", keep=6)
         >>> level(torch.randn(2, 8, 10))[0].shape
@@ -205,6 +209,14 @@ class LearnedPrior(Bijector):
     ``mean`` and ``logs`` are per channel (openai's ``learntop``) and start at 0;
     with ``context_channels > 0`` a zero-initialised linear map of the context
     (e.g. a one-hot class) is added, which makes the prior class-conditional.
+
+    Args:
+        channels: channels of the latent it standardises.
+        context_channels: channels of a ``(B, K)`` context (a one-hot class or label); 0 for none.
+
+    References:
+        | Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma et al., 2018)
+        | https://arxiv.org/abs/1807.03039
     """
 
     def __init__(self, channels: int, context_channels: int = 0):

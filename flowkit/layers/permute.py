@@ -22,7 +22,16 @@ from ..bijector import Bijector, check_channels
 
 
 class Permute(Bijector):
-    """Permute the channels (dim 1): ``kind="reverse"`` or a seeded ``"shuffle"``."""
+    """Permute the channels (dim 1): ``kind="reverse"`` or a seeded ``"shuffle"``.
+
+    Args:
+        channels: number of channels (dim 1 of the input).
+        kind: ``"reverse"`` (Real NVP's fixed order) or ``"shuffle"`` (a fixed random permutation).
+        seed: the seed of the shuffle.
+
+    References:
+        | Density estimation using Real NVP (Dinh et al., 2017)
+        | https://arxiv.org/abs/1605.08803"""
 
     reads_context = False
 

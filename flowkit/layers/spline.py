@@ -97,7 +97,16 @@ def rational_quadratic_spline(x: Tensor, widths: Tensor, heights: Tensor, deriva
 
 class RQSplineTransform(ElementTransform):
     """Each element through its own rational-quadratic spline: ``bins`` widths, ``bins``
-    heights and ``bins - 1`` interior derivatives per element, on ``[-bound, bound]``."""
+    heights and ``bins - 1`` interior derivatives per element, on ``[-bound, bound]``.
+
+    Args:
+        bins: spline segments per element.
+        bound: the spline acts on ``[-bound, bound]``, the identity outside.
+
+    References:
+        | Neural Spline Flows (Durkan et al., 2019)
+        | https://arxiv.org/abs/1906.04032
+    """
 
     def __init__(self, bins: int = 8, bound: float = 3.0):
         super().__init__()

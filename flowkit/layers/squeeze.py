@@ -27,7 +27,14 @@ _PATTERNS = {
 
 
 class Squeeze(Bijector):
-    """Space-to-depth by ``factor`` along every spatial dim (1-D or 2-D)."""
+    """Space-to-depth by ``factor`` along every spatial dim (1-D or 2-D).
+
+    Args:
+        factor: block size; ``(C, H, W)`` becomes ``(C f^2, H / f, W / f)``, ``(C, T)`` becomes ``(C f, T / f)``.
+
+    References:
+        | Density estimation using Real NVP (Dinh et al., 2017)
+        | https://arxiv.org/abs/1605.08803"""
 
     reads_context = False
 
