@@ -29,6 +29,7 @@ import dataclasses
 import math
 import signal
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,10 @@ from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
 from .in_backward import InBackwardOptimizer
 from .interrupt import TrainingInterrupted, stop_on_signals
+from .lock import hold_run_folder, release_run_folder
 from .metrics import MetricsLog
 from .optim import linear_warmup, make_ema, make_optimizer
-from .runs import prepare_run_folder
+from .runs import ensure_writable, prepare_run_folder
 
 Batch = tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
@@ -154,6 +156,9 @@ class Trainer:
         return self.out_dir / "checkpoint"
 
     def _prepare_output(self, resume: bool) -> bool:
+        ensure_writable(self.out_dir)
+        hold_run_folder(self.out_dir, trainer=True)  # one process per run folder, until this trainer is gone
+        weakref.finalize(self, release_run_folder, self.out_dir, trainer=True)
         found = prepare_run_folder(self.out_dir, resume, recover=dist.is_main())
         dist.barrier()
         return found

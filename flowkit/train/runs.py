@@ -35,6 +35,7 @@ from .checkpoint import (
     refuse_foreign_folder,
     sibling,
 )
+from .lock import holding_run_folder
 
 __all__ = ["DEMO_ADVICE", "ensure_writable", "load_run", "prepare_run_folder", "run_kind", "saved_run_config",
            "start_run"]
@@ -61,15 +62,22 @@ def prepare_run_folder(out_dir: str | Path, resume: bool, recover: bool = True, 
     """Check a run's output folder before any work; return whether a run is there to resume.
 
     Refuses a folder that already holds a checkpoint unless ``resume`` (no run is
-    overwritten), a ``checkpoint/`` folder with someone else's files, and a folder that
-    cannot be written. With ``recover`` the newest complete checkpoint left by an
-    interrupted save is moved back into place (see :func:`recover_checkpoint`). With
-    ``overwrite`` (and no ``resume``) an existing run's checkpoints are deleted first; only
-    flowkit checkpoints, never a user's own files. ``advice`` ends the refusal: what the
-    command the user ran offers instead (a demo has ``--overwrite``, not ``--resume``).
+    overwritten), a ``checkpoint/`` folder with someone else's files, a folder that
+    cannot be written, and a folder another process is running in (it takes the
+    folder's lock, :func:`flowkit.train.lock.hold_run_folder`). With ``recover`` the
+    newest complete checkpoint left by an interrupted save is moved back into place (see
+    :func:`recover_checkpoint`). With ``overwrite`` (and no ``resume``) an existing run's
+    checkpoints are deleted first; only flowkit checkpoints, never a user's own files.
+    ``advice`` ends the refusal: what the command the user ran offers instead (a demo has
+    ``--overwrite``, not ``--resume``).
     """
     out_dir = Path(out_dir)
     ensure_writable(out_dir)
+    with holding_run_folder(out_dir):  # before anything in it is moved: one process per run folder
+        return _prepare(out_dir, resume, recover, overwrite, advice)
+
+
+def _prepare(out_dir: Path, resume: bool, recover: bool, overwrite: bool, advice: str) -> bool:
     checkpoint_dir = out_dir / "checkpoint"
     if overwrite and not resume:
         for folder in (checkpoint_dir, sibling(checkpoint_dir, ".old"), sibling(checkpoint_dir, ".tmp")):

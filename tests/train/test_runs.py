@@ -90,3 +90,63 @@ def test_load_run_refuses_weights_of_another_shape(tmp_path):
     save_run(tmp_path / "run", width=3)
     with pytest.raises(CheckpointError, match="does not match the model"):
         load_run(tmp_path / "run", "demo", lambda saved: nn.Linear(4, 2))
+
+
+HOLD = ("import sys; from flowkit.train.lock import hold_run_folder; from pathlib import Path; "
+        "Path(sys.argv[1]).mkdir(exist_ok=True); hold_run_folder(sys.argv[1]); print('held', flush=True); "
+        "sys.stdin.read()")
+
+
+def holding_process(out):
+    """A child process that takes the run folder ``out`` and keeps it until killed."""
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if child.stdout.readline().strip() != "held":
+        child.wait()
+        raise FlowkitError(child.stderr.read().strip().splitlines()[-1])
+    return child
+
+
+def stop(child):
+    child.kill()
+    child.wait()
+
+
+def test_a_run_folder_in_use_by_another_process_is_refused_naming_it(tmp_path, capsys):
+    from flowkit.cli import main
+
+    out = tmp_path / "run"
+    child = holding_process(out)
+    try:
+        with pytest.raises(FlowkitError, match=rf"in use by another run \(pid {child.pid} on "):
+            start_run(out, resume=False, kind="demo")
+        code = main(["image", "train", "--preset", "tiny", "--out", str(out), "--steps", "1"])  # the real CLI
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and f"pid {child.pid}" in err[0], err
+    finally:
+        stop(child)
+    assert start_run(out, resume=False, kind="demo") is None  # a killed holder frees the folder
+
+
+def test_a_trainer_holds_the_folder_until_it_is_gone_and_a_bare_check_never_keeps_it(tmp_path):
+    import gc
+
+    from flowkit.train import Trainer
+
+    out = tmp_path / "run"
+    assert start_run(out, resume=False, kind="demo") is None
+    stop(holding_process(out))  # the check alone kept nothing: another process took the folder
+    layer = nn.Linear(2, 2)
+    data = torch.randn(8, 2)
+    trainer = Trainer(layer, lambda m, b: ((m(b[0]) ** 2).mean(), {}), lambda step: (data,),
+                      TrainConfig(steps=1, batch_size=8, warmup_steps=0, ema_decay=None), out, {"kind": "demo"},
+                      progress=False)
+    with pytest.raises(FlowkitError, match="in use by another run"):
+        holding_process(out)
+    del trainer
+    gc.collect()
+    stop(holding_process(out))
