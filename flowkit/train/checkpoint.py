@@ -92,10 +92,25 @@ def sibling(path: str | os.PathLike, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
+MAX_CONFIG_BYTES = 16 * 2**20  # a checkpoint's config.json is a few kB
+
+
+def read_regular_file(file: Path, limit: int) -> bytes:
+    """The bytes of ``file`` if it is a regular file of at most ``limit`` bytes; a FIFO, a
+    device (a link to ``/dev/zero``), a folder or a huge file is refused before it is opened
+    (reading one would hang or exhaust memory)."""
+    if not file.is_file():
+        raise CheckpointError(f"{file} is not a regular file")
+    size = file.stat().st_size
+    if size > limit:
+        raise CheckpointError(f"{file} is {size} bytes, more than the {limit} a flowkit checkpoint file can be")
+    return file.read_bytes()
+
+
 def _step_if_complete(folder: Path) -> int | None:
     """The step of a complete checkpoint in ``folder`` (its config.json, written last, parses), else None."""
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads(read_regular_file(folder / "config.json", MAX_CONFIG_BYTES))
     except (OSError, ValueError):
         return None
     if not isinstance(config, dict) or config.get("format") != FORMAT or not (folder / "model.safetensors").is_file():
@@ -207,6 +222,8 @@ def _write_folder(tmp: Path, state: dict[str, torch.Tensor], config: dict[str, A
 
 
 def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise CheckpointError(f"{file} is not a regular file")
     try:
         return load_file(file)
     except (SafetensorError, OSError, ValueError) as error:
@@ -233,7 +250,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = find_checkpoint(path)
     config_file = path / "config.json"
     try:
-        config = json.loads(config_file.read_text())
+        config = json.loads(read_regular_file(config_file, MAX_CONFIG_BYTES))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"corrupt checkpoint config {config_file}: {error}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:

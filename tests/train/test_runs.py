@@ -150,3 +150,26 @@ def test_a_trainer_holds_the_folder_until_it_is_gone_and_a_bare_check_never_keep
     del trainer
     gc.collect()
     stop(holding_process(out))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
+def test_a_config_that_is_not_a_small_regular_file_is_refused_without_hanging(tmp_path, kind):
+    """A FIFO for config.json used to block forever, a link to /dev/zero to read until memory ran out."""
+    import os
+    import subprocess
+    import sys
+
+    save_run(tmp_path / "run")
+    config = tmp_path / "run" / "checkpoint" / "config.json"
+    config.unlink()
+    if kind == "fifo":
+        os.mkfifo(config)
+    elif kind == "dev-zero":
+        config.symlink_to("/dev/zero")
+    else:
+        config.write_bytes(b" " * (17 * 2**20))
+    command = [sys.executable, "-m", "flowkit.cli", "image", "evaluate", "--checkpoint", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1, done.stderr
+    assert ("not a regular file" if kind != "huge" else "more than the") in err[0]
