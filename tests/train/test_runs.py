@@ -169,7 +169,8 @@ def test_a_config_that_is_not_a_small_regular_file_is_refused_without_hanging(tm
     else:
         config.write_bytes(b" " * (17 * 2**20))
     command = [sys.executable, "-m", "flowkit.cli", "image", "evaluate", "--checkpoint", str(tmp_path / "run")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(err) == 1, done.stderr
     assert ("not a regular file" if kind != "huge" else "more than the") in err[0]
