@@ -87,9 +87,16 @@ def _alphas(text: str) -> tuple[float, ...]:
 
 
 def _manipulate(args: argparse.Namespace) -> None:
-    alphas = args.alphas
+    direction, classes = args.positive is not None or args.negative is not None, args.source is not None
+    if direction == classes or (direction and None in (args.positive, args.negative)):
+        raise FlowkitError("give --positive and --negative (a direction edit, unconditional models) or --from and "
+                           "--to (class transfer, class-conditional models)")
+    if classes:
+        targets = [t for t in (args.to or "").split(",") if t] or None
+        print(json_line(run.transfer_classes(args.checkpoint, args.out, args.source, targets, args.edit_data, args.n)))
+        return
     print(json_line(run.manipulate(args.checkpoint, args.out, args.positive, args.negative, args.data,
-                                          args.edit_data, args.n, alphas, args.scale)))
+                                   args.edit_data, args.n, args.alphas, args.scale)))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -174,12 +181,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(run=_interpolate)
 
-    p = commands.add_parser("manipulate", help="edit images along a direction between two classes")
+    p = commands.add_parser("manipulate", help="edit images along a direction between two classes, or move them "
+                                               "between classes with a class-conditional Glow")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--positive", required=True, help="class name or index")
-    p.add_argument("--negative", required=True, help="class name or index")
+    p.add_argument("--positive", default=None, help="direction edit: class name or index")
+    p.add_argument("--negative", default=None, help="direction edit: class name or index")
+    p.add_argument("--from", dest="source", default=None,
+                   help="class transfer: the class of the images to move (class-conditional models)")
+    p.add_argument("--to", default=None, help="class transfer: comma-separated target classes (default: all)")
     p.add_argument("--data", default="demo", help="labelled images the direction comes from")
-    p.add_argument("--edit-data", default="demo", help="images to edit (their negative-class images)")
+    p.add_argument("--edit-data", default="demo",
+                   help="images to edit (of the --negative class for a direction, of the --from class for a transfer)")
     p.add_argument("--n", type=positive_int, default=6)
     p.add_argument("--alphas", type=_alphas, default=(-1.0, -0.5, 0.0, 0.5, 1.0), help="comma-separated strengths")
     p.add_argument("--scale", type=finite_float, default=1.0)

@@ -137,6 +137,26 @@ def test_class_conditional_glow_with_auxiliary_classifier(tmp_path, trained):
     assert run.sample(model, tmp_path / "y.png", n=10, label=3).exists()
 
 
+
+def test_class_transfer_moves_images_between_classes_and_back(tmp_path, trained, capsys):
+    run.train(preset="tiny", data=str(trained / "train.npz"), out=tmp_path / "c", steps=20, class_conditional=True,
+              progress=False)
+    args = ["image", "manipulate", "--checkpoint", str(tmp_path / "c"), "--out", str(tmp_path / "t.png"),
+            "--edit-data", str(trained / "train.npz"), "--from", "ship", "--to", "ship,horse,7", "--n", "3"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["targets"] == ["ship", "horse", "horse"] and result["images"] == 3
+    assert result["round_trip_max_abs_error"] < 1e-4  # the same class: an exact round trip
+    assert result["mean_abs_pixel_change"]["ship"] == 0.0  # and no pixel moves at the bin centres
+    assert result["mean_abs_pixel_change"]["horse"] > 0  # another class decodes the same latent elsewhere
+    assert Image.open(tmp_path / "t.png").size[0] > Image.open(tmp_path / "t.png").size[1]  # 3 rows, 4 columns
+    unconditional = ["image", "manipulate", "--checkpoint", str(trained / "run"), "--out", str(tmp_path / "u.png"),
+                     "--from", "ship"]
+    assert main(unconditional) == 2
+    assert "needs a class-conditional Glow" in capsys.readouterr().err
+    assert main(args[:6] + ["--from", "ship", "--positive", "ship"]) == 2
+    assert "give --positive and --negative" in capsys.readouterr().err
+
 def test_reversible_training_from_the_cli(tmp_path, trained, capsys):
     out = tmp_path / "rev"
     assert main(["image", "train", "--preset", "tiny", "--data", str(trained / "train.npz"), "--steps", "3",
