@@ -313,10 +313,12 @@ def transfer_classes(checkpoint: str | Path | Glow, out: str | Path, source: str
     encoded under their class and decoded under each of ``targets`` (default: every class),
     one row per image: the original, then one column per target.
 
-    Returns the grid's path, the mean pixel change per target, the round trip's largest
-    error (target = source: exact up to float32), and how often the model's own
-    class-conditional likelihood ranks each target first for the edited images, beside the
-    same rate for the unedited ones (the flow's own judgement, not an independent classifier).
+    Returns the grid's path, how many images each target decodes (a latent moved to another
+    class can leave the range the flow inverts; such a cell is grey), the mean pixel change
+    per target, the round trip's largest error (target = source: exact up to float32), and
+    how often the model's own class-conditional likelihood ranks each target first for the
+    edited images, beside the same rate for the unedited ones (the flow's own judgement, not
+    an independent classifier).
     """
     model = checkpoint if isinstance(checkpoint, Glow) else load(checkpoint)
     classes = model.config.n_classes
@@ -332,21 +334,35 @@ def transfer_classes(checkpoint: str | Path | Glow, out: str | Path, source: str
     x = model.preprocess(chosen.images, noise=False) + 0.5 / model.n_bins  # bin centres
     source_context = model.context(torch.full((len(x),), source_index))
     columns = [model.postprocess(x)]
-    change, first = {}, {}
+    change, first, decoded = {}, {}, {}
     for index, name in zip(target_indices, names):
-        edited = flowkit.transfer(model, x, source_context, model.context(torch.tensor([index])))
-        columns.append(model.postprocess(edited))
-        change[name] = float((columns[-1].float() - columns[0].float()).abs().mean())
-        first[name] = _ranked_first(model, edited, index)
+        edited, ok = _transfer_each(model, x, source_context, model.context(torch.tensor([index])))
+        columns.append(torch.where(ok.view(-1, 1, 1, 1), model.postprocess(edited), torch.full_like(columns[0], 128)))
+        decoded[name] = int(ok.sum())
+        change[name] = float((columns[-1][ok].float() - columns[0][ok].float()).abs().mean()) if ok.any() else None
+        first[name] = _ranked_first(model, edited[ok], index) if ok.any() else None
     round_trip = flowkit.transfer(model, x, source_context, source_context)
     grid = torch.stack(columns, 1).reshape(-1, *model.config.image_shape)
     save_grid(grid, out, ncol=len(columns))
     return {"path": str(out), "source": images.classes[source_index] if images.classes else source_index,
-            "images": len(x), "targets": names, "mean_abs_pixel_change": change,
+            "images": len(x), "targets": names, "decoded": decoded, "mean_abs_pixel_change": change,
             "target_ranked_first_by_the_model": first,
             "unedited_ranked_first_as_each_target": {name: _ranked_first(model, x, index)
                                                      for index, name in zip(target_indices, names)},
             "round_trip_max_abs_error": float((round_trip - x).abs().max())}
+
+
+def _transfer_each(model: Glow, x: Tensor, source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`flowkit.transfer` image by image: the edits, and which of them decoded to
+    finite pixels (the others are zeros)."""
+    edited, ok = torch.zeros_like(x), torch.zeros(len(x), dtype=torch.bool)
+    for i in range(len(x)):
+        try:
+            edited[i] = flowkit.transfer(model, x[i:i + 1], source[i:i + 1], target)[0]
+            ok[i] = True
+        except NonFiniteError:
+            pass
+    return edited, ok
 
 
 def _ranked_first(model: Glow, x: Tensor, index: int) -> float:
