@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import warnings
 from importlib.metadata import entry_points
@@ -135,7 +136,12 @@ def _register_plugins(subparsers: argparse._SubParsersAction) -> list[str]:
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (``flowkit: error: ...``) and exit 2, no usage dump;
-    subcommand parsers inherit the class."""
+    subcommand parsers inherit the class. A negative number in scientific notation
+    (``--alpha -1e6``) is a value, not a flag (argparse knows only ``-5`` and ``-0.5``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str):
         command = self.prog.removeprefix("flowkit").strip()

@@ -38,6 +38,14 @@ def test_flag_validators_accept_good_values():
     assert non_negative_float("0") == 0.0 and seed(str(2**63 - 1)) == 2**63 - 1
 
 
+def test_negative_numbers_in_scientific_notation_are_values_not_flags():
+    from flowkit.cli import build_parser
+
+    command = ["audio", "edit-pitch", "--checkpoint", "c", "--input", "i", "--out", "o", "--alpha"]
+    assert build_parser().parse_args([*command, "-1e6"]).alpha == -1e6  # was "expected one argument"
+    assert build_parser().parse_args([*command, "-.5"]).alpha == -0.5
+
+
 def test_shared_training_flags_leave_absent_values_to_the_preset():
     parser = argparse.ArgumentParser()
     add_training_flags(parser)

@@ -5,6 +5,7 @@ loop's config with its merge rule."""
 
 from .checkpoint import (
     Checkpoint,
+    checkpoint_config,
     find_checkpoint,
     load_checkpoint,
     load_weights,
@@ -20,7 +21,7 @@ from .interrupt import TrainingInterrupted
 from .metrics import MetricsLog
 from .runs import DEMO_ADVICE, load_run, prepare_run_folder, run_kind, saved_run_config, start_run
 
-__all__ = ["DEMO_ADVICE", "Checkpoint", "InBackwardOptimizer", "IndexSchedule", "MetricsLog", "TrainConfig", "Trainer",
-           "TrainingInterrupted", "find_checkpoint", "first_nonfinite_layer", "load_checkpoint", "load_run",
-           "load_weights", "newest_checkpoint", "prepare_run_folder", "recover_checkpoint", "run_kind",
-           "save_checkpoint", "saved_run_config", "start_run", "train_config"]
+__all__ = ["Checkpoint", "DEMO_ADVICE", "InBackwardOptimizer", "IndexSchedule", "MetricsLog", "TrainConfig",
+           "Trainer", "TrainingInterrupted", "checkpoint_config", "find_checkpoint", "first_nonfinite_layer",
+           "load_checkpoint", "load_run", "load_weights", "newest_checkpoint", "prepare_run_folder",
+           "recover_checkpoint", "run_kind", "save_checkpoint", "saved_run_config", "start_run", "train_config"]

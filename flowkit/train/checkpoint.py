@@ -244,10 +244,7 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"no checkpoint at {path} (config.json missing)")
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint folder, or the ``checkpoint/`` of a run folder (the newest complete
-    copy, see :func:`newest_checkpoint`). Weights that are not finite are refused."""
-    path = find_checkpoint(path)
+def _read_config(path: Path) -> dict[str, Any]:
     config_file = path / "config.json"
     try:
         config = json.loads(read_regular_file(config_file, MAX_CONFIG_BYTES))
@@ -255,9 +252,25 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"corrupt checkpoint config {config_file}: {error}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{config_file} is not a flowkit checkpoint")
-    ema = _read_tensors(path / "ema.safetensors") if (path / "ema.safetensors").exists() else None
-    optimizer = None
-    if (path / "optimizer.safetensors").exists():
+    return config
+
+
+def checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of the checkpoint :func:`load_checkpoint` would read, without its weights."""
+    return _read_config(find_checkpoint(path))
+
+
+def load_checkpoint(path: str | os.PathLike, ema: bool = True, optimizer: bool = True) -> Checkpoint:
+    """Read a checkpoint folder, or the ``checkpoint/`` of a run folder (the newest complete
+    copy, see :func:`newest_checkpoint`). Weights that are not finite are refused. ``ema`` and
+    ``optimizer`` ``False`` leave those files unread (inference with the raw weights needs
+    neither, and a damaged one then does not matter)."""
+    path = find_checkpoint(path)
+    config = _read_config(path)
+    wants_ema = ema
+    ema = _read_tensors(path / "ema.safetensors") if wants_ema and (path / "ema.safetensors").exists() else None
+    wants_optimizer, optimizer = optimizer, None
+    if wants_optimizer and (path / "optimizer.safetensors").exists():
         optimizer = _unflatten_optimizer(_read_tensors(path / "optimizer.safetensors"),
                                          config.get("optimizer_groups", []), config.get("optimizer_scalars", {}))
     model = _read_tensors(path / "model.safetensors")

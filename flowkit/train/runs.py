@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import CheckpointError, FlowkitError
 from .checkpoint import (
+    checkpoint_config,
     load_checkpoint,
     load_weights,
     newest_checkpoint,
@@ -111,7 +112,7 @@ def start_run(out_dir: str | Path, resume: bool, kind: str) -> dict[str, Any] | 
 
 def run_kind(checkpoint: str | Path) -> str | None:
     """The model kind a run or checkpoint folder holds (``"glow"``, ``"waveglow"``, ...)."""
-    model = load_checkpoint(checkpoint).config.get("model")
+    model = checkpoint_config(checkpoint).get("model")
     return model.get("kind") if isinstance(model, dict) else None
 
 
@@ -132,7 +133,7 @@ def load_run(checkpoint: str | Path, kind: str, build: Callable[[dict[str, Any]]
         ema: load the EMA weights when the checkpoint has them.
     """
     what = what or kind
-    saved = load_checkpoint(checkpoint)
+    saved = load_checkpoint(checkpoint, ema=ema, optimizer=False)
     described = saved.config.get("model")
     if not isinstance(described, dict) or described.get("kind") != kind:
         raise CheckpointError(f"{checkpoint} is not a {what} checkpoint")

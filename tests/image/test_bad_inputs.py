@@ -56,6 +56,11 @@ def files(tmp_path_factory, cifar_train):
             save_file(tensors, huge / f.name)
         else:
             (huge / f.name).write_bytes(f.read_bytes())
+    bad_ema = root / "bad_ema" / "checkpoint"  # raw weights intact, EMA file damaged
+    bad_ema.mkdir(parents=True)
+    for f in (root / "run" / "checkpoint").iterdir():
+        data = f.read_bytes()
+        (bad_ema / f.name).write_bytes(data[: len(data) // 2] if f.name == "ema.safetensors" else data)
     truncated = root / "truncated" / "checkpoint"
     truncated.mkdir(parents=True)
     for f in (root / "run" / "checkpoint").iterdir():
@@ -147,6 +152,14 @@ def test_bad_input_is_one_line_and_exit_2(files, capsys, command, message):
     assert len(err) == 1 and err[0].startswith("flowkit: error:") and message in err[0], err
     assert "error: flowkit:" not in err[0]  # one prefix
     assert not (files / "t1").exists() or not any((files / "t1").glob("checkpoint*"))
+
+
+def test_no_ema_reads_the_raw_weights_only(files, capsys):
+    assert (files / "bad_ema" / "checkpoint" / "ema.safetensors").exists()
+    assert main(["image", "evaluate", "--checkpoint", str(files / "bad_ema")]) == 2
+    assert "ema.safetensors" in capsys.readouterr().err
+    assert main(["image", "evaluate", "--checkpoint", str(files / "bad_ema"), "--no-ema"]) == 0  # never read
+    capsys.readouterr()
 
 
 def test_reconstruct_reports_the_images_it_used(files, capsys):
