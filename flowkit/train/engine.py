@@ -265,7 +265,7 @@ class Trainer:
         last: dict[str, float] = {}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and dist.is_main()),
                    dynamic_ncols=True, desc="train")
-        with stop_on_signals() as stop:
+        with stop_on_signals() as stop, bar:  # the bar ends its line whatever ends training: errors start their own
             while self.step < cfg.steps:
                 metrics = self.train_step(self.batches(self.step))
                 bar.update(1)

@@ -154,6 +154,14 @@ def test_bad_input_is_one_line_and_exit_2(files, capsys, command, message):
     assert not (files / "t1").exists() or not any((files / "t1").glob("checkpoint*"))
 
 
+def test_an_error_during_training_starts_its_own_line_after_the_progress_bar(files, capsys):
+    code = main(["image", "train", "--preset", "tiny", "--data", str(files / "good.npz"), "--steps", "40",
+                 "--lr", "1e6", "--out", str(files / "diverges")])  # the progress bar is on, as for a user
+    err = capsys.readouterr().err
+    assert code == 2 and "train:" in err  # the bar was drawn
+    assert "\nflowkit: error: non-finite loss at step" in err, err[-300:]
+
+
 def test_no_ema_reads_the_raw_weights_only(files, capsys):
     assert (files / "bad_ema" / "checkpoint" / "ema.safetensors").exists()
     assert main(["image", "evaluate", "--checkpoint", str(files / "bad_ema")]) == 2
