@@ -94,7 +94,7 @@ MUTATIONS = [
              "return (z - mean) * (-logs).exp(), sum_except_batch(logs)",
              ("tests/layers/test_multiscale.py",)),
     Mutation("factor-out: fixed-scale prior's log-det forgets sigma", "flowkit/layers/multiscale.py",
-             "per_sample = -self.log_sigma * z2[0].numel()", "per_sample = 0.0 * z2[0].numel()",
+             "z.new_full((z.shape[0],), sign * log_sigma * z[0].numel())", "z.new_zeros(z.shape[0])",
              ("tests/layers/test_multiscale.py",)),
     Mutation("factor-out: keep ignored (always half)", "flowkit/layers/multiscale.py",
              "        self.split = keep\n", "        self.split = channels // 2\n",

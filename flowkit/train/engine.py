@@ -47,7 +47,7 @@ from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
 from .in_backward import InBackwardOptimizer
 from .interrupt import TrainingInterrupted, stop_on_signals
-from .lock import hold_run_folder, release_run_folder
+from .lock import hold_run_folder, holding_run_folder, release_run_folder
 from .metrics import MetricsLog
 from .optim import linear_warmup, make_ema, make_optimizer
 from .runs import ensure_writable, prepare_run_folder
@@ -157,8 +157,7 @@ class Trainer:
 
     def _prepare_output(self, resume: bool) -> bool:
         ensure_writable(self.out_dir)
-        hold_run_folder(self.out_dir, trainer=True)  # one process per run folder, until this trainer is gone
-        weakref.finalize(self, release_run_folder, self.out_dir, trainer=True)
+        self._hold_folder()
         found = prepare_run_folder(self.out_dir, resume, recover=dist.is_main())
         dist.barrier()
         return found
@@ -248,18 +247,34 @@ class Trainer:
             self.save()
             raise
 
+    def _hold_folder(self) -> None:
+        """One process per run folder (:mod:`flowkit.train.lock`): held from the start until
+        :meth:`fit` ends (or the trainer is gone); a later :meth:`save` takes it again."""
+        hold_run_folder(self.out_dir, trainer=True)
+        self._release_folder = weakref.finalize(self, release_run_folder, self.out_dir, trainer=True)
+
     def save(self) -> Path | None:
         """Write ``out_dir/checkpoint`` (rank 0 only)."""
         path = None
         if dist.is_main():
             config = {"model": self.model_config, "train": dataclasses.asdict(self.config), "step": self.step}
             ema = self.ema.module if self.ema is not None else None
-            path = save_checkpoint(self.out_dir / "checkpoint", self.model, config, ema, self.optimizer)
+            with holding_run_folder(self.out_dir):
+                path = save_checkpoint(self.out_dir / "checkpoint", self.model, config, ema, self.optimizer)
         dist.barrier()
         return path
 
     def fit(self) -> dict[str, float]:
-        """Train to ``config.steps`` (or ``max_minutes``); checkpoint and evaluate on the way."""
+        """Train to ``config.steps`` (or ``max_minutes``); checkpoint and evaluate on the way.
+        The run folder is free for other processes when it returns."""
+        if not self._release_folder.alive:
+            self._hold_folder()
+        try:
+            return self._fit()
+        finally:
+            self._release_folder()
+
+    def _fit(self) -> dict[str, float]:
         cfg = self.config
         start = time.monotonic()
         last: dict[str, float] = {}

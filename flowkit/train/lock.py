@@ -9,8 +9,7 @@ holds it to ``OUT/.flowkit-run.holder``, so a refused process names the holder. 
 process the lock is re-entrant: a run started and then trained, or resumed, by the same
 process holds it once. :func:`flowkit.train.prepare_run_folder` holds it while it checks
 and recovers the folder; a :class:`~flowkit.train.Trainer` holds it from its start until
-it is garbage-collected (the lock is released when the last one is gone, or when the
-process ends).
+its ``fit`` returns (or it is garbage-collected), and any later ``save`` while it writes.
 
 Example:
     >>> import tempfile

@@ -132,9 +132,7 @@ def test_a_run_folder_in_use_by_another_process_is_refused_naming_it(tmp_path, c
     assert start_run(out, resume=False, kind="demo") is None  # a killed holder frees the folder
 
 
-def test_a_trainer_holds_the_folder_until_it_is_gone_and_a_bare_check_never_keeps_it(tmp_path):
-    import gc
-
+def test_a_trainer_holds_the_folder_while_it_trains_and_a_bare_check_never_keeps_it(tmp_path):
     from flowkit.train import Trainer
 
     out = tmp_path / "run"
@@ -146,10 +144,15 @@ def test_a_trainer_holds_the_folder_until_it_is_gone_and_a_bare_check_never_keep
                       TrainConfig(steps=1, batch_size=8, warmup_steps=0, ema_decay=None), out, {"kind": "demo"},
                       progress=False)
     with pytest.raises(FlowkitError, match="in use by another run"):
-        holding_process(out)
-    del trainer
-    gc.collect()
-    stop(holding_process(out))
+        holding_process(out)  # from its start
+    trainer.fit()
+    child = holding_process(out)  # free once training is done, although the trainer still exists
+    try:
+        with pytest.raises(FlowkitError, match="in use by another run"):
+            trainer.save()  # a later save takes the folder again, and is refused while another process has it
+    finally:
+        stop(child)
+    assert trainer.save() is not None
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
