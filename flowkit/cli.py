@@ -32,7 +32,7 @@ PLUGIN_GROUP = "flowkit.plugins"
 TRACEBACK_VARIABLE = "FLOWKIT_TRACEBACK"
 
 __all__ = ["add_training_flags", "build_parser", "finite_float", "json_line", "main", "non_negative_float",
-           "non_negative_int", "positive_float", "positive_int", "seed"]
+           "non_negative_int", "note_resumed", "positive_float", "positive_int", "print_note", "seed"]
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to a signed 64-bit integer
 
@@ -110,14 +110,17 @@ def seed(text: str) -> int:
 def add_training_flags(parser: argparse.ArgumentParser, out_default: str | None = None) -> None:
     """The flags every plug-in's training command shares: ``--out`` (required unless a
     default is given), ``--steps``, ``--minutes``, ``--seed``, ``--resume`` and
-    ``--checkpoint-every``; the values go to :func:`flowkit.train.train_config`, where
-    an absent flag (``None``) keeps the preset's or the resumed run's value."""
+    ``--checkpoint-every``; the values go to :func:`flowkit.train.train_config` (or
+    :func:`flowkit.train.resume_run`), where an absent flag (``None``) keeps the preset's
+    or the resumed run's value."""
     parser.add_argument("--out", required=out_default is None, default=out_default,
                         help="the run folder (checkpoint/, metrics, reports)"
                              + (f"; default {out_default}" if out_default else ""))
     parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
-    parser.add_argument("--minutes", type=positive_float, default=None, help="stop after this much wall time")
-    parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    parser.add_argument("--minutes", type=positive_float, default=None,
+                        help="stop training after this much wall time (a budget of this command: --resume does not "
+                             "carry it over)")
+    parser.add_argument("--seed", type=seed, default=None, help="random seed (default 0; a resumed run reuses its own)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                         help="save a checkpoint every N steps (default: the preset's; SIGTERM/SIGINT always save)")
@@ -162,6 +165,21 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def print_note(line: str) -> None:
+    """Tell the user something that is not an error, as one ``flowkit: note: ...`` line on stderr."""
+    print(f"flowkit: note: {line}", file=sys.stderr)
+
+
+def note_resumed(report: dict) -> None:
+    """The note of a resumed training command: what its report's ``resumed`` record says
+    (:class:`flowkit.train.Resumed`), if it has one."""
+    resumed = report.get("resumed")
+    if resumed:
+        from .train.resume import Resumed
+
+        print_note(Resumed(**resumed).note())
+
+
 def warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
     """One line per distinct warning message, in the order first seen: its text with the
     whitespace collapsed (a multi-line library warning stays one line)."""
@@ -184,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         code = _run(args)
     if code == 0:
         for line in warning_notes(caught):
-            print(f"flowkit: note: {line}", file=sys.stderr)
+            print_note(line)
     return code
 
 

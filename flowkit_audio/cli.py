@@ -17,7 +17,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from flowkit.cli import add_training_flags, finite_float, json_line, non_negative_float, positive_float
+from flowkit.cli import (
+    add_training_flags,
+    finite_float,
+    json_line,
+    non_negative_float,
+    note_resumed,
+    positive_float,
+)
 from flowkit.errors import FlowkitError
 
 REQUIRED = {"torchaudio": "torchaudio", "soundfile": "soundfile", "parselmouth": "praat-parselmouth"}
@@ -45,6 +52,7 @@ def _train_vocoder(args: argparse.Namespace) -> None:
     metrics = vocoder_run.train(args.data, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
                                 checkpoint_every=args.checkpoint_every)
     print(json_line({k: metrics[k] for k in ("step", "nll", "eval_nll") if k in metrics}))
+    note_resumed(metrics)
 
 
 def _vocode(args: argparse.Namespace) -> None:
@@ -64,7 +72,8 @@ def _train_pitch(args: argparse.Namespace) -> None:
 
     report = pitch_run.train(args.data, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
                              args.checkpoint_every)
-    print(json_line({k: report[k] for k in ("steps", "held_out_nll", "train_nll")}))
+    print(json_line({k: report[k] for k in ("steps", "held_out_nll", "train_nll", "seconds")}))
+    note_resumed(report)
 
 
 def _edit_pitch(args: argparse.Namespace) -> None:
@@ -92,7 +101,8 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="demo", help="a folder of WAV files, or 'demo' (the embedded FSDD sample)")
+    p.add_argument("--data", default=None, help="a folder of WAV files, or 'demo' (the embedded sample; the default "
+                                                "for a new run, a resumed run reuses its own)")
     add_training_flags(p)
 
 
@@ -120,10 +130,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("train-pitch", help="train the pitch flow and calibrate its pitch direction")
     _training_flags(p)
-    p.add_argument("--preset", default="speech", choices=PITCH_PRESETS,
-                   help="speech: log-mel flow, F0 direction (8 kHz); speech-relative: speech on the notes' "
-                        "pitch-relative spectrum, F0 direction within speakers (8 kHz, edits within 0.1 semitone); "
-                        "notes: instrument notes, MIDI direction (16 kHz)")
+    p.add_argument("--preset", default=None, choices=PITCH_PRESETS,
+                   help="speech (default): log-mel flow, F0 direction (8 kHz); speech-relative: speech on the "
+                        "notes' pitch-relative spectrum, F0 direction within speakers (8 kHz, edits within 0.1 "
+                        "semitone); notes: instrument notes, MIDI direction (16 kHz). --minutes bounds the training; "
+                        "the analysis before it and the calibration after it show progress, and their times are in "
+                        "the report (seconds)")
     p.set_defaults(run=_train_pitch)
 
     p = commands.add_parser("edit-pitch", help="raise or lower the pitch of WAV files through the latent")

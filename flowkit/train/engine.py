@@ -89,21 +89,28 @@ class Trainer:
         out_dir: folder for ``checkpoint/``, ``metrics.jsonl`` and ``metrics.png``.
         model_config: JSON-able description to rebuild the model from a checkpoint.
         evaluate: optional ``(eval_model) -> metrics``, run every ``eval_every`` steps
-            and at the end on the EMA weights.
+            and at the end on the EMA weights. When it has ``state_dict()`` and
+            ``load_state_dict(state)`` (a dict of tensors and JSON values: e.g. early
+            stopping's best weights and score), its state goes into every checkpoint and
+            comes back on resume, so a resumed run decides as the uninterrupted one would.
         resume: continue from ``out_dir/checkpoint`` if it holds a checkpoint (the newest
             complete one after an interrupted save); start afresh if there is none.
+        arguments: the command's JSON-able arguments that are not hyper-parameters (the
+            data it trains on, ...), saved so that a resumed run can reuse them
+            (:func:`flowkit.train.resume_run`).
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Batch], config: TrainConfig,
                  out_dir: str | Path, model_config: dict[str, Any] | None = None,
                  evaluate: Callable[[nn.Module], dict[str, float]] | None = None, resume: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, arguments: dict[str, Any] | None = None):
         self.model = model
         self.loss_fn = loss_fn
         self.batches = batches
         self.config = config
         self.out_dir = Path(out_dir)
         self.model_config = model_config or {}
+        self.arguments = arguments or {}
         self.evaluate = evaluate
         self.progress = progress
         self.step = 0
@@ -182,6 +189,8 @@ class Trainer:
             self.ema.n_averaged.fill_(max(1, checkpoint.step))
         if checkpoint.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
+        if checkpoint.evaluator is not None and hasattr(self.evaluate, "load_state_dict"):
+            self.evaluate.load_state_dict(checkpoint.evaluator)
         self.step = checkpoint.step
         self.scheduler.last_epoch = self.step
         for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
@@ -257,10 +266,13 @@ class Trainer:
         """Write ``out_dir/checkpoint`` (rank 0 only)."""
         path = None
         if dist.is_main():
-            config = {"model": self.model_config, "train": dataclasses.asdict(self.config), "step": self.step}
+            config = {"model": self.model_config, "train": dataclasses.asdict(self.config), "step": self.step,
+                      "arguments": self.arguments}
             ema = self.ema.module if self.ema is not None else None
+            evaluator = self.evaluate.state_dict() if hasattr(self.evaluate, "state_dict") else None
             with holding_run_folder(self.out_dir):
-                path = save_checkpoint(self.out_dir / "checkpoint", self.model, config, ema, self.optimizer)
+                path = save_checkpoint(self.out_dir / "checkpoint", self.model, config, ema, self.optimizer,
+                                       evaluator)
         dist.barrier()
         return path
 

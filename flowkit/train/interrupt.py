@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["StopFlag", "TrainingInterrupted", "stop_on_signals"]
+__all__ = ["StopFlag", "TrainingInterrupted", "interrupt_on_signals", "stop_on_signals"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -26,13 +26,19 @@ class TrainingInterrupted(Exception):
         signum: the signal number (``128 + signum`` is the conventional exit status).
         step: the last completed step, the one saved.
         checkpoint: the checkpoint folder written.
+        during: the work after training that the signal stopped (its result was not
+            saved), or ``None`` for a stop between training steps.
     """
 
-    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+    def __init__(self, signum: int, step: int, checkpoint: Path | None, during: str | None = None):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
         name = signal.Signals(signum).name
-        where = f"; checkpoint saved in {checkpoint} (continue with --resume)" if checkpoint else ""
-        super().__init__(f"stopped by {name} after step {step}{where}")
+        if during is None:
+            where = f"; checkpoint saved in {checkpoint} (continue with --resume)" if checkpoint else ""
+            super().__init__(f"stopped by {name} after step {step}{where}")
+        else:  # in the work after the last step: what was saved is the trained weights without it
+            super().__init__(f"stopped by {name} while {during}, after training step {step}; {checkpoint} holds "
+                             f"the trained weights without it (--resume does it)")
 
 
 class StopFlag:
@@ -65,6 +71,26 @@ def stop_on_signals() -> Iterator[StopFlag]:
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield flag
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+@contextmanager
+def interrupt_on_signals(step: int, checkpoint: Path, during: str) -> Iterator[None]:
+    """Within the block (work after the last training step, such as a calibration, which
+    has no step to stop after), SIGINT and SIGTERM stop at once with a
+    :class:`TrainingInterrupted` that says what was saved and what was not."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise TrainingInterrupted(signum, step, checkpoint, during)
+
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield
     finally:
         for s, old in previous.items():
             signal.signal(s, old)

@@ -133,7 +133,7 @@ def load_run(checkpoint: str | Path, kind: str, build: Callable[[dict[str, Any]]
         ema: load the EMA weights when the checkpoint has them.
     """
     what = what or kind
-    saved = load_checkpoint(checkpoint, ema=ema, optimizer=False)
+    saved = load_checkpoint(checkpoint, ema=ema, optimizer=False, evaluator=False)
     described = saved.config.get("model")
     if not isinstance(described, dict) or described.get("kind") != kind:
         raise CheckpointError(f"{checkpoint} is not a {what} checkpoint")

@@ -25,23 +25,25 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 import flowkit as fk
 from flowkit.errors import CheckpointError, DataError
-from flowkit.train import load_run, start_run, train_config
+from flowkit.train import load_run, start_run
 
 from ..data import Clip, split_clips, write_wav
 from ..features import MelConfig, f0_hz, griffin_lim, log_mel, semitones
 from ..plots import save_spectrograms
 from .editor import CalibratedEditor, add_calibration_buffers, hz_or_none, interval_or_none
 from .melflow import MelFlow, MelFlowConfig
-from .training import fit_frame_flow
+from .training import calibration_stage, fit_frame_flow, run_settings
 
 __all__ = ["MelEditor", "fit_direction", "load", "train"]
 
@@ -92,16 +94,25 @@ class MelEditor(CalibratedEditor):
                 "semitones_vs_resynthesis": interval_or_none(f0_resynth, f0_out), "notes": clip.notes}
 
 
-def _f0s(clips: list[Clip], rate: int) -> np.ndarray:
-    return np.array([f0_hz(c.audio.numpy(), rate) for c in clips])
+def _f0s(clips: list[Clip], rate: int, progress: bool = False) -> np.ndarray:
+    """F0 of each clip (Praat); a direction needs at least 6 clips with a measurable one,
+    checked here, before any training time is spent."""
+    f0 = np.array([f0_hz(c.audio.numpy(), rate)
+                   for c in tqdm(clips, desc="track pitch", disable=not progress, dynamic_ncols=True)])
+    _check_voiced(f0)
+    return f0
+
+
+def _check_voiced(f0: np.ndarray) -> None:
+    voiced = int((~np.isnan(f0)).sum())
+    if voiced < 6:
+        raise DataError(f"pitch direction: only {voiced} training clips have a measurable F0 (need 6)")
 
 
 @torch.no_grad()
 def fit_direction(flow: MelFlow, logmels: list[Tensor], f0: np.ndarray) -> Tensor:
     """Mean time-averaged latent of the top-30 % F0 clips minus the bottom-30 % ones: ``(C, 1)``."""
-    voiced = ~np.isnan(f0)
-    if voiced.sum() < 6:
-        raise DataError(f"pitch direction: only {int(voiced.sum())} training clips have a measurable F0 (need 6)")
+    _check_voiced(f0)
     high, low = np.nanpercentile(f0, 70), np.nanpercentile(f0, 30)
     group = {name: [flow.pad(flow.standardise(m))[0] for m, f in zip(logmels, f0) if test(f)]
              for name, test in (("high", lambda f: f >= high), ("low", lambda f: f <= low))}
@@ -110,12 +121,12 @@ def fit_direction(flow: MelFlow, logmels: list[Tensor], f0: np.ndarray) -> Tenso
 
 @torch.no_grad()
 def calibrate(editor: MelEditor, clips: list[Clip], logmels: list[Tensor],
-              alphas: tuple[float, ...] = CALIBRATION_ALPHAS) -> dict[str, list[float]]:
+              alphas: tuple[float, ...] = CALIBRATION_ALPHAS, progress: bool = False) -> dict[str, list[float]]:
     """Median semitone change of F0 at each ``alpha`` (against the ``alpha = 0`` resynthesis),
     made monotone; stored in the flow's buffers."""
     rate = editor.mel.sample_rate
     changes: dict[float, list[float]] = {a: [] for a in alphas}
-    for clip, frames in zip(clips, logmels):
+    for clip, frames in tqdm(list(zip(clips, logmels)), desc="calibrate", disable=not progress, dynamic_ncols=True):
         edited = editor.edit(frames, list(alphas))
         f0 = [f0_hz(editor.synthesise(e).numpy(), rate) for e in edited]
         base = f0[alphas.index(0.0)]
@@ -138,39 +149,50 @@ def _with_pitch_buffers(flow: MelFlow) -> MelFlow:
     return flow
 
 
-def train(data: str | None = "demo", out: str | Path = "out/pitch", steps: int | None = None,
-                minutes: float | None = None, seed: int = 0, resume: bool = False,
-                checkpoint_every: int | None = None, mel: MelConfig | None = None,
-                config: MelFlowConfig | None = None, progress: bool = True,
-                calibration_clips: int = CALIBRATION_CLIPS) -> dict[str, Any]:
-    """Train the mel flow, then fit and calibrate the pitch direction on
-    ``calibration_clips`` training clips spread over the F0 range; writes ``pitch.json``."""
+def train(data: str | None = None, out: str | Path = "out/pitch", steps: int | None = None,
+          minutes: float | None = None, seed: int | None = None, resume: bool = False,
+          checkpoint_every: int | None = None, mel: MelConfig | None = None,
+          config: MelFlowConfig | None = None, progress: bool = True,
+          calibration_clips: int = CALIBRATION_CLIPS) -> dict[str, Any]:
+    """Train the mel flow on ``data`` (a WAV folder; default: the embedded FSDD sample), then
+    fit and calibrate the pitch direction on ``calibration_clips`` training clips spread
+    over the F0 range; writes ``pitch.json``. ``minutes`` bounds the training; the pitch
+    tracking before it and the calibration after it show progress, and the report gives
+    each part's wall time (``seconds``)."""
     out = Path(out)
+    started = time.monotonic()
     saved = start_run(out, resume, "pitch")
     if saved is not None:
         mel, config = MelConfig.from_dict(saved["model"]["mel"]), MelFlowConfig.from_dict(saved["model"]["flow"])
-        train_defaults = saved["train"]
     else:
-        mel, config, train_defaults = mel or MelConfig(), config or MelFlowConfig(), TRAIN_DEFAULTS
+        mel, config = mel or MelConfig(), config or MelFlowConfig()
+    loop, data, resumed = run_settings(saved, TRAIN_DEFAULTS, data, steps=steps, max_minutes=minutes, seed=seed,
+                                       checkpoint_every=checkpoint_every)
     config = MelFlowConfig.from_dict({**config.to_dict(), "n_mels": mel.n_mels})
     train_clips, held_out = split_clips(data, mel.sample_rate)
     logmels = [log_mel(c.audio[None], mel)[0] for c in train_clips]
     held_out_mels = [log_mel(c.audio[None], mel)[0] for c in held_out]
-    loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, checkpoint_every=checkpoint_every)
-    torch.manual_seed(seed)
+    f0 = _f0s(train_clips, mel.sample_rate, progress)
+    seconds = {"analysis": round(time.monotonic() - started, 1)}
+    torch.manual_seed(loop.seed)
     flow = _with_pitch_buffers(MelFlow(config))
     flow.fit_standardisation(logmels)
-    trainer, metrics = fit_frame_flow(flow, logmels, held_out_mels, loop, out, seed, resume, progress,
-                                      {"kind": "pitch", "mel": mel.to_dict(), "flow": config.to_dict()})
-    f0 = _f0s(train_clips, mel.sample_rate)
-    flow.get_buffer("pitch_direction").copy_(fit_direction(flow, logmels, f0))
-    chosen = [i for i in np.argsort(np.nan_to_num(f0, nan=np.inf))[::max(1, len(f0) // calibration_clips)]
-              if not math.isnan(f0[i])][:calibration_clips]  # spread over the F0 range
-    curve = calibrate(MelEditor(flow, mel), [train_clips[i] for i in chosen], [logmels[i] for i in chosen])
-    trainer.save()  # the checkpoint now carries the direction and the calibration
+    trainer, metrics = fit_frame_flow(flow, logmels, held_out_mels, loop, out, resume, progress,
+                                      {"kind": "pitch", "mel": mel.to_dict(), "flow": config.to_dict()},
+                                      {"data": data})
+    seconds["training"] = round(time.monotonic() - started - seconds["analysis"], 1)
+    with calibration_stage(trainer, seconds):
+        flow.get_buffer("pitch_direction").copy_(fit_direction(flow, logmels, f0))
+        chosen = [i for i in np.argsort(np.nan_to_num(f0, nan=np.inf))[::max(1, len(f0) // calibration_clips)]
+                  if not math.isnan(f0[i])][:calibration_clips]  # spread over the F0 range
+        curve = calibrate(MelEditor(flow, mel), [train_clips[i] for i in chosen], [logmels[i] for i in chosen],
+                          progress=progress)
     report = {"held_out_nll": metrics.get("eval_nll"), "train_nll": metrics.get("nll"), "steps": trainer.step,
               "train_clips": len(train_clips), "held_out_clips": len(held_out), "calibration": curve,
-              "f0_percentiles_hz": [round(float(v), 1) for v in np.nanpercentile(f0, [10, 30, 50, 70, 90])]}
+              "f0_percentiles_hz": [round(float(v), 1) for v in np.nanpercentile(f0, [10, 30, 50, 70, 90])],
+              "seconds": seconds}
+    if resumed is not None:
+        report["resumed"] = resumed.to_dict()
     (out / "pitch.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     return report
 

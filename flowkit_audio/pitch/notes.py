@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,17 +37,18 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 import flowkit as fk
 from flowkit.errors import CheckpointError, DataError, FlowkitError, NonFiniteError
-from flowkit.train import load_run, start_run, train_config
+from flowkit.train import load_run, start_run
 
 from ..data import Clip, load_clips, split_clips, write_wav
 from ..features import f0_hz
 from .editor import CalibratedEditor, add_calibration_buffers, hz_or_none, interval_or_none
 from .noteflow import NoteFlow, NoteFlowConfig
 from .notespec import NoteSpectrum, griffin_lim_notes, midi_to_hz, render_magnitude
-from .training import fit_frame_flow, held_out_nll
+from .training import calibration_stage, fit_frame_flow, held_out_nll, run_settings
 
 __all__ = ["NoteEditor", "demo_notes", "load", "measure_pitch", "note_label", "split_notes", "train"]
 
@@ -234,9 +236,11 @@ def _decoded_pitch_changes(editor: NoteEditor, features: Tensor, alphas: tuple[f
 
 
 @torch.no_grad()
-def calibrate(editor: NoteEditor, features: list[Tensor], alphas: tuple[float, ...] = CALIBRATION_ALPHAS) -> dict:
+def calibrate(editor: NoteEditor, features: list[Tensor], alphas: tuple[float, ...] = CALIBRATION_ALPHAS,
+              progress: bool = False) -> dict:
     """Median change of the decoded pitch (semitones) at each strength, made monotone; stored in buffers."""
-    changes = np.array([_decoded_pitch_changes(editor, f, alphas) for f in features])  # (notes, alphas)
+    changes = np.array([_decoded_pitch_changes(editor, f, alphas)  # (notes, alphas)
+                        for f in tqdm(features, desc="calibrate", disable=not progress, dynamic_ncols=True)])
     if np.isnan(changes).all(axis=0).any():
         raise DataError("pitch calibration: no note decodes at some strength; the direction is broken")
     medians = np.nanmedian(changes, axis=0)
@@ -256,67 +260,78 @@ def _with_buffers(flow: NoteFlow, n_instruments: int) -> NoteFlow:
     return flow
 
 
-def analyse_clips(clips: list[Clip], spectrum: NoteSpectrum) -> tuple[list[Tensor], list[dict[str, Any]]]:
+def analyse_clips(clips: list[Clip], spectrum: NoteSpectrum,
+                  progress: bool = False) -> tuple[list[Tensor], list[dict[str, Any]]]:
     """Features and pitch info of each clip (resampled to the front-end's rate by the reader)."""
     pairs = []
-    for clip in clips:
+    for clip in tqdm(clips, desc="analyse", disable=not progress, dynamic_ncols=True):
         if clip.sample_rate != spectrum.sample_rate:
             raise DataError(f"{clip.name}: {clip.sample_rate} Hz audio for a {spectrum.sample_rate} Hz model")
         pairs.append(spectrum.analyse(clip.audio))
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def train(data: str | os.PathLike | None = "demo", out: str | Path = "out/notes", steps: int | None = None,
-                minutes: float | None = None, seed: int = 0, resume: bool = False,
-                checkpoint_every: int | None = None, spectrum: NoteSpectrum | None = None,
-                config: NoteFlowConfig | None = None, progress: bool = True, preset: str = "notes",
-                calibration_clips: int | None = None) -> dict[str, Any]:
+def train(data: str | os.PathLike | None = None, out: str | Path = "out/notes", steps: int | None = None,
+          minutes: float | None = None, seed: int | None = None, resume: bool = False,
+          checkpoint_every: int | None = None, spectrum: NoteSpectrum | None = None,
+          config: NoteFlowConfig | None = None, progress: bool = True, preset: str = "notes",
+          calibration_clips: int | None = None) -> dict[str, Any]:
     """Train the note flow, fit the pitch and timbre directions, calibrate; writes ``notes.json``.
 
+    ``data``: a WAV folder (default: the embedded notes, or FSDD for ``"speech-relative"``).
     The calibration runs on about ``calibration_clips`` training clips spread over the set
-    (default: every note for ``"notes"``, 64 clips for ``"speech-relative"``).
+    (default: every note for ``"notes"``, 64 clips for ``"speech-relative"``). ``minutes``
+    bounds the training; the analysis before it and the calibration after it show
+    progress, and the report gives each part's wall time (``seconds``).
 
     ``preset="speech-relative"``: the same front-end and flow on speech (:data:`SPEECH_SPECTRUM`,
     the embedded FSDD sample or a WAV folder with FSDD names, the direction fitted within
     speakers, strengths up to +-8)."""
     out = Path(out)
+    started = time.monotonic()
     if preset not in PRESETS:
         raise FlowkitError(f"unknown notes preset {preset!r}; choose from {', '.join(PRESETS)}")
     saved = start_run(out, resume, "notes")
     if saved is not None:
         spectrum = NoteSpectrum.from_dict(saved["model"]["spectrum"])
-        config, train_defaults = NoteFlowConfig.from_dict(saved["model"]["flow"]), saved["train"]
+        config = NoteFlowConfig.from_dict(saved["model"]["flow"])
         preset = saved["model"].get("preset", "notes")
     else:
         default = SPEECH_SPECTRUM if preset == "speech-relative" else NoteSpectrum()
-        spectrum, config, train_defaults = spectrum or default, config or NoteFlowConfig(), TRAIN_DEFAULTS
+        spectrum, config = spectrum or default, config or NoteFlowConfig()
+    loop, data, resumed = run_settings(saved, TRAIN_DEFAULTS, data, steps=steps, max_minutes=minutes, seed=seed,
+                                       checkpoint_every=checkpoint_every)
     config = NoteFlowConfig.from_dict({**config.to_dict(), "channels": spectrum.channels})
     train_clips, held_out = _load(data, spectrum.sample_rate, preset)
-    features, infos = analyse_clips(train_clips, spectrum)
-    held_features, _ = analyse_clips(held_out, spectrum)
+    features, infos = analyse_clips(train_clips, spectrum, progress)
+    held_features, _ = analyse_clips(held_out, spectrum, progress)
     pitch, instruments, label_source = _labels(train_clips, infos)
     names = sorted(set(instruments))[:MAX_INSTRUMENTS]
-    loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, checkpoint_every=checkpoint_every)
-    torch.manual_seed(seed)
+    seconds = {"analysis": round(time.monotonic() - started, 1)}
+    torch.manual_seed(loop.seed)
     flow = _with_buffers(NoteFlow(config), len(names))
     flow.fit_standardisation(features)
     start_nll = None if resume else held_out_nll(flow, held_features)
-    trainer, metrics = fit_frame_flow(flow, features, held_features, loop, out, seed, resume, progress,
+    trainer, metrics = fit_frame_flow(flow, features, held_features, loop, out, resume, progress,
                                       {"kind": "notes", "preset": preset, "spectrum": spectrum.to_dict(),
-                                       "flow": config.to_dict(), "instruments": names})
-    slope, names, offsets = fit_directions(flow, features, pitch, instruments)
-    flow.get_buffer("pitch_direction").copy_(slope)
-    flow.get_buffer("instrument_offsets").copy_(offsets)
-    if preset == "speech-relative":  # the decoded pitch moves linearly: 64 clips spread over the set pin the curve
-        calibration_clips = calibration_clips or 64
-    every = max(1, len(features) // calibration_clips) if calibration_clips else 1
-    alphas = SPEECH_ALPHAS if preset == "speech-relative" else CALIBRATION_ALPHAS
-    curve = calibrate(NoteEditor(flow, spectrum, names), features[::every], alphas)
-    trainer.save()  # the checkpoint now carries the directions and the calibration
+                                       "flow": config.to_dict(), "instruments": names}, {"data": data})
+    seconds["training"] = round(time.monotonic() - started - seconds["analysis"], 1)
+    with calibration_stage(trainer, seconds):
+        slope, names, offsets = fit_directions(flow, features, pitch, instruments)
+        flow.get_buffer("pitch_direction").copy_(slope)
+        flow.get_buffer("instrument_offsets").copy_(offsets)
+        if preset == "speech-relative":  # the decoded pitch moves linearly: 64 clips spread over the set pin the curve
+            calibration_clips = calibration_clips or 64
+        every = max(1, len(features) // calibration_clips) if calibration_clips else 1
+        alphas = SPEECH_ALPHAS if preset == "speech-relative" else CALIBRATION_ALPHAS
+        curve = calibrate(NoteEditor(flow, spectrum, names), features[::every], alphas, progress)
     report = {"preset": preset, "held_out_nll": metrics.get("eval_nll"), "held_out_nll_at_start": start_nll,
               "train_nll": metrics.get("nll"), "steps": trainer.step,
               "train_notes": len(train_clips), "held_out_notes": len(held_out), "labels": label_source,
-              "instruments": names, "untracked_notes": sum(not i["tracked"] for i in infos), "calibration": curve}
+              "instruments": names, "untracked_notes": sum(not i["tracked"] for i in infos), "calibration": curve,
+              "seconds": seconds}
+    if resumed is not None:
+        report["resumed"] = resumed.to_dict()
     (out / "notes.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     return report
 

@@ -20,24 +20,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowkit.errors import FlowkitError
-from flowkit.train import run_kind
+from flowkit.errors import CheckpointError, FlowkitError
+from flowkit.train import checkpoint_config, run_kind
 
 from ..data import check_output_folder, load_clips
 from . import mel, notes
 from .editor import CalibratedEditor, check_edit_request
+from .training import check_calibrated
 
 __all__ = ["PRESETS", "edit_files", "load", "train"]
 
 PRESETS = ("speech", "speech-relative", "notes")
 
 
-def train(data: str | None = "demo", out: str | Path = "out/pitch", preset: str = "speech", steps: int | None = None,
-          minutes: float | None = None, seed: int = 0, resume: bool = False, checkpoint_every: int | None = None,
-          progress: bool = True, **options: Any) -> dict[str, Any]:
+def train(data: str | None = None, out: str | Path = "out/pitch", preset: str | None = None,
+          steps: int | None = None, minutes: float | None = None, seed: int | None = None, resume: bool = False,
+          checkpoint_every: int | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
     """Train a pitch flow of ``preset``, fit its directions and calibrate them; returns the
     report it writes (``pitch.json`` or ``notes.json``). ``options`` go to the preset's own
     trainer (:func:`flowkit_audio.pitch.mel.train`, :func:`flowkit_audio.pitch.notes.train`)."""
+    if preset is None:  # a resumed run keeps its own; a new one is speech
+        preset = _saved_preset(out) if resume else "speech"
     if preset not in PRESETS:
         raise FlowkitError(f"unknown pitch preset {preset!r}; choose from {', '.join(PRESETS)}")
     if preset == "speech":
@@ -46,12 +49,22 @@ def train(data: str | None = "demo", out: str | Path = "out/pitch", preset: str 
                        **options)
 
 
+def _saved_preset(out: str | Path) -> str:
+    """The preset of the pitch run in ``out`` (``"speech"`` when there is none yet)."""
+    try:
+        model = checkpoint_config(Path(out) / "checkpoint").get("model") or {}
+    except CheckpointError:
+        return "speech"
+    return str(model.get("preset", "notes")) if model.get("kind") == "notes" else "speech"
+
+
 def load(checkpoint: str | Path, vocoder: str | Path | None = None) -> CalibratedEditor:
     """The editor of a pitch run of any preset; ``vocoder``: a vocoder run, or ``None`` /
     ``"griffinlim"`` for Griffin-Lim."""
-    if run_kind(checkpoint) == "notes":
-        return notes.load(checkpoint, vocoder)
-    return mel.load(checkpoint, vocoder)  # names any other kind of run in its error
+    editor = notes.load(checkpoint, vocoder) if run_kind(checkpoint) == "notes" else mel.load(checkpoint, vocoder)
+    curve = editor.flow.get_buffer("calibration_semitones")
+    check_calibrated(checkpoint_config(checkpoint)["model"], checkpoint, curve)
+    return editor
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from flowkit.errors import DataError, FlowkitError
-from flowkit.train import IndexSchedule, Trainer, load_run, start_run, train_config
+from flowkit.train import IndexSchedule, Trainer, load_run, resume_run, start_run, train_config
 
 from ..data import Clip, check_output_folder, load_clips, split_clips, write_wav
 from ..features import griffin_lim, log_mel
@@ -88,30 +88,38 @@ def _check_rate(clips: list[Clip], rate: int, what: str) -> None:
         raise DataError(f"{what} clips at another rate than the model's {rate} Hz (e.g. {wrong[0]})")
 
 
-def train(data: str | None = "demo", out: str | Path = "out/vocoder", preset: str = "cpu",
-                  steps: int | None = None, minutes: float | None = None, seed: int = 0, resume: bool = False,
-                  batch_size: int | None = None, lr: float | None = None, checkpoint_every: int | None = None,
-                  progress: bool = True) -> dict[str, float]:
-    """Train a WaveGlow; returns the last metrics, with held-out NLL (nats per sample)."""
+def train(data: str | None = None, out: str | Path = "out/vocoder", preset: str = "cpu",
+          steps: int | None = None, minutes: float | None = None, seed: int | None = None, resume: bool = False,
+          batch_size: int | None = None, lr: float | None = None, checkpoint_every: int | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Train a WaveGlow on ``data`` (a WAV folder; default: the embedded FSDD sample);
+    returns the last metrics, with held-out NLL (nats per sample). A resumed run reuses its
+    saved seed and data unless given again (see :func:`flowkit.train.resume_run`)."""
     out = Path(out)
     saved = start_run(out, resume, "waveglow")
+    given = {"steps": steps, "max_minutes": minutes, "seed": seed, "batch_size": batch_size, "lr": lr,
+             "checkpoint_every": checkpoint_every}
+    arguments, resumed = {"data": None if data is None else str(data)}, None
     if saved is not None:
-        config, train_defaults = WaveGlowConfig.from_dict(saved["model"]["waveglow"]), saved["train"]
+        config = WaveGlowConfig.from_dict(saved["model"]["waveglow"])
         preset = saved["model"].get("preset", preset)
+        loop, arguments, resumed = resume_run(saved, arguments, **given)
     else:
-        config, train_defaults = preset_config(preset), TRAIN_DEFAULTS
+        config = preset_config(preset)
+        loop = train_config(TRAIN_DEFAULTS, **given)
+    data = arguments["data"] or "demo"
     train_clips, held_out = split_clips(data, config.mel.sample_rate)
     _check_rate(train_clips + held_out, config.mel.sample_rate, "training")
-    loop = train_config(train_defaults, steps=steps, max_minutes=minutes, seed=seed, batch_size=batch_size, lr=lr,
-                        checkpoint_every=checkpoint_every)
-    torch.manual_seed(seed)
+    torch.manual_seed(loop.seed)
     model = WaveGlow(config)
     length = _segment_length(config)
-    schedule = IndexSchedule(len(train_clips), min(loop.batch_size, len(train_clips)), seed)
+    schedule = IndexSchedule(len(train_clips), min(loop.batch_size, len(train_clips)), loop.seed)
     trainer = Trainer(model, _loss, _batches(model, train_clips, schedule, length), loop, out,
                       model_config={"kind": "waveglow", "preset": preset, "waveglow": config.to_dict()},
-                      evaluate=lambda m: {"nll": evaluate(m, held_out)}, resume=resume, progress=progress)
-    return trainer.fit()
+                      evaluate=lambda m: {"nll": evaluate(m, held_out)}, resume=resume, progress=progress,
+                      arguments={"data": data})
+    metrics = trainer.fit()
+    return {**metrics, "resumed": resumed.to_dict()} if resumed is not None else metrics
 
 
 def load(checkpoint: str | Path, device: str = "cpu", synthesis: str | None = None) -> WaveGlow:

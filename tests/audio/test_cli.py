@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -172,3 +173,45 @@ def test_a_broken_plugin_is_one_warning_line_and_the_others_work(tmp_path):
                           timeout=120)
     assert done.returncode == 0 and "image" in done.stdout and "audio" in done.stdout
     assert done.stderr.strip().startswith("flowkit: warning: plug-in 'broken' could not be loaded")
+
+
+def test_a_pitch_run_stopped_during_calibration_says_so_is_refused_for_edits_and_resume_finishes_it(
+        tmp_path, fsdd_subset, capsys):
+    """Issue 30, items 4 and 17: a run stopped by SIGTERM during calibration used to exit
+    143 with no message and leave a checkpoint whose direction and curve were zeros, which
+    edit-pitch then used as if calibrated (unedited audio, exit 0)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in sorted(fsdd_subset.glob("*.wav")):
+        if int(path.stem.split("_")[2]) in (5, 6):
+            (data / path.name).write_bytes(path.read_bytes())
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "flowkit.cli", "audio", "train-pitch", "--data", str(data),
+                                "--out", str(run), "--steps", "2"], env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    seen = b""
+    while b"calibrate" not in seen:  # the calibration shows its progress: stop the run there
+        chunk = process.stderr.read1(4096)
+        assert chunk, seen.decode(errors="replace")[-2000:]
+        seen += chunk
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=120)
+    last = (seen + rest).decode().replace("\r", "\n").strip().splitlines()[-1]
+    assert process.returncode == 143
+    assert last.startswith("flowkit: stopped by SIGTERM while fitting the directions and calibrating, after training "
+                           "step 2;") and "holds the trained weights without it (--resume does it)" in last
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "5_theo_5.wav").write_bytes((data / "5_theo_5.wav").read_bytes())
+    for amount in (["--alpha", "8"], ["--semitones", "0"]):
+        assert main(["audio", "edit-pitch", "--checkpoint", str(run), "--input", str(clip), "--out",
+                     str(tmp_path / "edited"), *amount]) == 2
+        assert "stopped before its directions were fitted and calibrated" in capsys.readouterr().err
+    assert not (tmp_path / "edited").exists()
+    assert main(["audio", "train-pitch", "--out", str(run), "--resume"]) == 0  # the saved data, no training left
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.splitlines()[-1])
+    assert report["steps"] == 2 and set(report["seconds"]) == {"analysis", "training", "calibration"}
+    assert "resumed at step 2 with the saved seed 0 and data" in captured.err
+    assert main(["audio", "edit-pitch", "--checkpoint", str(run), "--input", str(clip), "--out",
+                 str(tmp_path / "edited"), "--semitones", "0", "--json"]) == 0

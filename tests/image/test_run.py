@@ -245,3 +245,46 @@ def test_a_resumed_run_keeps_its_preset_and_class_conditioning_needs_two_classes
     with pytest.raises(Exception, match="at least 2 classes"):
         run.train(preset="tiny", data=str(one_class), out=tmp_path / "c", steps=1, class_conditional=True,
                         progress=False)
+
+
+def test_resume_reuses_the_saved_seed_data_and_flips_and_reports_what_changed(tmp_path, trained, capsys):
+    """Issue 30, item 6: without --seed and --data a resumed run used seed 0 and the demo
+    set, and it kept the first run's --minutes (``--resume --steps 60`` stopped at once)."""
+    data = str(trained / "train.npz")
+    straight = ["image", "train", "--preset", "tiny", "--data", data, "--seed", "7", "--hflip"]
+    assert main([*straight, "--out", str(tmp_path / "straight"), "--steps", "6"]) == 0
+    assert main([*straight, "--out", str(tmp_path / "split"), "--steps", "6", "--minutes", "0.0001"]) == 0
+    stopped = json.loads(capsys.readouterr().out.splitlines()[-1])["step"]
+    assert stopped < 6  # the time budget ended the first part
+    assert main(["image", "train", "--out", str(tmp_path / "split"), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.splitlines()[-1])["step"] == 6  # the budget was not carried over
+    assert f"resumed at step {stopped} with the saved seed 7, data {data} and hflip True" in captured.err
+    a = run.load(tmp_path / "straight").state_dict()
+    b = run.load(tmp_path / "split").state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert main(["image", "train", "--out", str(tmp_path / "split"), "--resume", "--steps", "7", "--seed", "8"]) == 0
+    assert "changed: steps 6 -> 7, seed 7 -> 8" in capsys.readouterr().err
+
+
+def test_a_sibling_of_another_run_is_never_read_in_place_of_a_checkpoint_nor_deleted(tmp_path, trained, capsys):
+    """Issue 30, item 7: ``evaluate --checkpoint sib/model`` reported the unrelated
+    ``sib/model.old`` because its step was higher; recovery would have deleted it."""
+    from flowkit.train import recover_checkpoint
+
+    data = str(trained / "train.npz")
+    for name, steps in (("a", 2), ("b", 4)):
+        run.train(preset="tiny", data=data, out=tmp_path / name, steps=steps, progress=False)
+    (tmp_path / "sib").mkdir()
+    (tmp_path / "a" / "checkpoint").rename(tmp_path / "sib" / "model")
+    (tmp_path / "b" / "checkpoint").rename(tmp_path / "sib" / "model.old")
+    results = {}
+    for name in ("model", "model.old"):
+        assert main(["image", "evaluate", "--checkpoint", str(tmp_path / "sib" / name), "--data", data,
+                     "--json"]) == 0
+        results[name] = json.loads(capsys.readouterr().out)["bits_per_dim"]
+    assert results["model"] != results["model.old"]
+    assert run.load(tmp_path / "sib" / "model").config == run.load(tmp_path / "sib" / "model.old").config
+    assert recover_checkpoint(tmp_path / "sib" / "model") == tmp_path / "sib" / "model"
+    assert (tmp_path / "sib" / "model.old" / "model.safetensors").is_file()  # another run's: kept

@@ -114,3 +114,25 @@ def test_early_stopping_restores_the_best_weights_when_training_overfits(tmp_pat
     model = load(tmp_path / "run")
     validation = model.encode_sentences(split_held_out(read_sentences(data))[1])
     assert model.held_out_nll(validation) == pytest.approx(report["validation_nll"], abs=1e-5)
+
+
+def test_a_fit_stopped_and_resumed_without_its_arguments_ends_as_the_uninterrupted_one(tmp_path, rt_polarity,
+                                                                                         capsys):
+    """Issue 30, items 5 and 6: the early-stopping state (best score, step and weights) and
+    the last weights come back with --resume, and --resume reuses the saved data and seed."""
+    from flowkit.cli import main
+
+    pos, neg = rt_polarity
+    data = tmp_path / "few.txt"
+    data.write_text("\n".join(pos[:400] + neg[:400]) + "\n")
+    fit = ["text", "fit", "--data", str(data), "--seed", "3"]
+    assert main([*fit, "--out", str(tmp_path / "whole"), "--steps", "150"]) == 0
+    assert main([*fit, "--out", str(tmp_path / "parts"), "--steps", "100"]) == 0
+    capsys.readouterr()
+    assert main(["text", "fit", "--out", str(tmp_path / "parts"), "--resume", "--steps", "150"]) == 0
+    note = capsys.readouterr().err
+    assert f"resumed at step 100 with the saved seed 3 and data ['{data}']; changed: steps 100 -> 150" in note
+    whole, parts = (json.loads((tmp_path / name / "fit.json").read_text()) for name in ("whole", "parts"))
+    assert whole["best_step"] < 100  # the best step was found before the interruption
+    for key in ("steps", "best_step", "validation_nll", "held_out_nll", "train_nll"):
+        assert parts[key] == pytest.approx(whole[key], abs=1e-5), key
