@@ -34,7 +34,7 @@ TRACEBACK_VARIABLE = "FLOWKIT_TRACEBACK"
 __all__ = ["add_training_flags", "build_parser", "finite_float", "json_line", "main", "non_negative_float",
            "non_negative_int", "note_resumed", "positive_float", "positive_int", "print_note", "seed"]
 
-MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to a signed 64-bit integer
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to a signed 64-bit integer; no count of ours is larger
 
 
 def json_line(value: object) -> str:
@@ -56,10 +56,17 @@ def _integer_at_least(text: str, low: int, requirement: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {_short(text)!r}") from None
     if value < low:
-        raise argparse.ArgumentTypeError(f"{requirement}, got {value}")
+        raise argparse.ArgumentTypeError(f"{requirement}, got {_short(str(value))}")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1, got a number of {len(str(value))} digits")
     return value
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """A value for an error line: long ones cut, with their length said."""
+    return text if len(text) <= limit else f"{text[:20]}... ({len(text)} characters)"
 
 
 def positive_int(text: str) -> int:
@@ -77,7 +84,7 @@ def finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {_short(text)!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
@@ -101,10 +108,7 @@ def non_negative_float(text: str) -> float:
 
 def seed(text: str) -> int:
     """argparse type: a random seed, a whole number from 0 to 2**63 - 1."""
-    value = _integer_at_least(text, 0, "must be 0 or more")
-    if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1, got a number of {len(str(value))} digits")
-    return value
+    return _integer_at_least(text, 0, "must be 0 or more")
 
 
 def add_training_flags(parser: argparse.ArgumentParser, out_default: str | None = None) -> None:

@@ -30,6 +30,7 @@ from flowkit.errors import FlowkitError
 REQUIRED = {"torchaudio": "torchaudio", "soundfile": "soundfile", "parselmouth": "praat-parselmouth"}
 PITCH_PRESETS = ["speech", "speech-relative", "notes"]  # pitch.run.PRESETS, named here without importing it
 DEMO_PRESETS = ["speech", "notes"]
+MAX_SIGMA = 4.0
 
 
 def require_audio_extra() -> None:
@@ -39,6 +40,15 @@ def require_audio_extra() -> None:
     missing = [package for module, package in REQUIRED.items() if importlib.util.find_spec(module) is None]
     if missing:
         raise FlowkitError(f"the audio commands need {', '.join(missing)}: pip install 'flowkit[audio]'")
+
+
+def sigma(text: str) -> float:
+    """argparse type: a synthesis sigma from 0 to :data:`MAX_SIGMA`."""
+    value = non_negative_float(text)
+    if value > MAX_SIGMA:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SIGMA} (WaveGlow synthesises at 0.6; beyond a few "
+                                         f"the output is noise), got {value:g}")
+    return value
 
 
 def _print(result: dict[str, Any], as_json: bool, summary: str) -> None:
@@ -116,16 +126,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("train-vocoder", help="train a WaveGlow vocoder")
     _training_flags(p)
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                   help='vocoder size (cpu: trains in minutes on a CPU)')
     p.set_defaults(run=_train_vocoder)
 
     p = commands.add_parser("vocode", help="copy synthesis of WAV files through a trained vocoder")
     p.add_argument("--checkpoint", required=True, help="a vocoder run folder or its checkpoint/")
     p.add_argument("--input", required=True, help="a WAV file or a folder of them")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--sigma", type=non_negative_float, default=0.6, help="synthesis sigma (WaveGlow: 0.6)")
+    p.add_argument("--sigma", type=sigma, default=0.6, help="synthesis sigma, 0 to 4 (WaveGlow: 0.6)")
     p.add_argument("--denoise", type=non_negative_float, default=0.0, help="denoiser strength (0.01-0.1)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help='print one JSON object')
     p.set_defaults(run=_vocode)
 
     p = commands.add_parser("train-pitch", help="train the pitch flow and calibrate its pitch direction")
@@ -140,20 +151,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("edit-pitch", help="raise or lower the pitch of WAV files through the latent")
     p.add_argument("--checkpoint", required=True, help="a pitch run folder or its checkpoint/")
-    p.add_argument("--input", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--input", required=True, help='a WAV file or a folder of them')
+    p.add_argument("--out", required=True, help='output folder (never one holding the inputs)')
     amount = p.add_mutually_exclusive_group(required=True)
     amount.add_argument("--semitones", type=finite_float, help="calibrated change of F0")
     amount.add_argument("--alpha", type=finite_float, help="raw strength along the pitch direction")
     p.add_argument("--vocoder", default="griffinlim", help="a vocoder run folder, or 'griffinlim'")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help='print one JSON object')
     p.set_defaults(run=_edit_pitch)
 
     p = commands.add_parser("demo", help="train on an embedded sample (FSDD speech, or notes) and write every artefact")
     p.add_argument("--preset", default="speech", choices=DEMO_PRESETS,
                    help="speech: vocoder and pitch flow on FSDD; notes: the notes flow on instrument notes")
     p.add_argument("--out", default=None, help="output folder (out/audio-demo, or out/notes-demo)")
-    p.add_argument("--vocoder-minutes", type=positive_float, default=3.0)
-    p.add_argument("--pitch-minutes", type=positive_float, default=1.0)
+    p.add_argument("--vocoder-minutes", type=positive_float, default=3.0, help='vocoder training budget')
+    p.add_argument("--pitch-minutes", type=positive_float, default=1.0,
+                   help='pitch-flow training budget (analysis and calibration come on top)')
     p.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
     p.set_defaults(run=_demo)

@@ -3,8 +3,10 @@ the Free Spoken Digit Dataset's naming, and the embedded demo sample.
 
 Every reader returns float32 mono audio in [-1, 1] at the requested rate. Bad files get
 a :class:`~flowkit.errors.DataError` naming the file and the problem (not a WAV,
-empty, non-finite samples); stereo is mixed down and other rates are resampled, both
-said in :attr:`Clip.notes`.
+empty, non-finite samples, shorter than :data:`MIN_SECONDS`, float samples beyond
+[-1, 1] by more than :data:`OVER_FULL_SCALE`: unscaled PCM, never clipped in silence);
+stereo is mixed down, other rates are resampled and float samples a hair beyond full
+scale are clipped, each said in :attr:`Clip.notes`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,16 @@ import torch
 from torch import Tensor
 
 from flowkit.errors import DataError
+from flowkit.files import write_atomically
 
 __all__ = ["Clip", "audio_files", "check_output_folder", "demo_clips", "fsdd_clips", "load_clips", "read_wav",
            "split_clips", "write_wav"]
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+#: the shortest clip any command takes (a spectrogram frame of every front-end fits in it)
+MIN_SECONDS = 0.1
+#: float samples may pass full scale by this much (then they are clipped, with a note); beyond it, refused
+OVER_FULL_SCALE = 0.01
 FSDD_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)$")
 
 
@@ -73,6 +80,15 @@ def _clip(name: str, data: np.ndarray, rate: int, sample_rate: int | None, sourc
         raise DataError(f"{source}: the file holds no audio samples")
     if not np.isfinite(data).all():
         raise DataError(f"{source}: the audio holds NaN or infinite samples")
+    if data.shape[0] < MIN_SECONDS * rate:
+        raise DataError(f"{source}: {data.shape[0]} samples ({data.shape[0] / rate:.4f} s) is too short; "
+                        f"a clip needs at least {MIN_SECONDS} s")
+    peak = float(np.abs(data).max())
+    if peak > 1 + OVER_FULL_SCALE:
+        raise DataError(f"{source}: samples reach {peak:.4g}, beyond the [-1, 1] of float audio (unscaled PCM "
+                        f"stored as float? divide int16 values by 32768); refusing to clip them")
+    if peak > 1:
+        notes.append(f"clipped float samples up to {peak:.4f} to [-1, 1]")
     if data.shape[1] > 1:
         notes.append(f"mixed {data.shape[1]} channels down to mono")
     audio = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32))
@@ -92,10 +108,8 @@ def write_wav(path: str | os.PathLike, audio: Tensor, sample_rate: int) -> Path:
     values = audio.detach().float().reshape(-1).clamp(-1.0, 1.0).cpu().numpy()
     if not np.isfinite(values).all():
         raise DataError(f"refusing to write non-finite audio to {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    soundfile.write(str(tmp), values, int(sample_rate), subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda tmp: soundfile.write(str(tmp), values, int(sample_rate), subtype="PCM_16",
+                                                             format="WAV"), errors=(soundfile.LibsndfileError,))
 
 
 def audio_files(source: str | os.PathLike) -> list[Path]:

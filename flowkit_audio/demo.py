@@ -16,12 +16,13 @@ and a cello note played as a violin through the timbre direction. Writes ``summa
 
 from __future__ import annotations
 
-import json
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flowkit.files import write_json
 from flowkit.train import DEMO_ADVICE, prepare_run_folder
 
 from .data import demo_clips, write_wav
@@ -41,7 +42,10 @@ NOTE_REQUESTS = (-4, -2, 2, 4)
 def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_minutes: float = 1.0,
         overwrite: bool = False, progress: bool = True, steps: int | None = None) -> dict[str, Any]:
     """Train (each model for its preset's steps or the minutes given, whichever ends first),
-    synthesise, edit; returns the summary written to ``out/summary.json``."""
+    synthesise, edit; returns the summary written to ``out/summary.json``. The minutes bound
+    each training; the pitch runs' analysis and calibration, the synthesis and the edits
+    come on top, and the summary's ``seconds`` gives every part's wall time."""
+    started = time.monotonic()
     out = Path(out)
     for run_folder in (out / "vocoder", out / "pitch", out / "speech_relative"):
         prepare_run_folder(run_folder, resume=False, overwrite=overwrite, advice=DEMO_ADVICE)
@@ -52,6 +56,7 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
         write_wav(examples / f"{clip.name}.wav", clip.audio, clip.sample_rate)
     vocoder_metrics = vocoder_run.train("demo", out / "vocoder", "cpu", steps=steps, minutes=vocoder_minutes,
                                         progress=progress)
+    vocoder_seconds = round(time.monotonic() - started, 1)
     pitch_report = pitch_run.train("demo", out / "pitch", "speech", steps=steps, minutes=pitch_minutes,
                                    progress=progress)
     relative_report = pitch_run.train("demo", out / "speech_relative", "speech-relative", steps=steps,
@@ -88,15 +93,19 @@ def run(out: str | Path = "out/audio-demo", vocoder_minutes: float = 3.0, pitch_
                             **{f"requested {k} semitones: median change": v["median_semitones_vs_resynthesis"]
                                for k, v in relative_edits.items()}},
     }
+    summary["seconds"] = {"vocoder": vocoder_seconds, "pitch": pitch_report["seconds"],
+                          "speech_relative": relative_report["seconds"], "total": round(time.monotonic() - started, 1)}
     result = {"summary": summary, "vocode": vocoded, "pitch_training": pitch_report, "edits": edits,
               "speech_relative_training": relative_report, "speech_relative_edits": relative_edits}
-    (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    write_json(out / "summary.json", result)
     return result
 
 
 def run_notes(out: str | Path = "out/notes-demo", minutes: float = 1.0, overwrite: bool = False, progress: bool = True,
         steps: int | None = None) -> dict[str, Any]:
-    """Train, edit, write every artefact; returns the summary written to ``out/summary.json``."""
+    """Train, edit, write every artefact; returns the summary written to ``out/summary.json``.
+    ``minutes`` bounds the training; the summary's ``seconds`` gives every part's wall time."""
+    started = time.monotonic()
     out = Path(out)
     prepare_run_folder(out / "notes", resume=False, overwrite=overwrite, advice=DEMO_ADVICE)
     examples = out / "held_out"
@@ -130,12 +139,13 @@ def run_notes(out: str | Path = "out/notes-demo", minutes: float = 1.0, overwrit
         **{f"requested {k} semitones: median change (Praat)": v["median_semitones_vs_resynthesis"]
            for k, v in edits.items()},
         "held_out_notes": len(held_out),
+        "seconds": {**report["seconds"], "total": round(time.monotonic() - started, 1)},
     }
     result = {"summary": summary, "training": report, "edits": edits,
               "timbre": {"note": cello.name, "direction": "cello -> violin", "alpha": 1.0},
               "ladder": {"note": ladder_note.name, "semitones": steps_st},
               "median_abs_error_semitones": _median_error(edits)}
-    (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    write_json(out / "summary.json", result)
     return result
 
 

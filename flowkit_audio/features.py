@@ -54,8 +54,12 @@ class MelConfig(SavedConfig):
     log_floor: float = 1e-5
 
     def __post_init__(self):
-        if not (self.sample_rate > 0 and self.hop_length > 0 and self.n_mels > 0):
-            raise FlowkitError(f"invalid mel configuration {self}")
+        sizes = {"sample_rate": (1, 384_000), "n_fft": (1, 65_536), "win_length": (1, 65_536),
+                 "hop_length": (1, 65_536), "n_mels": (1, 1024)}
+        bad = [f"{k}={getattr(self, k)!r} (an integer from {low} to {high})" for k, (low, high) in sizes.items()
+               if not (isinstance(getattr(self, k), int) and low <= getattr(self, k) <= high)]
+        if bad:
+            raise FlowkitError(f"invalid mel configuration: {', '.join(bad)}")
         if self.win_length > self.n_fft or self.hop_length > self.win_length:
             raise FlowkitError(f"need hop <= win <= n_fft, got {self.hop_length}, {self.win_length}, {self.n_fft}")
 

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowkit.files import write_atomically
+
 from .features import MelConfig
 
 __all__ = ["save_note_spectrograms", "save_spectrograms"]
@@ -51,7 +53,7 @@ def save_spectrograms(path: str | Path, mels: list[Tensor], titles: list[str], c
         ax.set_xlabel("seconds")
     axes[0][0].set_ylabel("mel bin")
     _fixed_margins(fig, len(mels), shared_y=False)
-    fig.savefig(path, dpi=90)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
     return path
 
@@ -83,6 +85,6 @@ def save_note_spectrograms(path: str | Path, audios: list[Tensor], titles: list[
         ax.set_xlabel("seconds")
     axes[0][0].set_ylabel("Hz")
     _fixed_margins(fig, len(specs), shared_y=True)
-    fig.savefig(path, dpi=90)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
     return path

@@ -122,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_training_flags(p, out_default="out/glow")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="global batch (split across torchrun processes)")
-    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the preset's)")
     p.add_argument("--warmup-steps", type=non_negative_int, default=None,
                    help="linear learning-rate warmup (default: the preset's)")
     p.add_argument("--optimizer", default=None, choices=["adamax", "adam", "sgd"], help="default: the preset's")
@@ -131,12 +131,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--class-conditional", action="store_true", help="class-conditional top prior")
     p.add_argument("--weight-y", type=non_negative_float, default=0.0,
                    help="with --class-conditional: weight of openai's auxiliary classifier (openai: 0.01)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help='cpu, cuda, cuda:1, ... (default: cuda when there is one)')
     p.add_argument("--levels", type=positive_int, default=None, help="override the preset's L")
     p.add_argument("--depth", type=positive_int, default=None, help="override the preset's K")
     p.add_argument("--width", type=positive_int, default=None, help="override the preset's coupling width")
-    p.add_argument("--coupling", default=None, choices=["affine", "additive"])
-    p.add_argument("--permutation", default=None, choices=["conv", "conv_lu", "shuffle", "reverse"])
+    p.add_argument("--coupling", default=None, choices=["affine", "additive"], help="override the preset's coupling")
+    p.add_argument("--permutation", default=None, choices=["conv", "conv_lu", "shuffle", "reverse"],
+                   help="override the preset's channel mixing (conv: invertible 1x1)")
     p.add_argument("--n-bits", type=n_bits, default=None, help="bits per colour channel (1..8)")
     p.add_argument("--memory", default=None, choices=list(MEMORY_MODES),
                    help="backprop mode: reversible keeps activation memory flat in depth; "
@@ -150,43 +151,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_train)
 
     p = commands.add_parser("evaluate", help="held-out bits/dim")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default="demo")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--checkpoint", required=True, help='a Glow run folder or its checkpoint/')
+    p.add_argument("--data", default="demo",
+                   help="images: .npz, image folder, CIFAR-10 binary, or 'demo' (the embedded test split)")
+    p.add_argument("--json", action="store_true", help='print one JSON object')
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA ones")
-    p.add_argument("--batch-size", type=positive_int, default=200)
+    p.add_argument("--batch-size", type=positive_int, default=200, help='images per forward pass')
     _precision_flag(p, "float32")
     p.set_defaults(run=_evaluate)
 
-    p = commands.add_parser("sample", help="a grid of samples")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--temperature", type=non_negative_float, default=0.7)
-    p.add_argument("--n", type=positive_int, default=64)
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=seed, default=0)
+    p = commands.add_parser("sample", help="a grid of samples, or many samples as an array")
+    p.add_argument("--checkpoint", required=True, help='a Glow run folder or its checkpoint/')
+    p.add_argument("--temperature", type=non_negative_float, default=0.7,
+                   help='scale of the latent noise (openai: 0.7)')
+    p.add_argument("--n", type=positive_int, default=64, help='how many samples')
+    p.add_argument("--out", required=True,
+                   help="a picture (.png, .jpg; up to 4096 samples) or a .npy file: uint8 (N, H, W, C), drawn in "
+                        "batches, for any number")
+    p.add_argument("--seed", type=seed, default=0, help='random seed')
     p.add_argument("--label", type=int, default=None, help="class of a class-conditional model")
     _precision_flag(p, None)
     p.set_defaults(run=_sample)
 
     p = commands.add_parser("reconstruct", help="encode/decode error on real images")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default="demo")
-    p.add_argument("--n", type=positive_int, default=16)
-    p.add_argument("--out", default=None)
+    p.add_argument("--checkpoint", required=True, help='a Glow run folder or its checkpoint/')
+    p.add_argument("--data", default="demo",
+                   help="images: .npz, image folder, CIFAR-10 binary, or 'demo' (the embedded test split)")
+    p.add_argument("--n", type=positive_int, default=16, help='how many images (the first n of the data)')
+    p.add_argument("--out", default=None, help='a picture of the originals over their reconstructions (optional)')
     p.set_defaults(run=_reconstruct)
 
     p = commands.add_parser("interpolate", help="a strip between two images")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default="demo")
+    p.add_argument("--checkpoint", required=True, help='a Glow run folder or its checkpoint/')
+    p.add_argument("--data", default="demo",
+                   help="images: .npz, image folder, CIFAR-10 binary, or 'demo' (the embedded test split)")
     p.add_argument("--a", type=non_negative_int, default=None, help="index of the first image")
     p.add_argument("--b", type=non_negative_int, default=None, help="index of the second image")
-    p.add_argument("--steps", type=positive_int, default=8)
-    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=positive_int, default=8, help='images along the path, ends included')
+    p.add_argument("--out", required=True, help='the picture to write (.png)')
     p.set_defaults(run=_interpolate)
 
     p = commands.add_parser("manipulate", help="edit images along a direction between two classes, or move them "
                                                "between classes with a class-conditional Glow")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help='a Glow run folder or its checkpoint/')
     p.add_argument("--positive", default=None, help="direction edit: class name or index")
     p.add_argument("--negative", default=None, help="direction edit: class name or index")
     p.add_argument("--from", dest="source", default=None,
@@ -195,15 +202,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="demo", help="labelled images the direction comes from")
     p.add_argument("--edit-data", default="demo",
                    help="images to edit (of the --negative class for a direction, of the --from class for a transfer)")
-    p.add_argument("--n", type=positive_int, default=6)
+    p.add_argument("--n", type=positive_int, default=6, help='how many images to edit')
     p.add_argument("--alphas", type=_alphas, default=(-1.0, -0.5, 0.0, 0.5, 1.0), help="comma-separated strengths")
-    p.add_argument("--scale", type=finite_float, default=1.0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--scale", type=finite_float, default=1.0, help='multiplies the direction before the --alphas')
+    p.add_argument("--out", required=True, help='the picture to write (.png)')
     p.set_defaults(run=_manipulate)
 
     p = commands.add_parser("demo", help="train on the embedded CIFAR-10 sample and write every artefact")
-    p.add_argument("--steps", type=positive_int, default=600)
-    p.add_argument("--out", default="out/demo")
-    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--steps", type=positive_int, default=600, help='training steps')
+    p.add_argument("--out", default="out/demo", help='output folder')
+    p.add_argument("--seed", type=seed, default=0, help='random seed')
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out (refused otherwise)")
     p.set_defaults(run=_demo)

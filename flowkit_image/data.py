@@ -72,7 +72,11 @@ def load_npz(path: str | Path, split: str | None = None) -> ImageSet:
     """An ``.npz`` with ``images`` (or ``{split}_images``) and optional ``labels`` and ``classes``."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # a .npy (one array) under an .npz name
+            raise DataError(f"{path}: a single .npy array, not an .npz archive; save it with "
+                            f"numpy.savez(path, images=array)")
+        with archive as data:
             prefix = f"{split}_" if split else ""
             if f"{prefix}images" not in data.files:
                 raise DataError(f"{path}: no array named {prefix}images (found {data.files})")
@@ -81,6 +85,8 @@ def load_npz(path: str | Path, split: str | None = None) -> ImageSet:
             if f"{prefix}labels" in data.files:
                 labels = torch.from_numpy(data[f"{prefix}labels"].astype(np.int64))
             classes = [str(c) for c in data["classes"]] if "classes" in data.files else None
+    except DataError:
+        raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
     if labels is not None and labels.shape[0] != images.shape[0]:

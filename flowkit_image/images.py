@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from flowkit.errors import FlowkitError
+from flowkit.files import write_atomically
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -39,5 +40,4 @@ def save_grid(images: Tensor, path: str | Path, ncol: int, scale: int = 2) -> Pa
     image = Image.fromarray(canvas if canvas.shape[2] == 3 else canvas[..., 0])
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    image.save(path)
-    return path
+    return write_atomically(path, image.save)

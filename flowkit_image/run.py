@@ -11,12 +11,16 @@ Each is a plain function (the CLI in :mod:`flowkit_image.cli` only parses flags)
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 import flowkit
 from flowkit.errors import DataError, FlowkitError, NonFiniteError
@@ -199,14 +203,62 @@ def _check_shape(model: Glow, images: ImageSet, name: str = "") -> None:
 
 @torch.no_grad()
 def sample(checkpoint: str | Path | Glow, out: str | Path, temperature: float = 0.7, n: int = 64,
-           seed: int = 0, label: int | None = None, precision: str | None = None) -> Path:
-    """A grid PNG of ``n`` samples at ``temperature`` (``precision``: see :mod:`flowkit.precision`)."""
+           seed: int = 0, label: int | None = None, precision: str | None = None, batch_size: int = 256) -> Path:
+    """``n`` samples at ``temperature`` (``precision``: see :mod:`flowkit.precision`): a grid
+    picture (at most :data:`MAX_GRID` images) or, for an ``out`` ending in ``.npy``, a uint8
+    ``(n, H, W, C)`` array drawn ``batch_size`` at a time into the file (memory stays flat
+    in ``n``; the disk it needs is checked first)."""
+    out = Path(out)
     model = checkpoint if isinstance(checkpoint, Glow) else load(checkpoint)
     if precision is not None:
         set_conditioner_precision(model, precision)
+    generator = torch.Generator().manual_seed(seed)
+    if out.suffix.lower() == ".npy":
+        return _sample_to_array(model, out, temperature, n, label, generator, batch_size)
+    if n > MAX_GRID:
+        raise FlowkitError(f"a grid of {n} samples would be a picture of about "
+                           f"{_grid_pixels(model, n) / 1e6:,.0f} megapixels (limit {MAX_GRID} images); "
+                           f"write many samples to an array instead: --out samples.npy")
     context = _class_context(model, n, label)
-    images = model.postprocess(model.sample(n, temperature, context, torch.Generator().manual_seed(seed)))
+    images = model.postprocess(model.sample(n, temperature, context, generator))
     return save_grid(images, out, ncol=int(math.ceil(math.sqrt(n))))
+
+
+#: the most samples one grid picture shows (a 64 x 64 grid)
+MAX_GRID = 4096
+
+
+def _grid_pixels(model: Glow, n: int) -> int:
+    _, height, width = model.config.image_shape
+    return n * height * width * 4  # the grid is enlarged twice in each direction
+
+
+def _sample_to_array(model: Glow, out: Path, temperature: float, n: int, label: int | None,
+                     generator: torch.Generator, batch_size: int) -> Path:
+    channels, height, width = model.config.image_shape
+    needed = n * channels * height * width + 128
+    out.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out.parent).free
+    if needed > free:
+        raise FlowkitError(f"{n} samples need {needed / 2**30:.2f} GiB in {out} and the disk has "
+                           f"{free / 2**30:.2f} GiB free")
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, height, width, channels))
+        for start in tqdm(range(0, n, batch_size), desc="sample", unit="batch", dynamic_ncols=True,
+                          disable=n <= batch_size):
+            count = min(batch_size, n - start)
+            context = _class_context(model, count, label)
+            images = model.postprocess(model.sample(count, temperature, context, generator))
+            array[start:start + count] = images.permute(0, 2, 3, 1).numpy()
+        array.flush()
+        del array
+        os.replace(tmp, out)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise FlowkitError(f"could not write {out} ({error.strerror or error}); nothing was left "
+                           f"half-written") from None
+    return out
 
 
 def _class_context(model: Glow, n: int, label: int | None) -> Tensor | None:

@@ -53,8 +53,15 @@ def _save(out: Path, array: Any) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = sibling(out, ".tmp.npy")
-    np.save(tmp, np.ascontiguousarray(array, dtype=np.float32))
-    tmp.replace(out)
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    try:
+        np.save(tmp, array)
+        tmp.replace(out)
+    except OSError as error:  # a full disk, a quota, a file size limit
+        tmp.unlink(missing_ok=True)
+        reason = error.strerror or "the disk is full or a file size limit was reached"
+        raise FlowkitError(f"could not write {out} ({array.nbytes + 128} bytes: {reason}); nothing was left "
+                           f"half-written") from None
 
 
 def _fit(args: argparse.Namespace) -> None:
@@ -161,7 +168,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", default=[], metavar="NAME=FILE",
                    help="the sentences of FILE carry label NAME (repeat: at least two names); the flow is then "
                         "conditioned on the label and `steer --to NAME` moves sentences between labels")
-    p.add_argument("--preset", default="affine", choices=PRESETS)
+    p.add_argument("--preset", default="affine", choices=PRESETS,
+                   help="flow architecture (affine: the default; bert-flow: the paper's)")
     add_training_flags(p)
     p.add_argument("--encoder", default="all-MiniLM-L6-v2", help="a sentence-transformers name or folder")
     p.set_defaults(run=_fit)
@@ -169,18 +177,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("embed", help="embed the lines of a file in the raw, whitened or latent space")
     p.add_argument("--checkpoint", required=True, help="a text run folder or its checkpoint/")
     p.add_argument("--input", required=True, help="a file with one sentence per line")
-    p.add_argument("--space", required=True, choices=("raw", "whitened", "latent"))
+    p.add_argument("--space", required=True, choices=("raw", "whitened", "latent"),
+                   help="the encoder's space, after whitening, or the flow's latent")
     p.add_argument("--out", required=True, help="a .npy file (float32, one row per non-empty line)")
     p.set_defaults(run=_embed)
 
     p = commands.add_parser("eval-sts", help="Spearman x100 on STS-B or SICK pairs in the three spaces")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help='a text run folder or its checkpoint/')
     p.add_argument("--data", required=True, help="an STS Benchmark or SICK file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help='print one JSON object')
     p.set_defaults(run=_eval_sts)
 
     p = commands.add_parser("steer", help="move sentences to another label, or along a latent direction")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help='a text run folder or its checkpoint/')
     p.add_argument("--input", required=True, help="sentences to edit")
     p.add_argument("--to", default=None, metavar="NAME", help="the label to move the sentences to (a labelled fit)")
     p.add_argument("--from", dest="source", default=None, metavar="NAME",
@@ -193,11 +202,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="a .npy file of edited embeddings (encoder's space)")
     p.add_argument("--neighbours", default=None, metavar="CORPUS_FILE",
                    help="show the nearest corpus sentences before and after")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help='print one JSON object')
     p.set_defaults(run=_steer)
 
     p = commands.add_parser("demo", help="fit on the embedded sample, evaluate STS, steer negative sentences")
-    p.add_argument("--out", default="out/text-demo")
+    p.add_argument("--out", default="out/text-demo", help='output folder')
     p.add_argument("--minutes", type=positive_float, default=1.0, help="fitting budget")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.set_defaults(run=_demo)

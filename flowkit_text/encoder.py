@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
@@ -99,10 +100,12 @@ class SentenceEncoder:
             except ImportError:
                 raise FlowkitError("the text commands need sentence-transformers: "
                                    "pip install 'flowkit[text]'") from None
-            try:
-                self._model = SentenceTransformer(self.resolved, device="cpu")
+            local = Path(self.resolved).is_dir()
+            try:  # no downloads at run time: a name must be a folder or already in the Hugging Face cache
+                self._model = SentenceTransformer(self.resolved, device="cpu", local_files_only=not local)
             except (OSError, ValueError) as error:
-                raise FlowkitError(f"cannot load the sentence encoder {self.name!r}: "
+                where = "" if local else " (not a folder, and not in the Hugging Face cache: flowkit never downloads)"
+                raise FlowkitError(f"cannot load the sentence encoder {self.name!r}{where}: "
                                    f"{str(error).splitlines()[0]}") from None
         return self._model
 
@@ -157,6 +160,10 @@ class SentenceEncoder:
                             found[by_key[key]] = vector
         except sqlite3.DatabaseError:
             return {}  # an unreadable cache is only a slower run: encode again
+        if found:  # a damaged entry of another length than the others is encoded again, never stacked with them
+            lengths = Counter(v.shape[0] for v in found.values())
+            dim = lengths.most_common(1)[0][0]
+            found = {s: v for s, v in found.items() if v.shape == (dim,)}
         return found
 
     def _store(self, vectors: dict[str, np.ndarray]) -> None:

@@ -71,10 +71,11 @@ class EmbeddingFlowConfig(SavedConfig):
     labels: list[str] = field(default_factory=list)  # attribute labels the flow is conditioned on (one-hot)
 
     def __post_init__(self):
-        for name in ("dim", "levels", "depth", "width", "bins"):
+        for name, most in (("dim", 65536), ("levels", 16), ("depth", 256), ("width", 65536), ("bins", 1024)):
             value = getattr(self, name)
-            if not (isinstance(value, int) and 0 < value <= 65536):
-                raise FlowkitError(f"embedding flow config: {name} must be a positive integer, not {value!r}")
+            if not (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= most):
+                raise FlowkitError(f"embedding flow config: {name} must be an integer from 1 to {most}, "
+                                   f"not {value!r}")
         if self.coupling not in COUPLINGS:
             raise FlowkitError(f"embedding flow config: coupling must be one of {', '.join(COUPLINGS)}, "
                                f"not {self.coupling!r}")

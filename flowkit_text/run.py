@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import flowkit as fk
-from flowkit.config import SavedConfig
+from flowkit.config import SavedConfig, check_model_size
 from flowkit.errors import CheckpointError, DataError, FlowkitError
 from flowkit.train import IndexSchedule, Trainer, load_run, resume_run, start_run, train_config
 
@@ -272,6 +272,8 @@ def train(data: list[str] | str | None = None, out: str | Path = "out/text", pre
         flow_config = {**preset_config(preset, x.shape[1]).to_dict(), "labels": labelled.names if labelled else []}
     norms = x.double().norm(dim=1)
     config = TextModelConfig(encoder, bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-3)), flow_config)
+    if resuming:
+        check_model_size(lambda: TextModel(config), f"the text flow in {out}")
     torch.manual_seed(loop.seed)
     model = TextModel(config)
     model._encoder = embedder

@@ -146,3 +146,20 @@ def text_run(tmp_path_factory, text_files) -> tuple[Path, dict]:
     report = train([str(text_files["pos"]), str(text_files["neg"]), str(text_files["sts"])], out,
                       "affine", steps=TEXT_FIT_STEPS, progress=False)
     return out, report
+
+
+def run_cli_with_file_size_limit(args: list[str], limit: int, timeout: float = 300):
+    """``flowkit ARGS`` in a child process that cannot write a file larger than ``limit``
+    bytes (``RLIMIT_FSIZE``; writes past it fail as on a full disk), one thread."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_writes():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "flowkit.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+                          preexec_fn=limit_writes, timeout=timeout)

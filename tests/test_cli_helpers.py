@@ -88,3 +88,18 @@ def test_warnings_are_one_note_line_after_success_and_absent_from_an_error(monke
         assert code == 2 and lines == ["flowkit: error: the input is bad"]
     else:  # each distinct warning once, on one line
         assert code == 0 and lines == ["flowkit: note: cpu here has no native bfloat16; running float32"]
+
+
+def test_every_flag_of_every_command_says_what_it_is():
+    """Issue 30, item 16: `text fit --data`, `--steps` and 39 other flags had no help text."""
+    from flowkit.cli import build_parser
+
+    def silent(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from silent(sub, [*path, name])
+            elif action.option_strings and not action.help:
+                yield f"{' '.join(path)} {action.option_strings[0]}"
+
+    assert list(silent(build_parser(), [])) == []

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -38,6 +38,8 @@ from ..errors import CheckpointError
 
 FORMAT = "flowkit-checkpoint"
 VERSION = 1
+#: the safetensors metadata key holding the model config the weights were saved with
+MODEL_METADATA = "flowkit_model"
 
 
 @dataclass
@@ -124,11 +126,11 @@ def _complete_config(folder: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(config, dict) or config.get("format") != FORMAT or not (folder / "model.safetensors").is_file():
         return None
-    try:
-        int(config.get("step", 0))
-    except (TypeError, ValueError):
-        return None
-    return config
+    return config if _valid_step(config.get("step", 0)) else None
+
+
+def _valid_step(step: Any) -> bool:
+    return isinstance(step, int) and not isinstance(step, bool) and step >= 0
 
 
 def _step_if_complete(folder: Path) -> int | None:
@@ -202,6 +204,8 @@ def refuse_foreign_folder(path: str | os.PathLike) -> None:
     """Raise :class:`CheckpointError` if ``path`` holds files but no flowkit checkpoint."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and _step_if_complete(path) is None:
+        if (path / "config.json").is_file():
+            _read_config(path)  # a flowkit config with a bad field: named as such
         raise CheckpointError(f"{path} exists but holds no flowkit checkpoint (no valid config.json); "
                               f"refusing to overwrite it: move it away or choose another output folder")
 
@@ -236,8 +240,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict[str,
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(error, (OSError, SafetensorError)):  # safetensors reports a full disk as its own error
-            raise CheckpointError(f"could not write the checkpoint {path} ({error.strerror or error}); "
-                                  f"the previous checkpoint is kept") from error
+            kept = "the previous checkpoint is kept" if existing is not None else "no checkpoint was written"
+            reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+            raise CheckpointError(f"could not write the checkpoint {path} ({reason}); {kept}") from error
         raise
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
@@ -264,8 +269,9 @@ def _write_folder(tmp: Path, state: dict[str, torch.Tensor], config: dict[str, A
         files["evaluator.safetensors"] = {k: v.detach().cpu().contiguous() for k, v in evaluator.items()
                                           if torch.is_tensor(v)}
         meta["evaluator"] = {k: v for k, v in evaluator.items() if not torch.is_tensor(v)}
+    described = {MODEL_METADATA: json.dumps(config.get("model"), sort_keys=True, default=str)}
     for name, tensors in files.items():
-        save_file(tensors, tmp / name)
+        save_file(tensors, tmp / name, metadata=described if name in ("model.safetensors", "ema.safetensors") else None)
         _fsync(tmp / name)
     with (tmp / "config.json").open("w") as f:  # last: its presence marks the folder complete
         f.write(json.dumps(meta, indent=2, default=str, allow_nan=False))
@@ -305,6 +311,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"corrupt checkpoint config {config_file}: {error}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{config_file} is not a flowkit checkpoint")
+    if not _valid_step(config.get("step", 0)):
+        raise CheckpointError(f"{config_file}: step {config.get('step')!r} is not a whole number >= 0")
     return config
 
 
@@ -331,11 +339,37 @@ def load_checkpoint(path: str | os.PathLike, ema: bool = True, optimizer: bool =
     if evaluator and "evaluator" in config:
         state = {**config["evaluator"], **_read_tensors(path / "evaluator.safetensors")}
     model = _read_tensors(path / "model.safetensors")
+    _check_described(path, config)
     for what, tensors in (("model", model), ("EMA", ema or {})):
         bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise CheckpointError(f"{path}: the {what} weights hold non-finite values (e.g. {bad[0]})")
     return Checkpoint(config, model, ema, optimizer, path, state)
+
+
+def _check_described(path: Path, config: dict[str, Any]) -> None:
+    """Refuse a config.json whose model section differs from the one the weights were saved
+    with (kept in the weights file's header): an edited ``n_bits``, coupling scale or sample
+    rate would give plausible, wrong numbers."""
+    with safe_open(path / "model.safetensors", "pt") as weights:
+        saved = (weights.metadata() or {}).get(MODEL_METADATA)
+    if saved is None:
+        return  # saved before flowkit kept it
+    difference = _first_difference(json.loads(saved), json.loads(json.dumps(config.get("model"), default=str)))
+    if difference is not None:
+        where, in_weights, in_config = difference
+        raise CheckpointError(f"{path}/config.json does not describe its weights: {where} is {in_config!r} there and "
+                              f"was {in_weights!r} when the weights were saved (an edited config); restore it")
+
+
+def _first_difference(saved: Any, given: Any, where: str = "model") -> tuple[str, Any, Any] | None:
+    if isinstance(saved, dict) and isinstance(given, dict):
+        for key in sorted(set(saved) | set(given)):
+            found = _first_difference(saved.get(key), given.get(key), f"{where}.{key}")
+            if found is not None:
+                return found
+        return None
+    return None if saved == given else (where, saved, given)
 
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from ..config import check_model_size
 from ..errors import CheckpointError, FlowkitError
 from .checkpoint import (
     checkpoint_config,
@@ -137,8 +138,10 @@ def load_run(checkpoint: str | Path, kind: str, build: Callable[[dict[str, Any]]
     described = saved.config.get("model")
     if not isinstance(described, dict) or described.get("kind") != kind:
         raise CheckpointError(f"{checkpoint} is not a {what} checkpoint")
+    saved_config = {k: v for k, v in described.items() if k != "kind"}
     try:
-        built = build({k: v for k, v in described.items() if k != "kind"})
+        check_model_size(lambda: build(saved_config), f"the {what} of {checkpoint}")
+        built = build(saved_config)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{checkpoint}: invalid {what} config ({error})") from None
     module = built[0] if isinstance(built, tuple) else built

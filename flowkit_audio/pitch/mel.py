@@ -23,7 +23,6 @@ References:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -35,7 +34,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import flowkit as fk
+from flowkit.config import check_model_size
 from flowkit.errors import CheckpointError, DataError
+from flowkit.files import write_json
 from flowkit.train import load_run, start_run
 
 from ..data import Clip, split_clips, write_wav
@@ -164,6 +165,7 @@ def train(data: str | None = None, out: str | Path = "out/pitch", steps: int | N
     saved = start_run(out, resume, "pitch")
     if saved is not None:
         mel, config = MelConfig.from_dict(saved["model"]["mel"]), MelFlowConfig.from_dict(saved["model"]["flow"])
+        check_model_size(lambda: MelFlow(config), f"the pitch flow in {out}")
     else:
         mel, config = mel or MelConfig(), config or MelFlowConfig()
     loop, data, resumed = run_settings(saved, TRAIN_DEFAULTS, data, steps=steps, max_minutes=minutes, seed=seed,
@@ -193,7 +195,7 @@ def train(data: str | None = None, out: str | Path = "out/pitch", steps: int | N
               "seconds": seconds}
     if resumed is not None:
         report["resumed"] = resumed.to_dict()
-    (out / "pitch.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    write_json(out / "pitch.json", report)
     return report
 
 

@@ -44,10 +44,10 @@ class MelFlowConfig(SavedConfig):
     noise: float = 0.05  # dequantisation noise (std, in standardised units) while training
 
     def __post_init__(self):
-        for name in ("n_mels", "levels", "depth", "width"):
+        for name, most in (("n_mels", 4096), ("levels", 16), ("depth", 256), ("width", 4096)):
             value = getattr(self, name)
-            if not (isinstance(value, int) and 0 < value <= 4096):
-                raise FlowkitError(f"mel flow config: {name} must be a positive integer, not {value!r}")
+            if not (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= most):
+                raise FlowkitError(f"mel flow config: {name} must be an integer from 1 to {most}, not {value!r}")
         if self.levels > 8:
             raise FlowkitError(f"mel flow config: at most 8 levels, not {self.levels}")
 

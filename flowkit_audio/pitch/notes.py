@@ -25,7 +25,6 @@ References:
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import re
@@ -40,7 +39,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import flowkit as fk
+from flowkit.config import check_model_size
 from flowkit.errors import CheckpointError, DataError, FlowkitError, NonFiniteError
+from flowkit.files import write_json
 from flowkit.train import load_run, start_run
 
 from ..data import Clip, load_clips, split_clips, write_wav
@@ -295,6 +296,7 @@ def train(data: str | os.PathLike | None = None, out: str | Path = "out/notes", 
     if saved is not None:
         spectrum = NoteSpectrum.from_dict(saved["model"]["spectrum"])
         config = NoteFlowConfig.from_dict(saved["model"]["flow"])
+        check_model_size(lambda: NoteFlow(config), f"the note flow in {out}")
         preset = saved["model"].get("preset", "notes")
     else:
         default = SPEECH_SPECTRUM if preset == "speech-relative" else NoteSpectrum()
@@ -332,7 +334,7 @@ def train(data: str | os.PathLike | None = None, out: str | Path = "out/notes", 
               "seconds": seconds}
     if resumed is not None:
         report["resumed"] = resumed.to_dict()
-    (out / "notes.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    write_json(out / "notes.json", report)
     return report
 
 

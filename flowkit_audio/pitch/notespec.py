@@ -89,8 +89,14 @@ class NoteSpectrum(SavedConfig):
     formant_lifter: int = 0
 
     def __post_init__(self):
-        if not (self.sample_rate > 0 and 0 < self.hop_length <= self.n_fft and self.bands_per_octave > 0
-                and self.octaves > 0 and 0 <= self.octaves_below < self.octaves):
+        sizes = {"sample_rate": 384_000, "n_fft": 65_536, "hop_length": 65_536, "bands_per_octave": 256,
+                 "octaves": 16}
+        bad = [f"{k}={getattr(self, k)!r}" for k, most in sizes.items()
+               if not (isinstance(getattr(self, k), int) and 0 < getattr(self, k) <= most)]
+        if bad:
+            raise FlowkitError(f"invalid note spectrum configuration: {', '.join(bad)} (integers from 1 to "
+                               f"{', '.join(f'{k} {v}' for k, v in sizes.items())})")
+        if not (self.hop_length <= self.n_fft and 0 <= self.octaves_below < self.octaves):
             raise FlowkitError(f"invalid note spectrum configuration {self}")
         if not 0 < self.pitch_floor < self.pitch_ceiling <= self.sample_rate / 2:
             raise FlowkitError(f"need 0 < pitch_floor < pitch_ceiling <= Nyquist, got {self.pitch_floor}, "

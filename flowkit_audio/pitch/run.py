@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from flowkit.errors import CheckpointError, FlowkitError
+from flowkit.files import write_json
 from flowkit.train import checkpoint_config, run_kind
 
 from ..data import check_output_folder, load_clips
@@ -92,5 +92,5 @@ def edit_files(checkpoint: str | Path, source: str | Path, out: str | Path, semi
               "preset": editor.preset, "files": rows,
               "median_semitones_vs_resynthesis": round(float(np.median(changes)), 3) if changes else None,
               "out": str(out)}
-    (out / "edit_pitch.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    write_json(out / "edit_pitch.json", result)
     return result

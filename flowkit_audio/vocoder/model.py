@@ -71,7 +71,9 @@ class WaveGlowConfig(SavedConfig):
             self.mel = MelConfig.from_dict(self.mel)
         counts = {"n_group": self.n_group, "n_flows": self.n_flows, "wn_layers": self.wn_layers,
                   "wn_channels": self.wn_channels, "wn_kernel": self.wn_kernel}
-        bad = [f"{k}={v}" for k, v in counts.items() if not (isinstance(v, int) and 0 < v <= 4096)]
+        most = {"n_flows": 256, "wn_layers": 64}
+        bad = [f"{k}={v!r} (1 to {most.get(k, 4096)})" for k, v in counts.items()
+               if not (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= most.get(k, 4096))]
         if bad:
             raise FlowkitError(f"WaveGlow config out of range: {', '.join(bad)}")
         if self.wn_kernel % 2 == 0:

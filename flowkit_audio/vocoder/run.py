@@ -12,7 +12,6 @@ audio sample. Held-out NLL is measured on fixed crops of held-out clips.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowkit.config import check_model_size
 from flowkit.errors import DataError, FlowkitError
+from flowkit.files import write_json
 from flowkit.train import IndexSchedule, Trainer, load_run, resume_run, start_run, train_config
 
 from ..data import Clip, check_output_folder, load_clips, split_clips, write_wav
@@ -102,6 +103,7 @@ def train(data: str | None = None, out: str | Path = "out/vocoder", preset: str 
     arguments, resumed = {"data": None if data is None else str(data)}, None
     if saved is not None:
         config = WaveGlowConfig.from_dict(saved["model"]["waveglow"])
+        check_model_size(lambda: WaveGlow(config), f"the vocoder in {out}")
         preset = saved["model"].get("preset", preset)
         loop, arguments, resumed = resume_run(saved, arguments, **given)
     else:
@@ -177,5 +179,5 @@ def vocode_files(checkpoint: str | Path, source: str | Path, out: str | Path, si
         rows.append(row)
     means = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0] if k.endswith(("_db", "_factor"))}
     result = {"files": rows, "mean": means, "out": str(out)}
-    (out / "vocode.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    write_json(out / "vocode.json", result)
     return result

@@ -82,13 +82,38 @@ def test_edit_pitch_with_griffin_lim_and_with_the_vocoder(runs, fsdd_folder, tmp
     (["train-vocoder", "--out", "{tmp}/v", "--steps", "0"], "--steps: must be at least 1"),
     (["train-vocoder", "--out", "{tmp}/v", "--preset", "huge"], "--preset: invalid choice"),
     (["train-pitch", "--out", "{tmp}/p", "--data", "{tmp}/empty"], "no audio files"),
+    # issue 30, items 8, 14 and 16: no silent clipping of unscaled floats, no internal error on tiny clips
+    (["vocode", "--checkpoint", "{runs}/vocoder", "--input", "{loud}", "--out", "{tmp}/o"],
+     "samples reach 3, beyond the [-1, 1] of float audio"),
+    (["edit-pitch", "--checkpoint", "{runs}/pitch", "--input", "{pcm}", "--out", "{tmp}/o", "--alpha", "1"],
+     "unscaled PCM stored as float"),
+    (["vocode", "--checkpoint", "{runs}/vocoder", "--input", "{ten}", "--out", "{tmp}/o"], "10 samples"),
+    (["edit-pitch", "--checkpoint", "{runs}/pitch", "--input", "{one}", "--out", "{tmp}/o", "--semitones", "1"],
+     "1 samples (0.0001 s) is too short"),
+    (["train-pitch", "--out", "{tmp}/p", "--data", "{tiny}", "--steps", "1"], "is too short"),
+    (["train-pitch", "--out", "{tmp}/p", "--preset", "notes", "--data", "{tiny}", "--steps", "1"], "is too short"),
+    (["vocode", "--checkpoint", "{runs}/vocoder", "--input", "{wav}", "--out", "{tmp}/o", "--sigma", "1e30"],
+     "--sigma: must be at most 4"),
+    (["train-vocoder", "--out", "{tmp}/v", "--steps", "1" + "0" * 300], "got a number of 301 digits"),
 ])
 def test_errors_are_one_line_and_exit_2(runs, fsdd_folder, tmp_path, args, message):
+    import numpy as np
+    import soundfile
+
     wav = tmp_path / "1_theo_11.wav"
     wav.write_bytes((fsdd_folder / "1_theo_11.wav").read_bytes())
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
     (tmp_path / "empty").mkdir()
-    values = {"runs": runs, "wav": wav, "bad": tmp_path / "bad.wav", "tmp": tmp_path}
+    speech, rate = soundfile.read(wav, dtype="float32")
+    soundfile.write(tmp_path / "loud.wav", speech / np.abs(speech).max() * 3.0, rate, subtype="FLOAT")
+    soundfile.write(tmp_path / "pcm.wav", speech * 32768, rate, subtype="FLOAT")
+    soundfile.write(tmp_path / "ten.wav", speech[:10], rate)
+    soundfile.write(tmp_path / "one.wav", speech[:1], rate, subtype="FLOAT")
+    (tmp_path / "tiny").mkdir()
+    soundfile.write(tmp_path / "tiny" / "1_theo_1.wav", speech[:10], rate)
+    values = {"runs": runs, "wav": wav, "bad": tmp_path / "bad.wav", "tmp": tmp_path, "loud": tmp_path / "loud.wav",
+              "pcm": tmp_path / "pcm.wav", "ten": tmp_path / "ten.wav", "one": tmp_path / "one.wav",
+              "tiny": tmp_path / "tiny"}
     done = subprocess.run([sys.executable, "-m", "flowkit.cli", "audio", *(a.format(**values) for a in args)],
                           capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode == 2, done.stderr
@@ -215,3 +240,52 @@ def test_a_pitch_run_stopped_during_calibration_says_so_is_refused_for_edits_and
     assert "resumed at step 2 with the saved seed 0 and data" in captured.err
     assert main(["audio", "edit-pitch", "--checkpoint", str(run), "--input", str(clip), "--out",
                  str(tmp_path / "edited"), "--semitones", "0", "--json"]) == 0
+
+
+def test_a_full_disk_while_writing_audio_is_one_line_and_leaves_nothing_half_written(runs, fsdd_folder, tmp_path):
+    """Issue 30, item 11: vocode ended as an internal LibsndfileError."""
+    from tests.conftest import run_cli_with_file_size_limit
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "3_theo_11.wav").write_bytes((fsdd_folder / "3_theo_11.wav").read_bytes())
+    done = run_cli_with_file_size_limit(["audio", "vocode", "--checkpoint", runs / "vocoder", "--input",
+                                         tmp_path / "in", "--out", tmp_path / "out"], limit=1024)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowkit: error: could not write") and "3_theo_11.wav" in lines[0]
+    assert "nothing was left half-written" in lines[0]
+    assert not [f for f in (tmp_path / "out").iterdir() if f.suffix in (".tmp", ".wav")]
+
+
+def test_an_edited_or_absurd_config_is_refused_before_anything_is_allocated(runs, fsdd_folder, tmp_path, capsys):
+    """Issue 30, items 10 and 13: a relabelled sample rate gave plausible numbers, and
+    tampered sizes tried allocations of many GB. An edited config no longer describes its
+    weights; a checkpoint saved before flowkit kept that record is held to size limits."""
+    from safetensors.torch import load_file, save_file
+
+    wav = tmp_path / "in" / "1_theo_11.wav"
+    wav.parent.mkdir()
+    wav.write_bytes((fsdd_folder / "1_theo_11.wav").read_bytes())
+
+    def tampered(name, edit, keep_record=True):
+        folder = tmp_path / name / "checkpoint"
+        folder.mkdir(parents=True)
+        for f in (runs / "vocoder" / "checkpoint").iterdir():
+            if f.suffix == ".safetensors" and not keep_record:
+                save_file(load_file(f), folder / f.name)  # as saved before the record existed
+            else:
+                (folder / f.name).write_bytes(f.read_bytes())
+        config = json.loads((folder / "config.json").read_text())
+        edit(config["model"]["waveglow"])
+        (folder / "config.json").write_text(json.dumps(config))
+        return folder.parent
+
+    relabelled = tampered("rate", lambda c: c["mel"].update(sample_rate=16000))
+    huge = tampered("huge", lambda c: c.update(wn_channels=4096, wn_layers=64), keep_record=False)
+    deep = tampered("deep", lambda c: c.update(n_flows=100000), keep_record=False)
+    for run, message in ((relabelled, "model.waveglow.mel.sample_rate is 16000 there and was 8000"),
+                         (huge, "billion parameters and buffers"), (deep, "n_flows=100000 (1 to 256)")):
+        for command in (["vocode", "--checkpoint", run, "--input", wav.parent, "--out", tmp_path / "out"],
+                        ["train-vocoder", "--out", run, "--resume"]):
+            assert main(["audio", *map(str, command)]) == 2
+            assert message in capsys.readouterr().err.strip().splitlines()[-1]

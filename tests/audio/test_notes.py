@@ -393,12 +393,13 @@ def test_the_commands_take_the_speech_relative_preset_end_to_end(fsdd_subset, fs
     assert main(["audio", "train-pitch", "--preset", "speech-relative", "--data", str(data), "--out",
                  str(run), "--steps", "10"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["steps"] == 10
-    assert main(["audio", "train-pitch", "--data", str(data), "--out", str(run), "--steps", "12",
-                 "--resume"]) == 2  # resuming takes the run's preset
+    assert main(["audio", "train-pitch", "--preset", "speech", "--out", str(run), "--steps", "12",
+                 "--resume"]) == 2  # a resumed run keeps its preset
     assert "holds no pitch run (it holds 'notes')" in capsys.readouterr().err
-    assert main(["audio", "train-pitch", "--preset", "speech-relative", "--data", str(data), "--out", str(run),
-                 "--steps", "12", "--resume"]) == 0
+    assert main(["audio", "train-pitch", "--out", str(run), "--steps", "12", "--resume"]) == 0  # its own preset, data
     assert json.loads((run / "notes.json").read_text())["preset"] == "speech-relative"
+    note = capsys.readouterr().err
+    assert f"resumed at step 10 with the saved seed 0 and data {data}; changed: steps 10 -> 12" in note
     capsys.readouterr()
     source = _folder(tmp_path / "in", fsdd_held_out[:2])
     assert main(["audio", "edit-pitch", "--checkpoint", str(run), "--input", str(source),

@@ -32,15 +32,24 @@ def files(tmp_path_factory, cifar_train):
     np.savez(root / "range.npz", images=np.full((4, 32, 32, 3), 300))
     np.savez(root / "small.npz", images=np.zeros((4, 16, 16, 3), np.uint8))
     np.savez(root / "zero.npz", images=np.zeros((0, 32, 32, 3), np.uint8))
+    np.save(root / "array.npy", np.zeros((4, 32, 32, 3), np.uint8))
+    (root / "array.npy").rename(root / "array.npz")  # a .npy renamed .npz
     np.savez(root / "one.npz", images=images[:1].permute(0, 2, 3, 1).numpy())
     (root / "random.npz").write_bytes(bytes(range(256)) * 8)
     (root / "empty").mkdir()
     (root / "badpng").mkdir()
     (root / "badpng" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (root / "file").write_text("a file, not a folder")
-    for name, edit in (("garbage", lambda c: "{not json"), ("foreign", lambda c: json.dumps({"format": "other"})),
-                       ("absurd", lambda c: json.dumps({**c, "model": {**c["model"], "glow": {**c["model"]["glow"],
-                                                                                                  "width": 200000}}}))):
+    def glow_edit(**changes):
+        return lambda c: json.dumps({**c, "model": {**c["model"], "glow": {**c["model"]["glow"], **changes}}})
+
+    edits = [("garbage", lambda c: "{not json"), ("foreign", lambda c: json.dumps({"format": "other"})),
+             ("absurd", glow_edit(width=200000)), ("nbits", glow_edit(n_bits=5)),
+             ("logscale", glow_edit(actnorm_logscale_factor=0)), ("scale", glow_edit(coupling_scale="exp")),
+             ("stringwidth", glow_edit(width="8")), ("noglow", lambda c: json.dumps({**c, "model": {"kind": "glow"}})),
+             ("listmodel", lambda c: json.dumps({**c, "model": []})),
+             ("negstep", lambda c: json.dumps({**c, "step": -5}))]
+    for name, edit in edits:
         folder = root / name / "checkpoint"
         folder.mkdir(parents=True)
         for f in (root / "run" / "checkpoint").iterdir():
@@ -76,7 +85,18 @@ CASES = [
     ("evaluate --checkpoint {r}/garbage", "corrupt checkpoint config"),
     ("evaluate --checkpoint {r}/foreign", "is not a flowkit checkpoint"),
     ("evaluate --checkpoint {r}/truncated", "corrupt checkpoint file"),
-    ("evaluate --checkpoint {r}/absurd", "width=200000"),
+    ("evaluate --checkpoint {r}/absurd", "model.glow.width is 200000 there and was"),
+    # edited configs that change the meaning of the weights (issue 30, items 10 and 14)
+    ("evaluate --checkpoint {r}/nbits", "model.glow.n_bits is 5 there and was 8 when the weights were saved"),
+    ("evaluate --checkpoint {r}/logscale", "model.glow.actnorm_logscale_factor is 0 there"),
+    ("evaluate --checkpoint {r}/scale", "model.glow.coupling_scale is 'exp' there and was 'sigmoid'"),
+    ("evaluate --checkpoint {r}/stringwidth", "model.glow.width is '8' there"),
+    ("evaluate --checkpoint {r}/noglow", "model.glow is None there"),
+    ("evaluate --checkpoint {r}/listmodel", "model is [] there"),
+    ("evaluate --checkpoint {r}/negstep", "step -5"),
+    ("train --out {r}/nbits --resume", "model.glow.n_bits is 5 there"),
+    ("train --out {r}/listmodel --resume", "model is [] there"),
+    ("train --out {r}/negstep --resume", "step -5"),
     ("evaluate --checkpoint {r}/huge", "non-finite log-likelihoods"),
     # evaluate: data
     ("evaluate --checkpoint {r}/run --data {r}/missing.npz", "missing.npz"),
@@ -85,6 +105,8 @@ CASES = [
     ("evaluate --checkpoint {r}/run --data {r}/range.npz", "out of range 0..255"),
     ("evaluate --checkpoint {r}/run --data {r}/small.npz", "the model expects (3, 32, 32)"),
     ("evaluate --checkpoint {r}/run --data {r}/zero.npz", "zero.npz holds no images"),
+    ("evaluate --checkpoint {r}/run --data {r}/array.npz", "a single .npy array, not an .npz archive"),
+    ("train --data {r}/array.npz --out {r}/t4", "a single .npy array, not an .npz archive"),
     ("evaluate --checkpoint {r}/run --data {r}/random.npz", "random.npz"),
     ("evaluate --checkpoint {r}/run --data {r}/empty", "empty"),
     ("evaluate --checkpoint {r}/run --data {r}/badpng", "a.png"),
@@ -100,6 +122,8 @@ CASES = [
     ("sample --checkpoint {r}/run --out {r}/file/s.png", "file"),
     ("sample --checkpoint {r}/run --out {r}/s.png --label 3", "--label needs a class-conditional model"),
     ("sample --checkpoint {r}/run", "the following arguments are required: --out"),
+    ("sample --checkpoint {r}/run --out {r}/s.png --n 10000000", "write many samples to an array instead"),
+    ("sample --checkpoint {r}/run --out {r}/many.npy --n 1000000000000", "GiB free"),
     # reconstruct, interpolate, manipulate
     ("reconstruct --checkpoint {r}/run --n -1", "--n: must be at least 1"),
     ("interpolate --checkpoint {r}/run --out {r}/i.png --data {r}/good.npz --a 0 --b 100000", "index out of range"),
@@ -225,3 +249,21 @@ def test_a_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels is then more than twice the limit
     with pytest.raises(DataError, match="decompression bomb"):
         load_images(str(folder))
+
+
+def test_a_full_disk_during_training_is_one_line_and_keeps_the_previous_checkpoint(files, tmp_path):
+    """Issue 30, item 11: the checkpoint save ended as an internal SafetensorError (exit 1)."""
+    from tests.conftest import run_cli_with_file_size_limit
+
+    train = ["image", "train", "--preset", "tiny", "--data", files / "good.npz", "--out", tmp_path / "run"]
+    done = run_cli_with_file_size_limit([*train, "--steps", "2"], limit=20_000)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("flowkit: error: could not write the checkpoint") and "no checkpoint was written" in last
+    assert main([*map(str, train), "--steps", "1"]) == 0  # a run folder with no checkpoint starts afresh
+    done = run_cli_with_file_size_limit([*train, "--resume", "--steps", "3"], limit=20_000)
+    assert done.returncode == 2, done.stderr
+    assert "the previous checkpoint is kept" in done.stderr.strip().splitlines()[-1]
+    assert run.load(tmp_path / "run") is not None
+    assert json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["step"] == 1
+    assert not (tmp_path / "run" / "checkpoint.tmp").exists()

@@ -288,3 +288,13 @@ def test_a_sibling_of_another_run_is_never_read_in_place_of_a_checkpoint_nor_del
     assert run.load(tmp_path / "sib" / "model").config == run.load(tmp_path / "sib" / "model.old").config
     assert recover_checkpoint(tmp_path / "sib" / "model") == tmp_path / "sib" / "model"
     assert (tmp_path / "sib" / "model.old" / "model.safetensors").is_file()  # another run's: kept
+
+
+def test_many_samples_go_to_an_array_in_batches(tmp_path, trained, capsys):
+    """Issue 30, item 13: `sample --n 10000000` tried to allocate 122 GB at once."""
+    out = tmp_path / "many.npy"
+    assert main(["image", "sample", "--checkpoint", str(trained / "run"), "--out", str(out), "--n", "300"]) == 0
+    array = np.load(out)
+    assert array.shape == (300, 32, 32, 3) and array.dtype == np.uint8
+    assert len({array[i].tobytes() for i in range(300)}) == 300  # every batch draws new noise
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -100,3 +100,18 @@ def test_a_missing_text_extra_is_named_and_other_plugins_still_work():
     help_text = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True, env=_env(),
                                timeout=120).stdout
     assert "image" in help_text and "audio" in help_text and "text" in help_text
+
+
+def test_a_full_disk_while_writing_embeddings_is_one_line_and_leaves_no_temporary_file(text_run, tmp_path,
+                                                                                       rt_polarity):
+    """Issue 30, item 11: `text embed` said "153600 requested and 62432 written" and left emb.npy.tmp.npy."""
+    from tests.conftest import run_cli_with_file_size_limit
+
+    (tmp_path / "in.txt").write_text("\n".join(rt_polarity[0][:100]) + "\n")
+    done = run_cli_with_file_size_limit(["text", "embed", "--checkpoint", text_run[0], "--input", tmp_path / "in.txt",
+                                         "--space", "raw", "--out", tmp_path / "out" / "emb.npy"], limit=60_000)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowkit: error: could not write"), done.stderr
+    assert "153728 bytes" in lines[0] and "nothing was left half-written" in lines[0]
+    assert list((tmp_path / "out").iterdir()) == []

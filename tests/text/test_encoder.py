@@ -60,3 +60,29 @@ def test_bad_sentences_and_models_are_named(tmp_path):
         encoder.encode([])
     with pytest.raises(FlowkitError, match="does not exist"):
         SentenceEncoder(str(tmp_path / "no" / "model"))
+
+
+def test_a_cached_vector_of_the_wrong_length_is_encoded_again(tmp_path, monkeypatch):
+    """Issue 30, item 14: one damaged cache entry made stacking the embeddings an internal error."""
+    monkeypatch.setenv("FLOWKIT_CACHE", str(tmp_path))
+    sentences = ["the first sentence .", "the second sentence ."]
+    before = SentenceEncoder(progress=False).encode(sentences)
+    with sqlite3.connect(tmp_path / "embeddings.sqlite") as db:
+        db.execute("UPDATE embeddings SET vector = ? WHERE rowid = 1", (np.ones(5, np.float32).tobytes(),))
+    np.testing.assert_allclose(SentenceEncoder(progress=False).encode(sentences), before, atol=1e-6)
+
+
+def test_an_unknown_encoder_name_is_one_line_without_network_retries(tmp_path):
+    """Issue 30, item 16: an unknown name printed 33 lines of network retries."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "s.txt").write_text("".join(f"sentence number {i} .\n" for i in range(100)))
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    done = subprocess.run([sys.executable, "-m", "flowkit.cli", "text", "fit", "--encoder", "no-such-encoder",
+                           "--data", str(tmp_path / "s.txt"), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "cannot load the sentence encoder 'no-such-encoder'" in lines[0] and "flowkit never downloads" in lines[0]

@@ -136,3 +136,7 @@ def test_a_fit_stopped_and_resumed_without_its_arguments_ends_as_the_uninterrupt
     assert whole["best_step"] < 100  # the best step was found before the interruption
     for key in ("steps", "best_step", "validation_nll", "held_out_nll", "train_nll"):
         assert parts[key] == pytest.approx(whole[key], abs=1e-5), key
+    assert main(["text", "fit", "--out", str(tmp_path / "parts"), "--resume"]) == 0  # finished: nothing to train
+    again = json.loads((tmp_path / "parts" / "fit.json").read_text())
+    assert (again["steps"], again["best_step"]) == (150, parts["best_step"])
+    assert again["held_out_nll"] == pytest.approx(parts["held_out_nll"], abs=1e-6)
