@@ -164,7 +164,10 @@ def check_bijector(bijector: Bijector, example: Tensor, context: Tensor | None =
     if any(p.requires_grad for p in b.parameters()):
         b.zero_grad()
         y_grad, ladj_grad = b(x, ctx)
-        (y_grad.square().sum() + ladj_grad.sum()).backward()
+        # random weights: a layer initialised on this very batch (ActNorm) makes sum(y) zero, and with it
+        # the bias gradient of sum(y**2); a weighted sum has no such blind spot
+        weights = torch.randn(y_grad.shape, generator=generator, dtype=y_grad.dtype).to(y_grad.device)
+        (y_grad.square().sum() + (weights * y_grad).sum() + ladj_grad.sum()).backward()
         dead = [n for n, p in b.named_parameters()
                 if p.requires_grad and p.numel() and (p.grad is None or not p.grad.abs().sum() > 0)]
         expect(not dead, f"no gradient reaches parameters {dead}")

@@ -9,9 +9,7 @@ run that is not calibrated (its direction and curve are zeros); ``--resume`` fin
 
 Example:
     >>> from flowkit_audio.pitch.melflow import MelFlow, MelFlowConfig
-    >>> from flowkit.errors import CheckpointError
-from flowkit.train import IndexSchedule, Resumed, TrainConfig, Trainer, resume_run, train_config
-from flowkit.train.interrupt import interrupt_on_signals
+    >>> from flowkit.train import IndexSchedule, TrainConfig, Trainer
     >>> flow = MelFlow(MelFlowConfig(n_mels=8, levels=1, depth=1, width=8))
     >>> clips = [torch.randn(8, 40), torch.randn(8, 20)]
     >>> batch = random_crops(flow, clips, IndexSchedule(2, 2, 0), crop_frames=32)(0)

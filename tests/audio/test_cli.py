@@ -289,3 +289,15 @@ def test_an_edited_or_absurd_config_is_refused_before_anything_is_allocated(runs
                         ["train-vocoder", "--out", run, "--resume"]):
             assert main(["audio", *map(str, command)]) == 2
             assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_run_of_another_kind_is_never_resumed_or_loaded_as_this_one(runs, capsys):
+    """Issue 30, item 14: `image train --resume` on a vocoder run was an internal error."""
+    for command, message in ((["image", "train", "--out", runs / "vocoder", "--resume"], "holds no glow run"),
+                             (["text", "fit", "--out", runs / "pitch", "--resume"], "holds no text run"),
+                             (["audio", "train-vocoder", "--out", runs / "pitch", "--resume"],
+                              "holds no waveglow run"),
+                             (["image", "evaluate", "--checkpoint", runs / "vocoder"], "is not a Glow checkpoint")):
+        assert main(list(map(str, command))) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[-1].startswith("flowkit: error:") and message in lines[-1], lines
