@@ -17,9 +17,14 @@ def test_demo_writes_every_artefact_and_never_replaces_a_run(tmp_path):
         assert result["edits"][key]["requested_semitones"] == pytest.approx(min(max(wanted, low), high), abs=0.01)
     assert {"log_spectral_distance_db", "griffin_lim_log_spectral_distance_db", "real_time_factor"} <= set(
         summary["vocoder"])
-    for key, wanted in (("-2", -2.0), ("+2", 2.0)):  # 4 clips: Praat's misses on a clip move the median
-        change = summary["speech_relative"][f"requested {key} semitones: median change"]
-        assert change * wanted > 0 and abs(change) > 1.0, (key, change)
+    for key, wanted in (("-2", -2.0), ("+2", 2.0)):  # the summary says what was asked, applied and measured
+        row = summary["pitch"]["edits"][key]
+        assert row["requested_semitones"] == wanted
+        assert row["applied_semitones"] == pytest.approx(min(max(wanted, low), high), abs=1e-3)
+        assert row["clipped_to_the_calibrated_range"] == (not low <= wanted <= high)
+        assert row["measured_median_semitones"] == result["edits"][key]["median_semitones_vs_resynthesis"]
+        change = summary["speech_relative"]["edits"][key]["measured_median_semitones"]
+        assert change * wanted > 0 and abs(change) > 1.0, (key, change)  # 4 clips: Praat's misses move the median
     for folder in ("held_out", "vocoded", "griffin_lim", "pitch_-2", "pitch_+2", "speech_relative_-2",
                    "speech_relative_+2"):
         assert len(list((tmp_path / "demo" / folder).glob("*.wav"))) == demo.EXAMPLES, folder

@@ -307,6 +307,11 @@ def test_notes_demo_writes_every_artefact(tmp_path):
         assert len(list((out / f"pitch_{s}").glob("*.wav"))) == 12
     assert len(list((out / "timbre").glob("*_as_violin.wav"))) == 1
     assert result["summary"]["steps"] == 40 and math.isfinite(result["summary"]["held_out_nll_nats_per_dim"])
+    low, high = result["summary"]["calibrated_range_semitones"]
+    for key, row in result["summary"]["edits"].items():  # asked, applied (clipped to the range) and measured
+        assert row["applied_semitones"] == pytest.approx(min(max(float(key), low), high), abs=1e-3)
+        assert row["measured_median_semitones"] == result["edits"][key]["median_semitones_vs_resynthesis"]
+    assert set(result["summary"]["seconds"]) == {"analysis", "training", "calibration", "total"}
     with pytest.raises(FlowkitError, match="already holds a checkpoint"):
         demo.run_notes(out, minutes=1.0, steps=2, progress=False)
 
