@@ -117,8 +117,10 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 def provenance() -> dict[str, object]:
     """What a result depends on: the git commit (and whether the tree had uncommitted
-    changes), the UTC date, the CPU model, the instruction-set flags that change speed, and
-    whether bfloat16 runs natively (FLOWKIT_BF16=0 says no)."""
+    changes), the UTC date, the CPU model, the instruction-set flags that change speed,
+    whether bfloat16 runs natively (FLOWKIT_BF16=0 says no), the thread count, the torch
+    and peer (normflows) versions, and the exact command. A benchmark that draws seeds
+    adds ``seeds`` itself."""
     import datetime
     import subprocess
 
@@ -144,7 +146,19 @@ def provenance() -> dict[str, object]:
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
-            "cpu_flags": [f for f in CPU_FLAGS if f in flags], "bf16_native": bf16_supported("cpu")}
+            "cpu_flags": [f for f in CPU_FLAGS if f in flags], "bf16_native": bf16_supported("cpu"),
+            "threads": torch.get_num_threads(), "torch_version": torch.__version__,
+            "normflows_version": _version("normflows"), "command": " ".join([script_command(), *sys.argv[1:]])}
+
+
+def _version(package: str) -> str | None:
+    """The installed version of ``package``, ``None`` where it is missing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def machine() -> dict[str, object]:

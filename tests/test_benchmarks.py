@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from flowkit.precision import bf16_supported
 
@@ -134,6 +135,8 @@ def test_precision_benchmark_quick_run(tmp_path):
     provenance = result["provenance"]  # every JSON says what it measured: commit, date, CPU and its flags
     assert len(provenance["commit"]) == 40 and isinstance(provenance["dirty"], bool)
     assert provenance["date"].startswith("20") and provenance["bf16_native"] == bool(bf16)
+    assert provenance["threads"] >= 1 and provenance["torch_version"] == torch.__version__  # issue 28's fields
+    assert provenance["normflows_version"] and provenance["command"].startswith("python -m benchmarks.precision")
 
 
 def test_time_to_quality_quick_run(tmp_path):
