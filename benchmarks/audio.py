@@ -15,7 +15,10 @@ pitch table against librosa's ``pitch_shift``, on real FSDD speech (speaker theo
 3. Pitch: the mel flow trained for ``--pitch-steps``; requested -4 .. +4 semitones on
    held-out clips, achieved median change (Praat F0), and how often a spoken-digit
    recogniser (scikit-learn logistic regression on MFCC statistics, trained on the four
-   training speakers) still names the digit, beside ``librosa.effects.pitch_shift``.
+   training speakers) still names the digit, beside ``librosa.effects.pitch_shift`` and
+   the ablations: the same pipeline (direction, calibration on the same clips, Griffin-Lim)
+   with the flow replaced by the identity (a Gaussian gives the same edits, see
+   ``ablation_editors``), and the trained flow with its direction fitted within speakers.
 
     python -m benchmarks.audio                 # about 20 minutes
     python -m benchmarks.audio --quick         # smoke run (the test suite)
@@ -197,6 +200,58 @@ def relative_rows(run: Path, held_out, requests, minutes: float, rows: list[dict
                 digits.predict(np.stack([_mfcc_features(a) for a in resynthesised])) == labels)), 3)}
 
 
+#: strengths for the direction fitted within speakers (a latent move per semitone of the
+#: regression, far smaller than the top-minus-bottom direction's unit)
+WITHIN_ALPHAS = (-256.0, -128.0, -64.0, -32.0, -16.0, -8.0, 0.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+
+
+def ablation_editors(trained, folder: Path, calibration_clips: int) -> tuple[dict, dict]:
+    """The ``speech`` pipeline with the trained flow replaced by the identity (the direction
+    taken in the standardised log-mel space itself), with the preset's own direction
+    (top-minus-bottom 30 % of F0) and calibration on the same clips as the trained flow;
+    and the trained flow with its direction fitted within speakers instead
+    (:func:`flowkit.regression_direction` with ``groups``, per semitone). Returns the
+    editors and their calibration curves.
+
+    A Gaussian in the flow's place (whitening, or any invertible linear map ``W``) gives
+    exactly the identity's edits for a mean-difference direction: ``W^-1 (W x + a W d) =
+    x + a d``; so it is not a row of its own."""
+    from types import SimpleNamespace
+
+    from flowkit_audio.data import split_clips
+    from flowkit_audio.pitch.editor import add_calibration_buffers
+    from flowkit_audio.pitch.mel import CALIBRATION_ALPHAS, MelEditor, calibrate, fit_direction
+    from flowkit_audio.pitch.melflow import FrameFlow
+
+    mel = trained.mel
+    clips = split_clips(str(folder), mel.sample_rate)[0]
+    logmels = [log_mel(c.audio[None], mel)[0] for c in clips]
+    f0 = np.array([f0_hz(c.audio.numpy(), mel.sample_rate) for c in clips])
+    chosen = [i for i in np.argsort(np.nan_to_num(f0, nan=np.inf))[::max(1, len(f0) // calibration_clips)]
+              if not math.isnan(f0[i])][:calibration_clips]  # the clips the preset calibrates on (pitch/mel.py)
+    identity = FrameFlow(fk.Sequential(), mel.n_mels, 0)
+    identity.config = SimpleNamespace(n_mels=mel.n_mels)
+    add_calibration_buffers(identity, CALIBRATION_ALPHAS)
+    identity.mean.copy_(trained.flow.mean)
+    identity.std.copy_(trained.flow.std)
+    identity.get_buffer("pitch_direction").copy_(fit_direction(identity, logmels, f0))
+    editors, curves = {"identity": MelEditor(identity, mel)}, {}
+    within = copy.deepcopy(trained.flow)
+    within.register_buffer("calibration_alphas", torch.tensor(WITHIN_ALPHAS, dtype=torch.float64))
+    within.register_buffer("calibration_semitones", torch.zeros(len(WITHIN_ALPHAS), dtype=torch.float64))
+    voiced = [i for i in range(len(clips)) if not math.isnan(f0[i]) and i not in set(chosen)]
+    with torch.no_grad():  # fitted on the clips the calibration does not use
+        within.get_buffer("pitch_direction").copy_(fk.regression_direction(
+            within, [within.pad(within.standardise(logmels[i]))[0] for i in voiced],
+            [12 * math.log2(f0[i] / 100) for i in voiced], average_positions=True,
+            groups=[clips[i].speaker for i in voiced]))
+    editors["flowkit, within speakers"] = MelEditor(within, mel)
+    for name, editor in editors.items():
+        alphas = WITHIN_ALPHAS if name.endswith("within speakers") else CALIBRATION_ALPHAS
+        curves[name] = calibrate(editor, [clips[i] for i in chosen], [logmels[i] for i in chosen], alphas)
+    return editors, curves
+
+
 def pitch_table(run: Path, train_clips, held_out, steps: int, requests,
                 relative_minutes: float, quick: bool = False) -> tuple[list[dict], dict]:
     import librosa
@@ -204,6 +259,8 @@ def pitch_table(run: Path, train_clips, held_out, steps: int, requests,
     calibration = {"calibration_clips": 6} if quick else {}  # a smoke run: a coarse curve is enough
     report = pitch_run.train(str(run.parent / "fsdd4"), run, "speech", steps=steps, progress=False, **calibration)
     editor = pitch_run.load(run)
+    ablations, curves = ablation_editors(editor, run.parent / "fsdd4", calibration.get("calibration_clips", 32))
+    editors = {"flowkit": editor, **ablations}
     digits = recogniser(train_clips)
     labels = np.array([c.digit for c in held_out])
     mel = MelConfig()
@@ -211,29 +268,35 @@ def pitch_table(run: Path, train_clips, held_out, steps: int, requests,
     resynthesised = [editor.synthesise(editor.edit(m, 0.0)) for m in base]
     f0_resynth = [f0_hz(a.numpy(), 8000) for a in resynthesised]
     f0_input = [f0_hz(c.audio.numpy(), 8000) for c in held_out]
+
+    def accuracy(audios) -> float:
+        return round(float(np.mean(digits.predict(np.stack([_mfcc_features(a) for a in audios])) == labels)), 3)
+
     rows = []
     for s in requests:
-        try:
-            alpha = editor.alpha_for(float(s))
-        except Exception:
-            rows.append({"requested": s, "flowkit": "outside the calibrated range"})
-            continue
-        edited = [editor.synthesise(editor.edit(m, alpha)).numpy() for m in base]
+        row = {"requested": s}
+        for name, chosen in editors.items():
+            try:
+                alpha = chosen.alpha_for(float(s))
+            except Exception:
+                row[f"{name} achieved (median st)"] = "outside the calibrated range"
+                continue
+            edited = [chosen.synthesise(chosen.edit(m, alpha)).numpy() for m in base]
+            change = [semitones(a, f0_hz(e, 8000)) for a, e in zip(f0_resynth, edited)]
+            if name == "flowkit":
+                row["alpha"] = round(alpha, 2)
+            row[f"{name} achieved (median st)"] = round(float(np.nanmedian(change)), 2)
+            row[f"{name} digit accuracy"] = accuracy(edited)
         shifted = [librosa.effects.pitch_shift(c.audio.numpy(), sr=8000, n_steps=float(s)) for c in held_out]
-        ours = [semitones(a, f0_hz(e, 8000)) for a, e in zip(f0_resynth, edited)]
         theirs = [semitones(a, f0_hz(e, 8000)) for a, e in zip(f0_input, shifted)]
-        rows.append({
-            "requested": s, "alpha": round(alpha, 2),
-            "flowkit achieved (median st)": round(float(np.nanmedian(ours)), 2),
-            "librosa achieved (median st)": round(float(np.nanmedian(theirs)), 2),
-            "flowkit digit accuracy": round(float(np.mean(digits.predict(np.stack([_mfcc_features(e) for e in edited]))
-                                                          == labels)), 3),
-            "librosa digit accuracy": round(float(np.mean(digits.predict(np.stack([_mfcc_features(e) for e in shifted]))
-                                                          == labels)), 3)})
+        row["librosa achieved (median st)"] = round(float(np.nanmedian(theirs)), 2)
+        row["librosa digit accuracy"] = accuracy(shifted)
+        rows.append(row)
     originals = float(np.mean(digits.predict(np.stack([_mfcc_features(c.audio.numpy()) for c in held_out])) == labels))
     relative = relative_rows(run.parent / "relative", held_out, requests, relative_minutes, rows, digits, labels,
                              **calibration)
     return rows, {"steps": report["steps"], "speech_relative": relative, "held_out_nll": report["held_out_nll"],
+                  "ablation_calibration": curves,
                   "calibration": report["calibration"], "digit accuracy on the unedited originals": round(originals, 3),
                   "digit accuracy on the unedited resynthesis": round(float(np.mean(
                       digits.predict(np.stack([_mfcc_features(a.numpy()) for a in resynthesised])) == labels)), 3)}
