@@ -27,11 +27,11 @@ __all__ = ["write_atomically", "write_json"]
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any],
-                     errors: tuple[type[BaseException], ...] = ()) -> Path:
+                     errors: tuple[type[BaseException], ...] = (), size: int | None = None) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path`` (same suffix, so writers that
     pick a format by extension still work), then rename it to ``path``; on an
     ``OSError`` (or one of ``errors``: a library's own write error) nothing is left
-    behind and the error names ``path``."""
+    behind and the error names ``path`` (and ``size``, the bytes it needed, if given)."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
@@ -39,8 +39,12 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any],
         os.replace(tmp, path)
     except (OSError, *errors) as error:
         tmp.unlink(missing_ok=True)
-        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
-        raise FlowkitError(f"could not write {path} ({reason}); nothing was left half-written") from None
+        if isinstance(error, OSError):  # a short write without an errno says only how many bytes went out
+            reason = error.strerror or "the disk is full or a file size limit was reached"
+        else:
+            reason = " ".join(str(error).split())
+        needed = f"{size} bytes: " if size is not None else ""
+        raise FlowkitError(f"could not write {path} ({needed}{reason}); nothing was left half-written") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -11,7 +11,6 @@ Each is a plain function (the CLI in :mod:`flowkit_image.cli` only parses flags)
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 import flowkit
 from flowkit.errors import DataError, FlowkitError, NonFiniteError
+from flowkit.files import write_atomically
 from flowkit.precision import set_conditioner_precision
 from flowkit.train import IndexSchedule, Trainer, load_run, resume_run, start_run, train_config
 
@@ -242,8 +242,7 @@ def _sample_to_array(model: Glow, out: Path, temperature: float, n: int, label: 
     if needed > free:
         raise FlowkitError(f"{n} samples need {needed / 2**30:.2f} GiB in {out} and the disk has "
                            f"{free / 2**30:.2f} GiB free")
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    def draw_into(tmp: Path) -> None:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, height, width, channels))
         for start in tqdm(range(0, n, batch_size), desc="sample", unit="batch", dynamic_ncols=True,
                           disable=n <= batch_size):
@@ -252,13 +251,8 @@ def _sample_to_array(model: Glow, out: Path, temperature: float, n: int, label: 
             images = model.postprocess(model.sample(count, temperature, context, generator))
             array[start:start + count] = images.permute(0, 2, 3, 1).numpy()
         array.flush()
-        del array
-        os.replace(tmp, out)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise FlowkitError(f"could not write {out} ({error.strerror or error}); nothing was left "
-                           f"half-written") from None
-    return out
+
+    return write_atomically(out, draw_into)
 
 
 def _class_context(model: Glow, n: int, label: int | None) -> Tensor | None:

