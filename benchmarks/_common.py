@@ -115,7 +115,7 @@ def allocator_peak_bytes(step: Callable[[], object]) -> int:
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
-def provenance() -> dict[str, object]:
+def this_provenance() -> dict[str, object]:
     """What a result depends on: the git commit (and whether the tree had uncommitted
     changes), the UTC date, the CPU model, the instruction-set flags that change speed,
     whether bfloat16 runs natively (FLOWKIT_BF16=0 says no), the thread count, the torch
@@ -200,12 +200,16 @@ def script_command() -> str:
     return sys.argv[0]
 
 
-def write(name: str, payload: dict, folder: Path = RESULTS) -> Path:
-    """``folder/name.json`` with the machine, the provenance and the exact command line beside ``payload``."""
+def write(name: str, payload: dict, folder: Path = RESULTS, seeds: list[int] | None = None,
+          provenance: dict | None = None) -> Path:
+    """``folder/name.json`` with the machine, the provenance (this run's, with ``seeds``
+    where it drew any, or the one given: a merge of pieces gives theirs) and the exact
+    command line beside ``payload``."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     command = " ".join([script_command(), *sys.argv[1:]])
-    path.write_text(json.dumps({"machine": machine(), "provenance": provenance(), "command": command, **payload},
+    block = provenance or {**this_provenance(), **({} if seeds is None else {"seeds": seeds})}
+    path.write_text(json.dumps({"machine": machine(), "provenance": block, "command": command, **payload},
                                indent=2, allow_nan=False))
     return path
 

@@ -141,16 +141,54 @@ def test_precision_benchmark_quick_run(tmp_path):
 
 def test_time_to_quality_quick_run(tmp_path):
     result = run_script("time_to_quality", "--quick", tmp_path=tmp_path)
+    pieces = sorted(p.name for p in (tmp_path / "time_to_quality").iterdir())
+    assert pieces == ["race_k1_seed0_quick.json", "race_k1_seed1_quick.json", "sweep_k1_quick.json"]
+    sweep = json.loads((tmp_path / "time_to_quality" / "sweep_k1_quick.json").read_text())
+    for library in ("flowkit", "normflows"):  # the same grid for both, the best of it chosen on training images
+        runs = [r for r in sweep["runs"] if r["library"] == library and r["recipe"] == "shared"]
+        assert [r["lr"] for r in runs] == [1e-3, 4e-3] and all(r["ema_decay"] == 0.999 for r in runs)
+        assert sweep["best_lr"][library] == min(runs, key=lambda r: r["bits_per_dim"])["lr"]
+        assert result["summary"][f"{library}_recipe"]["lr"] == sweep["best_lr"][library]
+    assert "never trained on" in sweep["data"]["learning_rate_choice"]
+    assert [r["recipe"] for r in sweep["runs"]].count("notebook") == 1  # normflows as its notebook trains it
     race = result["results"][0]
     assert set(race["curves"]) == {"flowkit", "normflows"}
-    for curve in race["curves"].values():  # every checkpoint evaluated, clocks increasing
-        assert len(curve) == 2 and curve[0]["time_s"] <= curve[1]["time_s"] and curve[1]["bits_per_dim"] > 0
-    assert race["normflows_final_bits_per_dim"] == race["curves"]["normflows"][-1]["bits_per_dim"]
-    steps = result["eager_steps"][0]
-    assert steps["flowkit_step_ms"]["min"] <= steps["flowkit_step_ms"]["median"] <= steps["flowkit_step_ms"]["max"]
+    for curve in race["curves"].values():  # every checkpoint scores the averaged and the raw weights
+        assert [p["checkpoint_s"] for p in curve] == [0.5, 1.0, 1.5, 2.0]
+        assert all(a["time_s"] < b["time_s"] and a["steps"] < b["steps"] for a, b in zip(curve, curve[1:]))
+        assert all(p["bits_per_dim"] > 0 and p["raw_bits_per_dim"] > 0 for p in curve)
+    for ratio in race["ratios"]:  # time ratio = speed x learning per step, at every budget
+        assert ratio["time_ratio"] == pytest.approx(ratio["speed_ratio"] * ratio["learning_ratio"], rel=0.01)
+    summary = result["summary"]
+    assert summary["budgets_s"] == [1.0, 2.0] and summary["seeds"] == {"K=1": [0, 1]}
     assert {"time_ratio_k4", "time_ratio_k8", "bf16_step_speedup", "bf16_bits_per_dim_delta", "eager_step_ratio_k4",
-            "eager_step_ratio_k8"} <= set(result["summary"])
+            "eager_step_ratio_k8", "gain_split", "time_ratio_by_budget"} <= set(summary)
+    spread = summary["time_ratio_by_budget"]["K=1"]["2"]
+    assert spread["min"] <= spread["median"] <= spread["max"] and len(spread["values"]) == 2
+    provenance = result["provenance"]  # the pieces' provenance, merged: both seeds, every command
+    assert provenance["seeds"] == [0, 1] and len(provenance["commit"]) == 40
+    assert provenance["command"].count("python -m benchmarks.time_to_quality --quick") == 1
     assert (tmp_path / "time_to_quality_quick.png").stat().st_size > 0
+
+
+def test_ratio_at_reads_the_curves():
+    from benchmarks.time_to_quality import median_and_range, ratio_at
+
+    def curve(points):  # (seconds, steps, bits/dim) checkpoints, raw weights 0.1 above
+        return [{"checkpoint_s": t, "time_s": t, "steps": s, "bits_per_dim": b, "raw_bits_per_dim": b + 0.1}
+                for t, s, b in points]
+
+    curves = {"normflows": curve([(10, 100, 5.0), (20, 200, 4.0), (30, 300, 3.5)]),
+              "flowkit": curve([(10, 50, 4.5), (20, 100, 3.0), (30, 150, 2.9)])}
+    at_20 = ratio_at(curves, 20)  # flowkit reaches 4.0 at 10 + 10 * 0.5 / 1.5 s, after 66.7 steps
+    assert at_20["target_bits_per_dim"] == 4.0 and at_20["flowkit_s"] == 13.3
+    assert at_20["time_ratio"] == pytest.approx(20 / (40 / 3), abs=1e-3)
+    assert at_20["learning_ratio"] == pytest.approx(200 / (200 / 3), abs=1e-3)
+    assert at_20["speed_ratio"] == pytest.approx(0.5, abs=1e-3)  # 5 steps/s against 10
+    assert ratio_at(curves, 30, "raw_bits_per_dim")["target_bits_per_dim"] == 3.6
+    assert ratio_at({**curves, "flowkit": curve([(10, 50, 4.5), (30, 150, 4.2)])}, 20)["time_ratio"] is None
+    assert median_and_range([2.0, None, 3.0]) == {"median": 2.0, "min": None, "max": 3.0, "values": [2.0, None, 3.0]}
+    assert median_and_range([None, None, 3.0])["median"] is None
 
 
 def test_eager_parts_quick_run(tmp_path):
