@@ -88,7 +88,7 @@ from flowkit_image import Glow, GlowConfig
 FLOWKIT_MODES = {"eager": {}, "compiled": {"compile": True}, "bf16": {"precision": "bf16-conditioners"},
                  "compiled+bf16": {"compile": True, "precision": "bf16-conditioners"}}
 LIBRARIES = ("flowkit", "normflows")
-LRS = "5e-4,1e-3,2e-3,4e-3,8e-3"
+LRS = "1e-3,2e-3,4e-3,8e-3,1.6e-2,3.2e-2"
 BUDGETS = "150,300,600"
 CHECKPOINTS = "10,20,30,45,60,90,120,150,180,240,300,360,420,480,540,600"
 WARMUP, EMA = 200, TrainConfig.ema_decay
