@@ -8,6 +8,9 @@
 - Every ``results/...json`` path the docs name exists.
 - Every JSON under benchmarks/results/ carries a ``provenance`` naming a commit of this
   history, except the ones benchmarks/README.md lists as made before provenance existed.
+- No JSON is older than the code it measures: its run had no uncommitted changes and its
+  script has not changed since the commit in its provenance, except the ones
+  benchmarks/README.md lists as stale (each with its reason, until it is rerun).
 """
 
 import json
@@ -84,3 +87,49 @@ def test_every_kept_json_has_provenance_or_is_listed_as_older():
         if commit:
             known = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, capture_output=True)
             assert known.returncode == 0, f"{path.name}: provenance commit {commit} is not in this history"
+
+
+def script_of(payload: dict) -> str | None:
+    """The benchmark script that wrote a JSON, from the command in its provenance (or beside it)."""
+    command = payload.get("provenance", {}).get("command") or payload.get("command") or ""
+    found = re.search(r"benchmarks[./](\w+)", command)
+    return found and f"benchmarks/{found.group(1)}.py"
+
+
+def stale_reasons(payload: dict) -> list[str]:
+    """Why a JSON is older than the code it measures: run from a tree with uncommitted
+    changes, or its script changed after the commit in its provenance."""
+    provenance = payload["provenance"]
+    reasons = ["run with uncommitted changes (dirty)"] if provenance.get("dirty") else []
+    commits = provenance["commit"] if isinstance(provenance["commit"], list) else [provenance["commit"]]
+    script = script_of(payload)
+    for commit in commits:
+        changed = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", script], cwd=ROOT)
+        if changed.returncode:
+            reasons.append(f"{script} changed after {commit[:7]}")
+    return reasons
+
+
+def test_no_kept_json_is_older_than_its_script_unless_listed():
+    readme = (ROOT / "benchmarks" / "README.md").read_text()
+    listed = set(re.findall(r"^- `([\w/]+\.json)` \(stale: ", readme, flags=re.M))
+    stale = {}
+    for path in KEPT:
+        payload = json.loads(path.read_text())
+        if payload.get("provenance", {}).get("commit"):
+            reasons = stale_reasons(payload)
+            if reasons:
+                stale[path.relative_to(RESULTS).as_posix()] = reasons
+    assert set(stale) == listed, (f"stale JSON not listed in benchmarks/README.md (rerun them): "
+                                  f"{ {k: v for k, v in stale.items() if k not in listed} }; "
+                                  f"listed but fresh: {sorted(listed - set(stale))}")
+
+
+def test_the_staleness_rule_catches_a_changed_script_and_a_dirty_tree():
+    first = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.split()[0]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    command = "python -m benchmarks.time_to_quality --part race"
+    assert stale_reasons({"provenance": {"commit": first, "dirty": False, "command": command}})
+    assert stale_reasons({"provenance": {"commit": head, "dirty": True, "command": command}})
+    assert not stale_reasons({"provenance": {"commit": head, "dirty": False, "command": command}})
