@@ -83,10 +83,15 @@ def test_every_kept_json_has_provenance_or_is_listed_as_older():
     assert without == listed, (f"JSON without provenance: {sorted(without - listed)}; "
                                f"listed but has it: {sorted(listed - without)}")
     for path in KEPT:
-        commit = json.loads(path.read_text()).get("provenance", {}).get("commit")
-        if commit:
+        for commit in provenance_commits(json.loads(path.read_text())):
             known = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, capture_output=True)
             assert known.returncode == 0, f"{path.name}: provenance commit {commit} is not in this history"
+
+
+def provenance_commits(payload: dict) -> list[str]:
+    """The commits a JSON was measured at: one, or several where merged pieces ran at different ones."""
+    commit = payload.get("provenance", {}).get("commit")
+    return commit if isinstance(commit, list) else [commit] if commit else []
 
 
 def script_of(payload: dict) -> str | None:
@@ -101,9 +106,8 @@ def stale_reasons(payload: dict) -> list[str]:
     changes, or its script changed after the commit in its provenance."""
     provenance = payload["provenance"]
     reasons = ["run with uncommitted changes (dirty)"] if provenance.get("dirty") else []
-    commits = provenance["commit"] if isinstance(provenance["commit"], list) else [provenance["commit"]]
     script = script_of(payload)
-    for commit in commits:
+    for commit in provenance_commits(payload):
         changed = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", script], cwd=ROOT)
         if changed.returncode:
             reasons.append(f"{script} changed after {commit[:7]}")
@@ -116,7 +120,7 @@ def test_no_kept_json_is_older_than_its_script_unless_listed():
     stale = {}
     for path in KEPT:
         payload = json.loads(path.read_text())
-        if payload.get("provenance", {}).get("commit"):
+        if provenance_commits(payload):
             reasons = stale_reasons(payload)
             if reasons:
                 stale[path.relative_to(RESULTS).as_posix()] = reasons
