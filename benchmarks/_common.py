@@ -117,10 +117,12 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 def this_provenance() -> dict[str, object]:
     """What a result depends on: the git commit (and whether the tree had uncommitted
-    changes), the UTC date, the CPU model, the instruction-set flags that change speed,
-    whether bfloat16 runs natively (FLOWKIT_BF16=0 says no), the thread count, the torch
-    and peer (normflows) versions, and the exact command. A benchmark that draws seeds
-    adds ``seeds`` itself."""
+    changes outside ``benchmarks/results/``, whose JSON are outputs: in a chain of
+    benchmarks run from one clone, the first one's JSON must not make the second dirty),
+    the UTC date, the CPU model, the instruction-set flags that change speed, whether
+    bfloat16 runs natively (FLOWKIT_BF16=0 says no), the thread count, the torch and peer
+    (normflows) versions, and the exact command. A benchmark that draws seeds adds
+    ``seeds`` itself."""
     import datetime
     import subprocess
 
@@ -143,7 +145,7 @@ def this_provenance() -> dict[str, object]:
         pass
     from flowkit.precision import bf16_supported
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
             "cpu_flags": [f for f in CPU_FLAGS if f in flags], "bf16_native": bf16_supported("cpu"),

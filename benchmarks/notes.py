@@ -45,6 +45,7 @@ from benchmarks._common import RESULTS, options, table, write
 from flowkit_audio.data import load_clips
 from flowkit_audio.features import MelConfig, griffin_lim, log_mel, semitones
 from flowkit_audio.pitch import run as pitch_run
+from flowkit_audio.pitch.groundtruth import average_log_mel, spectral_distance_db, transposition_pairs
 from flowkit_audio.pitch.melflow import MelFlow, MelFlowConfig
 from flowkit_audio.pitch.notes import measure_pitch, note_label, split_notes
 from flowkit_audio.plots import save_note_spectrograms
@@ -52,7 +53,6 @@ from flowkit_audio.plots import save_note_spectrograms
 NOTES = Path(__file__).resolve().parents[2] / "shared" / "data" / "notes"
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 RATE = 16000
-REQUESTS = (-4, -3, -2, -1, 1, 2, 3, 4)
 LINEARITY = (-12, -9, -6, -3, 3, 6, 9, 12)
 
 
@@ -87,41 +87,134 @@ def _summary(values: list[float], request: float) -> dict:
             "within_0.25": round(float(np.mean(np.abs(v - request) <= 0.25)), 3), "measured": int(v.size)}
 
 
-def pitch_table(editor, held_out, instruments_model, requests) -> tuple[list[dict], dict, dict]:
+def _gaussian_slope(features: list[torch.Tensor]) -> torch.Tensor:
+    """The whitening ablation's transposition: a Gaussian over (pitch, spectrum) frames of
+    the training notes has E[spectrum | pitch] linear in the pitch, so encoding under one
+    pitch and decoding under another adds the pooled least-squares slope times D."""
+    frames = torch.cat(features, dim=1).double()
+    pitch = frames[0] - frames[0].mean()
+    return ((frames[1:] - frames[1:].mean(1, keepdim=True)) @ pitch / (pitch @ pitch)).float()
+
+
+def edit_methods(editor, slope: torch.Tensor) -> dict:
+    """Each row of the ground-truth table: ``(clip, features, D) -> audio``."""
     import librosa
 
-    labels = [note_label(c.name)[0] for c in held_out]
-    analysed = [editor.spectrum.analyse(c.audio) for c in held_out]
-    alphas = [editor.alpha_for(float(s)) for s in requests]
-    rows, resynth_audio, ours_by_request = [], [], {s: [] for s in requests}
-    base_f0, input_f0 = [], []
-    for clip, (features, info) in zip(held_out, analysed):
-        edited = editor.edit(features, [0.0, *alphas])
-        audio = [editor.synthesise(e) for e in edited]
-        resynth_audio.append(audio[0].numpy())
-        base_f0.append(measure_pitch(audio[0], RATE, info["pitch"]))
-        input_f0.append(measure_pitch(clip.audio, RATE, info["pitch"]))
-        for s, a in zip(requests, audio[1:]):
-            ours_by_request[s].append((a, measure_pitch(a, RATE, info["pitch"] + s)))
-    for s in requests:
-        shifted = [librosa.effects.pitch_shift(c.audio.numpy(), sr=RATE, n_steps=float(s)) for c in held_out]
-        librosa_f0 = [measure_pitch(torch.from_numpy(a), RATE, info["pitch"] + s) for a, (_, info) in
-                      zip(shifted, analysed)]
-        ours = ours_by_request[s]
-        rows.append({
-            "requested": s, "alpha": round(alphas[requests.index(s)], 3),
-            "flowkit vs resynthesis": _summary([_st(b, f) for b, (_, f) in zip(base_f0, ours)], s),
-            "flowkit vs input": _summary([_st(i, f) for i, (_, f) in zip(input_f0, ours)], s),
-            "librosa vs input": _summary([_st(i, f) for i, f in zip(input_f0, librosa_f0)], s),
-            "flowkit instrument accuracy": accuracy(instruments_model, [a.numpy() for a, _ in ours], labels),
-            "librosa instrument accuracy": accuracy(instruments_model, shifted, labels),
-        })
-    reference = {"instrument accuracy on the held-out originals":
-                 accuracy(instruments_model, [c.audio.numpy() for c in held_out], labels),
-                 "instrument accuracy on the unedited resynthesis": accuracy(instruments_model, resynth_audio, labels),
-                 "resynthesis pitch error (median |semitones| vs input)":
-                 _nan_median(np.abs([_st(i, b) for i, b in zip(input_f0, base_f0)]))}
-    return rows, reference, {"notes": len(held_out)}
+    def shifted(features, d, spectrum_step=None):
+        moved = features.clone()
+        moved[0] += d
+        if spectrum_step is not None:
+            moved[1:] += spectrum_step[:, None] * d
+        return editor.synthesise(moved)
+
+    return {
+        "unedited (the input)": lambda clip, f, d: clip.audio,
+        "librosa pitch_shift": lambda clip, f, d: torch.from_numpy(
+            librosa.effects.pitch_shift(clip.audio.numpy(), sr=RATE, n_steps=float(d))),
+        "front-end alone (identity flow)": lambda clip, f, d: shifted(f, d),
+        "Gaussian (whitening) transfer": lambda clip, f, d: shifted(f, d, slope),
+        "flow: transfer to the new pitch": lambda clip, f, d: editor.synthesise(editor.transpose(f, float(d))),
+        "flow: calibrated direction": lambda clip, f, d: editor.synthesise(editor.edit(f, editor.alpha_for(float(d)))),
+    }
+
+
+def ground_truth(editor, train, held_out, clips, instruments_model, train_features, max_semitones: int = 4,
+                 training_pairs: int | None = None) -> dict:
+    """Every held-out note transposed by every D in -4..4 for which the same instrument has
+    a real note D semitones away (any split): each method's edit against that recording
+    (:func:`~flowkit_audio.pitch.groundtruth.spectral_distance_db`), its pitch change
+    (Praat, against the input) and the instrument the recogniser hears."""
+    recorded = [note_label(c.name) for c in clips]
+    pairs = transposition_pairs([note_label(c.name) for c in held_out], recorded, max_semitones)
+    methods = edit_methods(editor, _gaussian_slope(train_features))
+    rows = {name: {"distance": [], "change": [], "d": [], "audio": [], "label": []} for name in methods}
+    analysed: dict[int, tuple] = {}
+    for i, d, j in pairs:
+        clip = held_out[i]
+        if i not in analysed:
+            features, info = editor.spectrum.analyse(clip.audio)
+            analysed[i] = (features, info, measure_pitch(clip.audio, RATE, info["pitch"]))
+        features, info, f0_in = analysed[i]
+        for name, method in methods.items():
+            audio = method(clip, features, d).float()
+            row = rows[name]
+            row["distance"].append(spectral_distance_db(audio.numpy(), clips[j].audio.numpy(), RATE))
+            row["change"].append(_st(f0_in, measure_pitch(audio, RATE, info["pitch"] + d)))
+            row["d"].append(d)
+            row["audio"].append(audio.numpy())
+            row["label"].append(recorded[j][0])
+    table_rows = []
+    for name, row in rows.items():
+        distance, error = np.array(row["distance"]), np.abs(np.array(row["change"]) - np.array(row["d"]))
+        table_rows.append({
+            "method": name, "pairs": len(distance),
+            "distance_db_median": round(float(np.median(distance)), 3),
+            "distance_db_p25_p75": [round(float(np.percentile(distance, q)), 3) for q in (25, 75)],
+            "distance_db_median_by_d": {str(d): round(float(np.median(distance[np.array(row["d"]) == d])), 3)
+                                        for d in sorted(set(row["d"]))},
+            "pitch_error_median": _nan_median(error),
+            "pitch_within_0.25": round(float(np.mean(error[~np.isnan(error)] <= 0.25)), 3) if (~np.isnan(error)).any()
+            else None,
+            "pitch_unmeasured": int(np.isnan(error).sum()),
+            "instrument_kept": accuracy(instruments_model, row["audio"], row["label"])})
+    by_name = {r["method"]: r["distance_db_median"] for r in table_rows}
+    librosa = by_name["librosa pitch_shift"]
+    round_trip = [spectral_distance_db(editor.synthesise(f).numpy(), held_out[i].audio.numpy(), RATE)
+                  for i, (f, _, _) in analysed.items()]
+    return {"pairs": len(pairs), "notes": len(analysed), "rows": table_rows,
+            "round_trip_db_median": round(float(np.median(round_trip)), 3),
+            "flow_transfer_vs_librosa": round(by_name["flow: transfer to the new pitch"] / librosa, 3),
+            "flow_transfer_vs_identity": round(by_name["flow: transfer to the new pitch"]
+                                               / by_name["front-end alone (identity flow)"], 3),
+            "headroom": correction_headroom(train, held_out, clips, pairs, max_semitones, training_pairs),
+            "reference": {"instrument accuracy on the held-out originals":
+                          accuracy(instruments_model, [c.audio.numpy() for c in held_out],
+                                   [note_label(c.name)[0] for c in held_out])}}
+
+
+def correction_headroom(train, held_out, clips, held_pairs, max_semitones: int = 4,
+                        limit: int | None = None) -> dict:
+    """How far any spectral correction of librosa's shift could go on this measure: each
+    correction is fitted on the *training* notes' pairs (their real neighbours as targets)
+    and applied to the held-out pairs' time-averaged spectra, so no audio rendering limits
+    it. If none beats librosa, a pitch-conditioned model of the spectrum has little to add."""
+    import librosa
+    from scipy.fft import dct, idct
+
+    recorded = [note_label(c.name) for c in clips]
+    held_names = {c.name for c in held_out}
+    train_pairs = [p for p in transposition_pairs([note_label(c.name) for c in train], recorded, max_semitones)
+                   if clips[p[2]].name not in held_names][:limit]
+
+    def spectra(notes, pairs):
+        return [(average_log_mel(librosa.effects.pitch_shift(notes[i].audio.numpy(), sr=RATE, n_steps=float(d)), RATE),
+                 average_log_mel(clips[j].audio.numpy(), RATE), average_log_mel(notes[i].audio.numpy(), RATE), d)
+                for i, d, j in pairs]
+
+    fit, test = spectra(train, train_pairs), spectra(held_out, held_pairs)
+    residual = np.stack([target - shifted for shifted, target, _, _ in fit])
+
+    def ridge_features(shifted, d):
+        return np.concatenate([shifted, d * shifted, [d, 1.0]])
+
+    design = np.stack([ridge_features(s, d) for s, _, _, d in fit])
+    weights = np.linalg.solve(design.T @ design + 1000.0 * np.eye(design.shape[1]), design.T @ residual)
+
+    def envelope(spectrum, coefficients=4):
+        c = dct(spectrum, norm="ortho")
+        c[coefficients:] = 0
+        return idct(c, norm="ortho")
+
+    corrections = {
+        "librosa pitch_shift": lambda s, o, d: s,
+        "+ the mean residual of the training pairs": lambda s, o, d: s + residual.mean(0),
+        "+ ridge regression of the residual on (spectrum, D)": lambda s, o, d: s + ridge_features(s, d) @ weights,
+        "+ the input's envelope kept (formant-preserving)": lambda s, o, d: s + envelope(o) - envelope(s),
+    }
+    return {"training_pairs": len(fit), "held_out_pairs": len(test),
+            "distance_db_median": {name: round(float(np.median([np.sqrt(np.mean((fix(s, o, d) - t) ** 2))
+                                                                for s, t, o, d in test])), 3)
+                                   for name, fix in corrections.items()}}
 
 
 def _nan_median(values) -> float | None:
@@ -261,8 +354,9 @@ def main() -> None:
     train_seconds = time.perf_counter() - start
     instruments = recogniser(train)
     evaluated = held_out[:6] if args.quick else held_out
-    requests = (-2, 2) if args.quick else REQUESTS
-    rows, reference, counts = pitch_table(editor, evaluated, instruments, requests)
+    train_features = [editor.spectrum.analyse(c.audio)[0] for c in train]
+    truth = ground_truth(editor, train, held_out[:3] if args.quick else held_out, clips, instruments, train_features,
+                         max_semitones=2 if args.quick else 4, training_pairs=24 if args.quick else None)
     linear = linearity(editor, evaluated[:4] if args.quick else evaluated[::2], (-12, 12) if args.quick else LINEARITY)
     timbre_rows = timbre(editor, train, held_out, instruments,
                          [("cello", "violin"), ("violin", "cello"), ("piano", "flute"), ("trumpet", "saxophone")])
@@ -277,17 +371,12 @@ def main() -> None:
                             "held_out_nll": report["held_out_nll"],
                             "held_out_nll_at_start": report["held_out_nll_at_start"], "train_nll": report["train_nll"],
                             "calibration": report["calibration"]},
-               "pitch": rows, "reference": reference, "evaluated": counts, "linearity": linear,
+               "ground_truth": truth, "linearity": linear,
                "timbre": timbre_rows, "mel_baseline": baseline}
     path = write("notes_quick" if args.quick else "notes", payload, args.results)
-    flat = [{"requested": r["requested"], "flowkit (vs resynth)": r["flowkit vs resynthesis"]["median"],
-             "flowkit within 0.25": r["flowkit vs resynthesis"].get("within_0.25"),
-             "librosa": r["librosa vs input"]["median"],
-             "librosa within 0.25": r["librosa vs input"].get("within_0.25"),
-             "flowkit instr.": r["flowkit instrument accuracy"], "librosa instr.": r["librosa instrument accuracy"]}
-            for r in rows]
-    print(table(flat, list(flat[0])))
-    print(reference)
+    columns = ["method", "pairs", "distance_db_median", "pitch_error_median", "pitch_within_0.25", "instrument_kept"]
+    print(table(truth["rows"], columns))
+    print({k: v for k, v in truth.items() if k != "rows"})
     print("linearity:", linear)
     print(table(timbre_rows, list(timbre_rows[0])) if timbre_rows else "no timbre pair")
     print("log-mel baseline:", baseline)

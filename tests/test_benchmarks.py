@@ -115,8 +115,14 @@ def test_notes_benchmark_quick_run(tmp_path):
 
     require_data("notes")
     result = run_script("notes", "--quick", tmp_path=tmp_path)
-    assert [r["requested"] for r in result["pitch"]] == [-2, 2]
-    assert {"flowkit vs resynthesis", "librosa vs input", "flowkit instrument accuracy"} <= set(result["pitch"][0])
+    truth = result["ground_truth"]  # every edit against the same instrument's real note D semitones away
+    assert [r["method"] for r in truth["rows"]] == [
+        "unedited (the input)", "librosa pitch_shift", "front-end alone (identity flow)",
+        "Gaussian (whitening) transfer", "flow: transfer to the new pitch", "flow: calibrated direction"]
+    assert truth["pairs"] > 0 and all(r["pairs"] == truth["pairs"] for r in truth["rows"])
+    distance = {r["method"]: r["distance_db_median"] for r in truth["rows"]}
+    assert distance["librosa pitch_shift"] < distance["unedited (the input)"]  # a real shift nears the real note
+    assert set(truth["headroom"]["distance_db_median"]) >= {"librosa pitch_shift"}
     assert result["timbre"][0]["direction"] == "cello -> violin"
     assert result["mel_baseline"]["steps"] > 0 and result["config"]["quick"] is True
 

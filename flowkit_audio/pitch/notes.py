@@ -148,6 +148,15 @@ class NoteEditor(CalibratedEditor):
         offsets = self.flow.get_buffer("instrument_offsets")
         return offsets[self.instruments.index(target)] - offsets[self.instruments.index(source)]
 
+    def transpose(self, features: Tensor, semitones_wanted: float | list[float]) -> Tensor:
+        """Transfer to another pitch: encode the note under its own pitch, decode the same
+        spectral latent under ``pitch + semitones_wanted``. The pitch coordinate of the
+        latent is the standardised pitch itself, so this is exact in the pitch and leaves
+        the spectrum to the flow's ``p(spectrum | pitch)``; no calibration is involved."""
+        direction = torch.zeros_like(self.direction)
+        direction[0] = 1.0 / self.flow.get_buffer("std")[0]
+        return self.edit(features, semitones_wanted, direction)
+
     @torch.no_grad()
     def synthesise(self, features: Tensor, reference: Tensor | None = None) -> Tensor:
         """Audio ``(samples,)``: the spectrum rendered at the features' pitch, then

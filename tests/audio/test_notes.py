@@ -158,6 +158,18 @@ def test_the_pitch_direction_is_calibrated_and_near_linear(notes_run):
         editor.alpha_for(high + 1)
 
 
+def test_transpose_decodes_the_same_spectral_latent_under_the_new_pitch(notes_run, held_out):
+    editor = pitch_run.load(notes_run[0])
+    clip = next(c for c in held_out if c.name.startswith("cello_"))
+    features, info = editor.spectrum.analyse(clip.audio)
+    same, up = editor.transpose(features, [0.0, 3.0])
+    torch.testing.assert_close(same, features, atol=1e-3, rtol=1e-4)  # encode, decode: exact at D = 0
+    torch.testing.assert_close(up[0], features[0] + 3.0, atol=1e-3, rtol=0)  # the pitch context, exactly
+    assert (up[1:] - features[1:]).abs().mean() > 0.01  # the spectrum is the flow's, given the new pitch
+    measured = measure_pitch(editor.synthesise(up), 16000, info["pitch"] + 3)
+    assert abs(semitones(measure_pitch(editor.synthesise(same), 16000, info["pitch"]), measured) - 3) < 0.25
+
+
 @pytest.mark.parametrize("request_st", [2.0, -2.0])
 def test_semitone_edits_move_the_measured_pitch_of_held_out_notes(notes_run, held_out, tmp_path, request_st):
     result = pitch_run.edit_files(notes_run[0], _folder(tmp_path / "in", held_out),
