@@ -115,23 +115,31 @@ def allocator_peak_bytes(step: Callable[[], object]) -> int:
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
-def this_provenance() -> dict[str, object]:
-    """What a result depends on: the git commit (and whether the tree had uncommitted
-    changes outside ``benchmarks/results/``, whose JSON are outputs: in a chain of
-    benchmarks run from one clone, the first one's JSON must not make the second dirty),
-    the UTC date, the CPU model, the instruction-set flags that change speed, whether
-    bfloat16 runs natively (FLOWKIT_BF16=0 says no), the thread count, the torch and peer
-    (normflows) versions, and the exact command. A benchmark that draws seeds adds
-    ``seeds`` itself."""
-    import datetime
+def _git(*args: str) -> str | None:
     import subprocess
 
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
-        except OSError:
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+# The tree as the run found it, read when a benchmark imports this module: what the run
+# writes later (its JSON, the docs pictures it draws) does not make it "dirty".
+COMMIT_AT_START = _git("rev-parse", "HEAD")
+CHANGES_AT_START = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+
+
+def this_provenance() -> dict[str, object]:
+    """What a result depends on: the git commit (and whether the tree had uncommitted
+    changes when the run started, outside ``benchmarks/results/``: in a chain of
+    benchmarks run from one clone, the first one's JSON must not make the second dirty,
+    nor a run's own pictures itself), the UTC date, the CPU model, the instruction-set
+    flags that change speed, whether bfloat16 runs natively (FLOWKIT_BF16=0 says no), the
+    thread count, the torch and peer (normflows) versions, and the exact command. A
+    benchmark that draws seeds adds ``seeds`` itself."""
+    import datetime
 
     cpu, flags = platform.processor() or platform.machine(), set()
     try:
@@ -145,8 +153,7 @@ def this_provenance() -> dict[str, object]:
         pass
     from flowkit.precision import bf16_supported
 
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status),
+    return {"commit": COMMIT_AT_START, "dirty": None if CHANGES_AT_START is None else bool(CHANGES_AT_START),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
             "cpu_flags": [f for f in CPU_FLAGS if f in flags], "bf16_native": bf16_supported("cpu"),
             "threads": torch.get_num_threads(), "torch_version": torch.__version__,
