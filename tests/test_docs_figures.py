@@ -65,8 +65,9 @@ def test_every_ratio_in_the_docs_is_in_a_json(doc):
 
 
 def test_the_checker_catches_a_figure_with_no_json():
-    # time_to_quality.json's K = 4 step ratio, and the range the docs once quoted for bf16 steps with no JSON
-    assert backed("0.947") and not backed("1.16") and not backed("1.23")
+    # time_to_quality.json's K = 4 step ratio, the top of a range the docs once quoted for bf16 steps with no
+    # JSON, and a ratio no benchmark has measured
+    assert backed("0.942") and not backed("1.23") and not backed("9.99")
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
