@@ -12,7 +12,7 @@ output folder.
 instruments, then on the 12 held-out notes: edits of -4, -2, +2 and +4 semitones (WAVs,
 spectrogram PNGs and Praat's F0 in and out), a ladder picture of one note from -4 to +4,
 and a cello note moved towards violin along the timbre direction, its file named for the
-instrument a recogniser fitted on the training notes hears (today: usually still a cello).
+instrument a recogniser fitted on the training notes hears.
 Writes ``summary.json``.
 """
 
