@@ -16,9 +16,13 @@ RATE = 16000
 
 
 @pytest.fixture(scope="module")
-def cellos():
-    folder = require_data("notes")
-    return [c for c in load_clips(folder, RATE) if c.name.startswith("cello_")]
+def notes():
+    return load_clips(require_data("notes"), RATE)
+
+
+@pytest.fixture(scope="module")
+def cellos(notes):
+    return [c for c in notes if c.name.startswith("cello_")]
 
 
 def test_the_distance_ignores_loudness_and_is_symmetric(cellos):
@@ -63,9 +67,8 @@ def test_a_real_shift_lands_nearer_the_real_neighbour_than_the_input(cellos):
     assert np.median(shifted) < 0.6 * np.median(unedited)  # pairs vary one by one; the median does not
 
 
-def test_pairs_are_the_same_instrument_d_semitones_away_in_any_split():
-    folder = require_data("notes")
-    clips = load_clips(folder, RATE)
+def test_pairs_are_the_same_instrument_d_semitones_away_in_any_split(notes):
+    clips = notes
     _, held_out = split_notes(clips)
     recorded = [note_label(c.name) for c in clips]
     pairs = transposition_pairs([note_label(c.name) for c in held_out], recorded)
